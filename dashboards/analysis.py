@@ -1,0 +1,264 @@
+"""A study's tables, computed from the result store's parquet alone (no Ray; a copied directory will do).
+
+AP metrics are fractions in [0, 1] as COCO evaluation reports them; the paper's numbers (in percent)
+are converted to fractions where they are put beside ours. Losses are per-epoch means as reported.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import optuna
+import pandas as pd
+
+from transcenter.dashboards import paper
+from transcenter.platform.store import ResultStore, is_param_column
+
+HEATMAP_SIZE = "model.heatmap_size"
+AP_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+TRIAL_KEY = ["study", "trial_id"]
+_LOG_SCALE_NAMES = ("lr", "learning_rate")
+
+
+class NotEnoughTrials(ValueError):
+    """Raised when a study has too few usable trials or varied hyperparameters for a table."""
+
+
+def load_study(path_or_paths: str | os.PathLike | Sequence[str | os.PathLike]) -> pd.DataFrame:
+    """Reads the trial-epochs of one or more study directories (``<storage_path>/<study>``).
+
+    Args:
+        path_or_paths: A study directory (local path or URI) or several.
+
+    Returns:
+        One row per trial-epoch, sorted by study, trial and epoch, typed as stored; the ``study``
+        column tells several studies apart.
+    """
+    return _load(path_or_paths, ResultStore.read_epochs, ["study", "trial_id", "epoch"])
+
+
+def load_trials(path_or_paths: str | os.PathLike | Sequence[str | os.PathLike]) -> pd.DataFrame:
+    """Reads the trial tables of one or more study directories: one row per finished trial."""
+    return _load(path_or_paths, ResultStore.read_trials, TRIAL_KEY)
+
+
+def param_columns(df: pd.DataFrame) -> list[str]:
+    """Returns the hyperparameter columns (dotted config names) of a store table, sorted."""
+    return sorted(c for c in df.columns if is_param_column(c))
+
+
+def is_log_scale(name: str, values: pd.Series) -> bool:
+    """Tells whether a hyperparameter is searched on a log scale: a positive learning rate (``*.lr``)."""
+    return name.rsplit(".", 1)[-1] in _LOG_SCALE_NAMES and bool((values.dropna() > 0).all())
+
+
+def lower_limit(
+    df: pd.DataFrame,
+    epochs: Iterable[int] = (1, 2, 3),
+    by: str = HEATMAP_SIZE,
+    metric: str = "AP50",
+) -> pd.DataFrame:
+    """The lower limit (paper Fig. 6): a metric in the first epochs, per value of ``by``.
+
+    Args:
+        df: Trial-epochs from `load_study`.
+        epochs: The epochs to report.
+        by: The grouping hyperparameter.
+        metric: The metric.
+
+    Returns:
+        Indexed by (``by``, epoch), for groups with at least one non-NaN value: ``mean``, ``std``
+        (ddof 1), ``min``, ``max`` of the metric over trials and ``n_trials`` (trials with a non-NaN
+        value); plus ``paper.AP50`` (fraction) when grouping AP50 by heatmap size.
+    """
+    rows = _with_columns(df, [by, metric])
+    rows = rows[rows["epoch"].isin(list(epochs))]
+    table = rows.groupby([by, "epoch"])[metric].agg(["mean", "std", "min", "max", "count"])
+    table = table.rename(columns={"count": "n_trials"})
+    table = table[table["n_trials"] > 0]
+    if by == HEATMAP_SIZE and metric == "AP50":
+        sizes = table.index.get_level_values(by)
+        table["paper.AP50"] = sizes.map(paper.LOWER_LIMIT_AP50).astype("float64") / paper.PERCENT
+    return table
+
+
+def upper_limit(df: pd.DataFrame, by: str = HEATMAP_SIZE, rank_by: str = "AP") -> pd.DataFrame:
+    """The upper limit (paper Table 4, and Table 2 for object sizes): the best epoch of the best trial.
+
+    Args:
+        df: Trial-epochs from `load_study`.
+        by: The grouping hyperparameter.
+        rank_by: The metric, higher is better, that picks the row; NaN rows are ignored.
+
+    Returns:
+        Indexed by ``by``: ``study``, ``trial_id``, ``epoch`` of the chosen row and its `AP_METRICS`;
+        when grouping by heatmap size, also ``paper.<metric>`` (fraction; NaN where the paper gives
+        none).
+    """
+    rows = _with_columns(df, [by, rank_by, *AP_METRICS])
+    rows = rows[np.isfinite(rows[rank_by])]
+    best = rows.loc[rows.groupby(by)[rank_by].idxmax()]
+    table = best.set_index(by)[["study", "trial_id", "epoch", *AP_METRICS]]
+    if by == HEATMAP_SIZE:
+        reported = {size: {**paper.UPPER_LIMIT.get(size, {}), **paper.AP_BY_OBJECT_SIZE.get(size, {})}
+                    for size in table.index}
+        for metric in AP_METRICS:
+            values = [reported[size].get(metric, np.nan) for size in table.index]
+            table[f"paper.{metric}"] = np.asarray(values, dtype="float64") / paper.PERCENT
+    return table
+
+
+def loss_curves(df: pd.DataFrame, by: str = HEATMAP_SIZE) -> pd.DataFrame:
+    """Position vs. size heatmap loss per epoch (paper Fig. 7).
+
+    Args:
+        df: Trial-epochs from `load_study`.
+        by: The grouping hyperparameter.
+
+    Returns:
+        Indexed by (``by``, epoch), where either loss was reported: the mean over trials of
+        ``loss_pos`` and ``loss_size`` and ``n_trials`` (rows in the group).
+    """
+    rows = _with_columns(df, [by, "loss_pos", "loss_size"])
+    grouped = rows.groupby([by, "epoch"])
+    table = grouped[["loss_pos", "loss_size"]].mean()
+    table["n_trials"] = grouped.size()
+    return table.dropna(subset=["loss_pos", "loss_size"], how="all")
+
+
+def best_per_trial(df: pd.DataFrame, metric: str = "AP50") -> pd.DataFrame:
+    """Each trial's best value of a metric beside its hyperparameters (the search, one row a trial).
+
+    Args:
+        df: Trial-epochs from `load_study`.
+        metric: Higher is better.
+
+    Returns:
+        One row per trial: ``study``, ``trial_id``, the hyperparameters, ``best.<metric>`` (NaN when
+        never finite) and ``n_epochs``.
+    """
+    rows = _with_columns(df, [metric])
+    finite = rows[metric].where(np.isfinite(rows[metric]))
+    grouped = rows.assign(**{metric: finite}).groupby(TRIAL_KEY, sort=True)
+    table = grouped[param_columns(rows)].first()
+    table[f"best.{metric}"] = grouped[metric].max()
+    table["n_epochs"] = grouped.size()
+    return table.reset_index()
+
+
+def optuna_study(df: pd.DataFrame, target: str = "AP", params: Sequence[str] | None = None) -> optuna.Study:
+    """Rebuilds an in-memory Optuna study (maximise) from the store's trial-epochs.
+
+    Each trial with a finite best ``target`` becomes a COMPLETE Optuna trial whose value is that best
+    value. Distributions follow the column types: bool, int and str are categorical; floats are uniform
+    between the observed extremes, log-uniform where `is_log_scale`.
+
+    Args:
+        df: Trial-epochs from `load_study`.
+        target: The metric, higher is better.
+        params: The hyperparameters to include; by default every one that takes two or more values.
+
+    Returns:
+        The study, one trial per usable store trial.
+
+    Raises:
+        NotEnoughTrials: With fewer than 2 usable trials or no varied hyperparameter.
+    """
+    trials = best_per_trial(df, target)
+    trials = trials[np.isfinite(trials[f"best.{target}"])]
+    if len(trials) < 2:
+        raise NotEnoughTrials(f"needs >= 2 trials with a finite {target}, got {len(trials)}")
+    if params is None:
+        params = [p for p in param_columns(trials) if trials[p].nunique(dropna=True) > 1]
+    if not params:
+        raise NotEnoughTrials("needs at least one hyperparameter that varies")
+    distributions = {p: _distribution(p, trials[p].dropna()) for p in params}
+    study = optuna.create_study(direction="maximize")
+    study.add_trials([
+        optuna.trial.create_trial(
+            params={p: _native(row[p]) for p in params if not pd.isna(row[p])},
+            distributions={p: d for p, d in distributions.items() if not pd.isna(row[p])},
+            value=float(row[f"best.{target}"]),
+        )
+        for _, row in trials.iterrows()
+    ])
+    return study
+
+
+def importance(
+    df: pd.DataFrame,
+    target: str = "AP",
+    params: Sequence[str] | None = None,
+    evaluator: optuna.importance.BaseImportanceEvaluator | None = None,
+) -> pd.Series:
+    """Hyperparameter importance for ``target``, computed on `optuna_study` of the store.
+
+    Args:
+        df: Trial-epochs from `load_study`.
+        target: The metric, higher is better.
+        params: The hyperparameters to rank; by default every one that takes two or more values.
+        evaluator: An Optuna importance evaluator; by default `PedAnovaImportanceEvaluator`
+            (``FanovaImportanceEvaluator`` needs scikit-learn).
+
+    Returns:
+        Importance per hyperparameter (normalised to sum to 1), most important first.
+
+    Raises:
+        NotEnoughTrials: With fewer than 2 usable trials or no varied hyperparameter.
+    """
+    study = optuna_study(df, target, params)
+    scores = optuna.importance.get_param_importances(
+        study, evaluator=evaluator or optuna.importance.PedAnovaImportanceEvaluator(),
+        params=None if params is None else list(params))
+    return pd.Series(scores, name=f"importance({target})", dtype="float64").sort_values(ascending=False)
+
+
+def trial_status(df: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
+    """Each trial's status: the trial table's row, or, for a trial still running, its last epoch's.
+
+    Args:
+        df: Trial-epochs from `load_study`.
+        trials: Trial rows from `load_trials`.
+
+    Returns:
+        One row per trial, sorted: ``study``, ``trial_id``, ``status``, ``error``, ``n_epochs``,
+        ``best_epoch``, ``best.AP``, ``best.AP50``.
+    """
+    columns = ["status", "error", "n_epochs", "best_epoch", "best.AP", "best.AP50"]
+    finished = trials.set_index(TRIAL_KEY).reindex(columns=columns)
+    last = df.sort_values("epoch").groupby(TRIAL_KEY).last()
+    running = pd.DataFrame({"status": last["status"], "n_epochs": df.groupby(TRIAL_KEY).size()})
+    running = running[~running.index.isin(finished.index)]
+    frames = [frame for frame in (finished, running) if len(frame)]
+    table = pd.concat(frames) if frames else finished
+    return table.reindex(columns=columns).sort_index().reset_index()
+
+
+def _load(paths, read, order: list[str]) -> pd.DataFrame:
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    if not paths:
+        raise ValueError("no study directory given")
+    frames = [read(ResultStore.open(os.fspath(path))) for path in paths]
+    frames = [f for f in frames if len(f)] or frames[:1]
+    return pd.concat(frames, ignore_index=True).sort_values(order, ignore_index=True)
+
+
+def _with_columns(df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """Adds missing columns (all NaN) to an empty frame, so that empty studies give empty tables."""
+    if len(df):
+        return df
+    return df.assign(**{c: pd.Series(dtype="float64") for c in columns if c not in df})
+
+
+def _distribution(name: str, values: pd.Series) -> optuna.distributions.BaseDistribution:
+    if pd.api.types.is_float_dtype(values.dtype):
+        low, high = float(values.min()), float(values.max())
+        return optuna.distributions.FloatDistribution(low, high, log=is_log_scale(name, values))
+    return optuna.distributions.CategoricalDistribution(sorted(_native(v) for v in values.unique()))
+
+
+def _native(value):
+    return value.item() if isinstance(value, np.generic) else value

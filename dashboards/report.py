@@ -1,0 +1,201 @@
+"""One self-contained HTML report of a study: ``python -m transcenter.dashboards.report <dir> -o r.html``.
+
+Figures are drawn with matplotlib's Agg canvas and embedded as base64 PNG data URIs; the CSS is inline;
+there is no script and no network reference, so the file can be mailed or archived as it is. Every
+section degrades to a sentence when its data is missing, so an empty study or one whose trials all
+failed still gives a valid report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import io
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator, NullFormatter
+
+from transcenter.dashboards import analysis
+from transcenter.dashboards.summary import StudyTables, collect
+
+logger = logging.getLogger(__name__)
+
+_CSS = """
+body { font-family: sans-serif; margin: 2em auto; max-width: 72em; color: #222; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ccc; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
+th, td { border: 1px solid #ddd; padding: 0.2em 0.5em; text-align: right; }
+td { white-space: pre-wrap; } .note { color: #666; font-style: italic; } img { max-width: 100%; }
+"""
+
+
+def write_report(
+    paths: str | os.PathLike | Sequence[str | os.PathLike],
+    output: str | os.PathLike,
+    by: str = analysis.HEATMAP_SIZE,
+    first_epochs: int = 3,
+) -> Path:
+    """Writes the HTML report of one or more study directories.
+
+    Args:
+        paths: Study directories (``<storage_path>/<study>``, local or URI).
+        output: The HTML file to write; its directory is created.
+        by: The hyperparameter the per-value curves and tables are grouped by.
+        first_epochs: The lower-limit curves cover epochs 1 to this.
+
+    Returns:
+        The path of the written file.
+    """
+    tables = collect(paths, by=by, first_epochs=first_epochs)
+    studies = sorted(set(tables.status["study"])) or [Path(os.fspath(p)).name for p in _as_list(paths)]
+    title = "TransCenter study " + ", ".join(studies)
+    sections = [
+        ("Lower limit: AP50 in the first epochs (paper Fig. 6)",
+         _section(tables.lower, lambda: _lower_limit_figure(tables.lower, by))),
+        ("Upper limit: best epoch of the best trial, beside the paper (Tables 4 and 2)",
+         _section(tables.upper)),
+        ("Position vs. size heatmap loss (paper Fig. 7)",
+         _section(tables.losses, lambda: _loss_figure(tables.losses, by), table=False)),
+        ("The search: each hyperparameter vs. the trial's best AP50", _search_section(tables)),
+        ("Hyperparameter importance for AP (PED-ANOVA)",
+         _section(tables.importance, lambda: _importance_figure(tables.importance))),
+        ("Trials", _section(tables.status)),
+    ]
+    body = "".join(f"<h2>{html.escape(name)}</h2>\n{content}\n" for name, content in sections)
+    counts = tables.status["status"].value_counts().to_dict()
+    overview = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no trials"
+    document = (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+                f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>\n"
+                f"<h1>{html.escape(title)}</h1>\n<p>{len(tables.epochs)} trial-epochs; "
+                f"{html.escape(overview)}. AP values are fractions in [0, 1]; the paper's are converted."
+                f"</p>\n{body}</body></html>\n")
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(document, encoding="utf-8")
+    logger.info("wrote report %s", output)
+    return output
+
+
+def _as_list(paths) -> list:
+    return [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+
+
+def _note(text: str) -> str:
+    return f'<p class="note">{html.escape(text)}</p>'
+
+
+def _section(data: pd.DataFrame | pd.Series | str, draw=None, table: bool = True) -> str:
+    """Returns a section's HTML: the figure ``draw()`` makes and the table, or a note saying why not."""
+    if isinstance(data, str):
+        return _note(data)
+    if data.empty:
+        return _note("Nothing to show yet.")
+    frame = data.to_frame() if isinstance(data, pd.Series) else data
+    parts = [_img(draw())] if draw else []
+    if table:
+        parts.append(frame.to_html(float_format=lambda x: f"{x:.4g}", na_rep="–", border=0))
+    return "\n".join(parts)
+
+
+def _img(fig: Figure) -> str:
+    FigureCanvasAgg(fig)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return f'<p><img alt="figure" src="data:image/png;base64,{data}"></p>'
+
+
+def _lower_limit_figure(lower: pd.DataFrame, by: str) -> Figure:
+    fig = Figure(figsize=(7, 4), layout="constrained")
+    ax = fig.add_subplot()
+    for i, (value, group) in enumerate(lower.groupby(level=by)):
+        epochs = group.index.get_level_values("epoch")
+        ax.errorbar(epochs, group["mean"], yerr=group["std"].fillna(0), marker="o", capsize=3,
+                    color=f"C{i}", label=f"{by} = {value}")
+        if "paper.AP50" in group and np.isfinite(group["paper.AP50"].iloc[0]):
+            ax.axhline(group["paper.AP50"].iloc[0], color=f"C{i}", linestyle=":", linewidth=1)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(xlabel="epoch", ylabel="AP50 (mean ± std over trials)",
+           title="Lower limit (dotted: paper Fig. 6)")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def _loss_figure(losses: pd.DataFrame, by: str) -> Figure:
+    fig = Figure(figsize=(7, 4), layout="constrained")
+    ax = fig.add_subplot()
+    for i, (value, group) in enumerate(losses.groupby(level=by)):
+        epochs = group.index.get_level_values("epoch")
+        ax.plot(epochs, group["loss_pos"], color=f"C{i}", marker=".", label=f"position, {by} = {value}")
+        ax.plot(epochs, group["loss_size"], color=f"C{i}", marker=".", linestyle="--", label=f"size, {by} = {value}")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(xlabel="epoch", ylabel="heatmap loss (mean over trials)", title="Position (solid) vs. size (dashed)")
+    ax.legend(fontsize="small", ncols=2)
+    return fig
+
+
+def _search_section(tables: StudyTables) -> str:
+    search = tables.search[np.isfinite(tables.search["best.AP50"])]
+    varied = [p for p in analysis.param_columns(search) if search[p].nunique(dropna=True) > 1]
+    fixed = [f"{p} = {search[p].dropna().iloc[0]}" for p in analysis.param_columns(search)
+             if p not in varied and search[p].notna().any()]
+    parts = [_img(_search_figure(search, varied))] if varied else [
+        _note("No hyperparameter takes two values among the trials with a finite AP50.")]
+    if fixed:
+        parts.append(_note("Fixed: " + ", ".join(fixed)))
+    return "\n".join(parts)
+
+
+def _search_figure(search: pd.DataFrame, params: list[str]) -> Figure:
+    ncols = min(3, len(params))
+    nrows = -(-len(params) // ncols)
+    fig = Figure(figsize=(4 * ncols, 3 * nrows), layout="constrained")
+    for i, name in enumerate(params):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        values = search[name]
+        if pd.api.types.is_float_dtype(values.dtype):
+            ax.scatter(values, search["best.AP50"], s=12)
+            if analysis.is_log_scale(name, values):
+                ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(NullFormatter())
+        else:  # categorical: one column of points per value
+            categories = sorted(values.dropna().unique())
+            codes = values.map({c: k for k, c in enumerate(categories)})
+            ax.scatter(codes, search["best.AP50"], s=12)
+            ax.set_xticks(range(len(categories)), [str(c) for c in categories])
+        ax.set(xlabel=name, ylabel="best AP50")
+    return fig
+
+
+def _importance_figure(scores: pd.Series) -> Figure:
+    fig = Figure(figsize=(6, 0.4 * len(scores) + 1), layout="constrained")
+    ax = fig.add_subplot()
+    ax.barh(scores.index[::-1], scores.values[::-1])
+    ax.set(xlabel="importance (normalised)", title=scores.name)
+    return fig
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line entry point; writes the report, prints its path and returns the exit status."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("study_dirs", nargs="+", help="<storage_path>/<study>, local path or URI")
+    parser.add_argument("-o", "--output", default="report.html", help="HTML file to write")
+    parser.add_argument("--by", default=analysis.HEATMAP_SIZE, help="grouping hyperparameter")
+    parser.add_argument("--first-epochs", type=int, default=3, help="epochs of the lower limit")
+    args = parser.parse_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    print(write_report(args.study_dirs, args.output, by=args.by, first_epochs=args.first_epochs))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

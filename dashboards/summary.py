@@ -1,0 +1,117 @@
+"""A study's tables in the terminal: ``python -m transcenter.dashboards.summary <study dir> [...]``.
+
+`collect` gathers every table once (the HTML report uses it too); a table that cannot be made (no
+epochs yet, too few trials) is replaced by a sentence saying why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import optuna
+import pandas as pd
+
+from transcenter.dashboards import analysis
+from transcenter.platform.store import ResultStore
+
+
+@dataclass(frozen=True)
+class StudyTables:
+    """Everything the summary and the report show; a ``str`` field says why its table is missing.
+
+    Attributes:
+        epochs: Trial-epochs from `analysis.load_study`.
+        status: One row per trial (`analysis.trial_status`).
+        search: Each trial's hyperparameters and best AP50 (`analysis.best_per_trial`).
+        lower: `analysis.lower_limit` over the first epochs.
+        upper: `analysis.upper_limit` beside the paper's numbers.
+        losses: `analysis.loss_curves`.
+        importance: `analysis.importance` of AP.
+        by: The hyperparameter the per-value tables are grouped by.
+    """
+
+    epochs: pd.DataFrame
+    status: pd.DataFrame
+    search: pd.DataFrame
+    lower: pd.DataFrame | str
+    upper: pd.DataFrame | str
+    losses: pd.DataFrame | str
+    importance: pd.Series | str
+    by: str
+
+
+def collect(
+    paths: str | os.PathLike | Sequence[str | os.PathLike],
+    by: str = analysis.HEATMAP_SIZE,
+    first_epochs: int = 3,
+) -> StudyTables:
+    """Reads one or more study directories and computes every table.
+
+    Args:
+        paths: Study directories (``<storage_path>/<study>``, local or URI).
+        by: The grouping hyperparameter of the lower/upper limit and loss tables.
+        first_epochs: The lower limit covers epochs 1 to this.
+
+    Returns:
+        The tables, or for each one that cannot be made, the reason.
+    """
+    if first_epochs < 1:
+        raise ValueError(f"first_epochs must be >= 1, got {first_epochs}")
+    epochs = analysis.load_study(paths)
+    status = analysis.trial_status(epochs, analysis.load_trials(paths))
+    if epochs.empty:
+        lower = upper = losses = "No epoch has been recorded yet."
+    elif by not in epochs:
+        lower = upper = losses = f"The study has no {by!r} hyperparameter to group by."
+    else:
+        lower = analysis.lower_limit(epochs, epochs=range(1, first_epochs + 1), by=by)
+        upper = analysis.upper_limit(epochs, by=by)
+        losses = analysis.loss_curves(epochs, by=by)
+    try:
+        importance = analysis.importance(epochs)
+    except analysis.NotEnoughTrials as why:
+        importance = f"No importance: it {why}."
+    return StudyTables(epochs=epochs, status=status, search=analysis.best_per_trial(epochs),
+                       lower=lower, upper=upper, losses=losses, importance=importance, by=by)
+
+
+def render_text(tables: StudyTables) -> str:
+    """Returns the tables as plain text, one titled block each."""
+    blocks = [
+        ("Trials", tables.status if len(tables.status) else "No trial has been recorded yet."),
+        ("Lower limit (paper Fig. 6): AP50 in the first epochs", tables.lower),
+        ("Upper limit (paper Tables 4 and 2): best epoch of the best trial", tables.upper),
+        ("Position vs. size heatmap loss (paper Fig. 7)", tables.losses),
+        ("Hyperparameter importance for AP (PED-ANOVA)", tables.importance),
+    ]
+    return "\n\n".join(f"== {title} ==\n{_text(body)}" for title, body in blocks) + "\n"
+
+
+def _text(body: pd.DataFrame | pd.Series | str) -> str:
+    if isinstance(body, str):
+        return body
+    with pd.option_context("display.width", 200, "display.max_columns", None):
+        return body.to_string(float_format=lambda x: f"{x:.4g}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line entry point; prints the tables and returns the exit status."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("study_dirs", nargs="+", help="<storage_path>/<study>, local path or URI")
+    parser.add_argument("--by", default=analysis.HEATMAP_SIZE, help="grouping hyperparameter")
+    parser.add_argument("--first-epochs", type=int, default=3, help="epochs of the lower limit")
+    args = parser.parse_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for path in args.study_dirs:
+        if not ResultStore.open(path).exists():
+            print(f"warning: no results under {path} (yet)", file=sys.stderr)
+    print(render_text(collect(args.study_dirs, by=args.by, first_epochs=args.first_epochs)), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

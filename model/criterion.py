@@ -1,0 +1,133 @@
+"""Set criterion: decode → Hungarian matching → per-query targets → the paper's losses."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from transcenter.model.box_codec import argmax_cells, decode_boxes, encode_boxes, to_heatmap_coords
+from transcenter.model.config import TransCenterConfig
+from transcenter.model.gaussian import object_radius, render_gaussians
+from transcenter.model.losses import classification_loss, gaussian_focal_loss, offset_loss
+from transcenter.model.matcher import HungarianMatcher
+
+
+@dataclass
+class QueryTargets:
+    """Targets of one batch after matching.
+
+    ``classes`` ``(B, N)`` long (C = background); ``pos_heatmaps`` / ``size_heatmaps``
+    ``(B, N, S, S)``; ``batch_idx`` / ``query_idx`` ``(M,)`` matched queries; ``pos_cells``
+    ``(M, 2)``; ``offsets`` ``(M, 4)``.
+    """
+
+    classes: torch.Tensor
+    pos_heatmaps: torch.Tensor
+    size_heatmaps: torch.Tensor
+    batch_idx: torch.Tensor
+    query_idx: torch.Tensor
+    pos_cells: torch.Tensor
+    offsets: torch.Tensor
+
+
+def _global_count(value: float, device: torch.device) -> float:
+    """Returns ``value`` averaged over data-parallel workers (DETR's num_boxes), at least 1."""
+    t = torch.tensor(float(value), device=device)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t)
+        t = t / dist.get_world_size()
+    return max(t.item(), 1.0)
+
+
+def decode_predictions(outputs: dict, image_size: tuple[int, int], heatmap_size: int,
+                       encoding: str) -> torch.Tensor:
+    """Returns ``(B, N, 4)`` xyxy pixel boxes from argmax position/size cells and offsets."""
+    pos_cells, _ = argmax_cells(outputs["pos_logits"].detach())  # (B, N, 2)
+    size_cells, _ = argmax_cells(outputs["size_logits"].detach())  # (B, N, 2)
+    return decode_boxes(pos_cells, size_cells, outputs["offsets"].detach(), image_size,
+                        heatmap_size, encoding)
+
+
+class SetCriterion(nn.Module):
+    """Computes ``loss_cls`` (Eq. 3), ``loss_pos`` / ``loss_size`` (Eq. 4), ``loss_offset`` and
+    their weighted sum ``loss``, normalised as paper.md settings 2 and 7 specify."""
+
+    def __init__(self, config: TransCenterConfig):
+        super().__init__()
+        self.config = config
+        self.matcher = HungarianMatcher(config.matcher)
+
+    @staticmethod
+    def _training_targets(targets: list[dict]) -> list[dict]:
+        """Drops objects marked ``ignore`` (VOC difficult), which are never trained on."""
+        out = []
+        for t in targets:
+            keep = ~t["ignore"] if "ignore" in t else slice(None)
+            out.append({"boxes": t["boxes"][keep], "labels": t["labels"][keep]})
+        return out
+
+    @torch.no_grad()
+    def build_targets(self, outputs: dict, targets: list[dict], image_size: tuple[int, int]
+                      ) -> QueryTargets:
+        """Matches queries to objects and renders each matched query's own heatmap channels."""
+        m, lc = self.config.model, self.config.loss
+        s = m.heatmap_size
+        logits = outputs["logits"]
+        bsz, n = logits.shape[:2]
+        device = logits.device
+        boxes = decode_predictions(outputs, image_size, s, m.offset_encoding)  # (B, N, 4)
+        indices = self.matcher(logits.detach().float().sigmoid(), boxes, targets, image_size)
+        batch_idx = torch.cat([torch.full_like(q, b) for b, (q, _) in enumerate(indices)]).to(device)
+        query_idx = torch.cat([q for q, _ in indices]).to(device)
+        gt_boxes = torch.cat([t["boxes"][g.to(t["boxes"].device)] for t, (_, g) in
+                              zip(targets, indices)]).to(device).float()  # (M, 4)
+        gt_labels = torch.cat([t["labels"][g.to(t["labels"].device)] for t, (_, g) in
+                               zip(targets, indices)]).to(device)  # (M,)
+        pos_cells, size_cells, offsets = encode_boxes(gt_boxes, image_size, s, m.offset_encoding)
+        radius = object_radius(to_heatmap_coords(gt_boxes, image_size, s)[:, 2:], lc.min_overlap,
+                               lc.min_radius)  # (M,)
+        classes = torch.full((bsz, n), m.num_classes, dtype=torch.long, device=device)
+        classes[batch_idx, query_idx] = gt_labels
+        pos_hm = torch.zeros(bsz, n, s, s, device=device)
+        size_hm = torch.zeros(bsz, n, s, s, device=device)
+        # One channel per query and at most one object per query: plain assignment, no max-merge.
+        pos_hm[batch_idx, query_idx] = render_gaussians(pos_cells, radius, s)
+        size_hm[batch_idx, query_idx] = render_gaussians(size_cells, radius, s)
+        return QueryTargets(classes, pos_hm, size_hm, batch_idx, query_idx, pos_cells, offsets)
+
+    def forward(self, outputs: dict, targets: list[dict], image_size: tuple[int, int]
+                ) -> dict[str, torch.Tensor]:
+        """Returns a dict of scalar fp32 losses: ``loss_cls, loss_pos, loss_size, loss_offset, loss``.
+
+        Args:
+            outputs: the model's output dict.
+            targets: per image ``boxes (K, 4)`` xyxy input px, ``labels (K,)``, optional ``ignore``.
+            image_size: ``(H, W)`` of the input batch in pixels.
+        """
+        lc = self.config.loss
+        qt = self.build_targets(outputs, self._training_targets(targets), image_size)
+        bsz, n = qt.classes.shape
+        device = qt.classes.device
+        num_pos = _global_count(len(qt.query_idx), device)
+        num_all = _global_count(bsz * n, device)
+        num_neg = max(num_all - num_pos, 0.0)
+        hm_norm = num_pos + lc.bg_weight * num_neg
+        with torch.autocast(device.type, enabled=False):
+            loss_cls = classification_loss(outputs["logits"], qt.classes, lc.bg_weight,
+                                           lc.bg_weight_mode) / num_all
+            loss_pos = gaussian_focal_loss(outputs["pos_logits"], qt.pos_heatmaps, lc.alpha,
+                                           lc.beta) / hm_norm
+            loss_size = gaussian_focal_loss(outputs["size_logits"], qt.size_heatmaps, lc.alpha,
+                                            lc.beta) / hm_norm
+            pred_off = outputs["offsets_at"](qt.batch_idx, qt.query_idx, qt.pos_cells)  # (M, 4)
+            loss_offset = offset_loss(pred_off, qt.offsets) / num_pos
+        total = (lc.cls_weight * loss_cls + loss_pos + loss_size + lc.offset_weight * loss_offset)
+        return {"loss_cls": loss_cls, "loss_pos": loss_pos, "loss_size": loss_size,
+                "loss_offset": loss_offset, "loss": total}
+
+
+def build_criterion(config: TransCenterConfig) -> SetCriterion:
+    """Returns the criterion for ``config`` (model, loss and matcher sections)."""
+    return SetCriterion(config)

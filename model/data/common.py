@@ -1,0 +1,309 @@
+"""What the detection datasets share: the target contract, bad-input policy, image reading, collate.
+
+Target contract (every dataset, before and after transforms)::
+
+    image   float32 (3, H, W) in [0, 1]
+    target  {"boxes":     float32 (K, 4) xyxy, input pixels,
+             "labels":    int64 (K,) in 0..C-1,
+             "ignore":    bool (K,)  True = VOC difficult / COCO iscrowd,
+             "iscrowd":   the same tensor as "ignore" (COCO's name for it),
+             "image_id":  int,
+             "orig_size": int64 (2,) = (H, W) of the original image}
+
+Bad-input policy, shared by the VOC and COCO loaders:
+
+* Problems with what the annotations *claim* (missing annotation or split file, empty split
+  file, malformed XML/JSON, unknown class name or category id, missing field) raise an exception
+  naming the file, field and value: a wrong dataset definition must not train silently.
+* Problems with individual images or boxes are repaired or skipped, counted in
+  ``dataset.summary`` (a :class:`LoaderSummary`) and logged: a missing or unreadable image
+  (``missing_image``, ``corrupt_image``, checked cheaply at construction: signature and JPEG
+  end marker) drops the image; a box reaching outside the image is clipped (``clipped_boxes``);
+  a box with zero area after clipping is dropped (``zero_area_box``).
+* An image whose pixels cannot be decoded at load time although it passed the construction check
+  raises ``ValueError`` naming the file, as does a decoded size that disagrees with the
+  annotation's size.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from torch.utils.data import Dataset
+from torchvision.io import ImageReadMode, decode_image, encode_jpeg, read_file, write_file
+
+logger = logging.getLogger(__name__)
+
+Target = dict[str, Any]
+Transform = Callable[[torch.Tensor, Target], tuple[torch.Tensor, Target]]
+
+_JPEG_START, _JPEG_END = b"\xff\xd8", b"\xff\xd9"
+_PNG_START = b"\x89PNG\r\n\x1a\n"
+
+
+def make_target(
+    boxes: torch.Tensor,
+    labels: torch.Tensor,
+    image_id: int,
+    orig_size: tuple[int, int],
+    ignore: torch.Tensor | None = None,
+) -> Target:
+    """Build a target dict with the contract's dtypes.
+
+    Args:
+        boxes: (K, 4) xyxy boxes in input pixels.
+        labels: (K,) class indices in 0..C-1.
+        image_id: Integer id of the image.
+        orig_size: (H, W) of the original image in pixels.
+        ignore: (K,) bool, True for difficult/crowd objects; all False when None.
+
+    Returns:
+        The target dict described in the module docstring; ``iscrowd`` and ``ignore`` are one tensor.
+    """
+    boxes = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)  # (K, 4) xyxy px
+    labels = torch.as_tensor(labels, dtype=torch.int64).reshape(-1)  # (K,)
+    if ignore is None:
+        ignore = torch.zeros(labels.shape, dtype=torch.bool)
+    ignore = torch.as_tensor(ignore, dtype=torch.bool).reshape(-1)  # (K,)
+    if not boxes.shape[0] == labels.shape[0] == ignore.shape[0]:
+        raise ValueError(f"boxes {tuple(boxes.shape)}, labels {tuple(labels.shape)} and ignore "
+                         f"{tuple(ignore.shape)} disagree on the number of objects")
+    return {
+        "boxes": boxes,
+        "labels": labels,
+        "ignore": ignore,
+        "iscrowd": ignore,
+        "image_id": int(image_id),
+        "orig_size": torch.tensor(orig_size, dtype=torch.int64),
+    }
+
+
+def collate(batch: list[tuple[torch.Tensor, Target]]) -> tuple[torch.Tensor, list[Target]]:
+    """Stack same-size images and keep targets as a list.
+
+    Returns:
+        images: (B, 3, H, W) float tensor; targets: list of B target dicts.
+    """
+    images, targets = zip(*batch)
+    return torch.stack(images), list(targets)
+
+
+@dataclass
+class LoaderSummary:
+    """What a loader kept, repaired and skipped.
+
+    Attributes:
+        images: Images kept.
+        objects: Objects kept (ignored ones included).
+        per_class: Class name -> objects kept.
+        clipped_boxes: Boxes that reached outside their image and were clipped to it.
+        skipped: Reason -> count of images or objects left out (``missing_image``,
+            ``corrupt_image``, ``zero_area_box``, ``difficult``).
+    """
+
+    images: int = 0
+    objects: int = 0
+    per_class: dict[str, int] = field(default_factory=dict)
+    clipped_boxes: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def skip(self, reason: str, detail: str, count: int = 1, level: int = logging.WARNING) -> None:
+        """Count ``count`` items left out for ``reason`` and log where, at ``level``."""
+        self.skipped[reason] = self.skipped.get(reason, 0) + count
+        logger.log(level, "skipped %d (%s): %s", count, reason, detail)
+
+    def add_image(self, labels: torch.Tensor, class_names: list[str]) -> None:
+        """Count one kept image and its objects (``labels``: (K,) int64)."""
+        self.images += 1
+        self.objects += int(labels.numel())
+        for label, n in Counter(labels.tolist()).items():
+            name = class_names[label]
+            self.per_class[name] = self.per_class.get(name, 0) + n
+
+    def __str__(self) -> str:
+        classes = ", ".join(f"{k}: {v}" for k, v in sorted(self.per_class.items()))
+        skipped = ", ".join(f"{k}: {v}" for k, v in sorted(self.skipped.items())) or "none"
+        return (f"{self.images} images, {self.objects} objects ({classes}); "
+                f"clipped boxes: {self.clipped_boxes}; skipped: {skipped}")
+
+
+def clip_and_drop(
+    boxes: torch.Tensor, keep: torch.Tensor, size: tuple[int, int], summary: LoaderSummary, source: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clip boxes to the image and mark zero-area ones for dropping, counting both.
+
+    Args:
+        boxes: (K, 4) xyxy boxes in image pixels.
+        keep: (K,) bool, objects still kept before this check.
+        size: (H, W) of the image.
+        summary: Receives ``clipped_boxes`` and ``zero_area_box`` counts.
+        source: File name for the log.
+
+    Returns:
+        The clipped (K, 4) boxes and the updated (K,) keep mask.
+    """
+    height, width = size
+    limits = torch.tensor([width, height, width, height], dtype=boxes.dtype)
+    clipped = torch.minimum(boxes.clamp(min=0), limits)  # (K, 4) xyxy px
+    moved = (clipped != boxes).any(dim=1) & keep  # (K,)
+    positive = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])  # (K,)
+    degenerate = keep & ~positive
+    if degenerate.any():
+        summary.skip("zero_area_box", f"{source}: boxes {clipped[degenerate].tolist()}",
+                     int(degenerate.sum()))
+    moved &= positive
+    if moved.any():
+        summary.clipped_boxes += int(moved.sum())
+        logger.debug("%s: clipped %s to %s", source, boxes[moved].tolist(), clipped[moved].tolist())
+    return clipped, keep & positive
+
+
+def image_file_problem(path: Path) -> str | None:
+    """Cheap construction-time check of an image file, without decoding it.
+
+    Returns:
+        ``"missing_image"``, ``"corrupt_image"`` (empty, unknown signature, or a JPEG without
+        its end-of-image marker, i.e. truncated) or None when the file looks whole.
+    """
+    if not path.is_file():
+        return "missing_image"
+    with path.open("rb") as f:
+        head = f.read(8)
+        if head.startswith(_PNG_START):
+            return None
+        if not head.startswith(_JPEG_START):
+            return "corrupt_image"
+        f.seek(max(path.stat().st_size - 32, 0))
+        # A few encoders append padding after the marker, hence a short search, not an exact tail.
+        return None if _JPEG_END in f.read() else "corrupt_image"
+
+
+@contextmanager
+def _torchvision_io() -> Iterator[None]:
+    # torchvision 0.29 deprecates its io module in favour of torchcodec; the calls remain correct.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        yield
+
+
+def read_image(path: Path, expected_size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Decode an image file to float32 (3, H, W) RGB in [0, 1].
+
+    Raises:
+        ValueError: naming the file when it cannot be decoded or its (H, W) differs from
+            ``expected_size``.
+    """
+    with _torchvision_io():
+        try:
+            image = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)  # (3, H, W) uint8
+        except RuntimeError as err:
+            raise ValueError(f"{path}: cannot decode image ({err})") from err
+    if expected_size is not None and tuple(image.shape[1:]) != tuple(expected_size):
+        raise ValueError(f"{path}: decoded size (H, W) = {tuple(image.shape[1:])} but the "
+                         f"annotation says {tuple(expected_size)}")
+    return image.float().div_(255.0)
+
+
+def write_jpeg(image: torch.Tensor, path: Path, quality: int = 95) -> None:
+    """Encode a float (3, H, W) image in [0, 1] as a JPEG file."""
+    pixels = (image * 255).round_().to(torch.uint8)  # (3, H, W)
+    with _torchvision_io():
+        write_file(str(path), encode_jpeg(pixels, quality=quality))
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image's annotations in original pixels, as parsed by a loader.
+
+    Attributes:
+        image_id: Integer id reported in the target.
+        path: Image file.
+        size: (H, W) of the image in pixels, from the annotation.
+        boxes: (K, 4) float32 xyxy boxes in original pixels.
+        labels: (K,) int64 class indices.
+        ignore: (K,) bool difficult/crowd flags.
+    """
+
+    image_id: int
+    path: Path
+    size: tuple[int, int]
+    boxes: torch.Tensor
+    labels: torch.Tensor
+    ignore: torch.Tensor
+
+
+class AnnotatedImageDataset(Dataset):
+    """A detection dataset over parsed :class:`ImageRecord`\\ s; loaders only parse.
+
+    Subclasses call :meth:`add_record` while parsing; it applies the shared bad-input policy
+    (module docstring) and fills ``summary``.
+
+    Attributes:
+        class_names: Class index -> name.
+        num_classes: ``len(class_names)``.
+        summary: :class:`LoaderSummary` of what was kept, repaired and skipped.
+    """
+
+    def __init__(self, class_names: list[str], transforms: Transform | None = None) -> None:
+        self.class_names = list(class_names)
+        self.num_classes = len(self.class_names)
+        self.transforms = transforms
+        self.summary = LoaderSummary()
+        self.records: list[ImageRecord] = []
+
+    def add_record(self, path: Path, size: tuple[int, int], boxes: torch.Tensor, labels: torch.Tensor,
+                   ignore: torch.Tensor, keep: torch.Tensor, image_id: int | None = None) -> bool:
+        """Check one parsed image and keep it unless its file is missing or corrupt.
+
+        Args:
+            path: Image file.
+            size: (H, W) in pixels from the annotation.
+            boxes: (K, 4) xyxy boxes in image pixels, possibly outside the image.
+            labels: (K,) int64 class indices.
+            ignore: (K,) bool difficult/crowd flags.
+            keep: (K,) bool, False for objects the loader already decided to leave out.
+            image_id: Id for the target; the record's position in the dataset when None.
+
+        Returns:
+            Whether the image was kept.
+        """
+        problem = image_file_problem(path)
+        if problem is not None:
+            self.summary.skip(problem, str(path))
+            return False
+        boxes, keep = clip_and_drop(boxes, keep, size, self.summary, path.name)
+        record = ImageRecord(len(self.records) if image_id is None else image_id, path, size,
+                             boxes[keep].contiguous(), labels[keep], ignore[keep])
+        self.records.append(record)
+        self.summary.add_image(record.labels, self.class_names)
+        return True
+
+    def log_summary(self) -> None:
+        """Log the summary once parsing is done."""
+        logger.info("%s: %s", type(self).__name__, self.summary)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def annotations(self, index: int) -> Target:
+        """Target of image ``index`` in original pixels, without reading the image."""
+        r = self.records[index]
+        return make_target(r.boxes.clone(), r.labels.clone(), r.image_id, r.size, r.ignore.clone())
+
+    def targets(self) -> list[Target]:
+        """All targets in original pixels, without reading any image."""
+        return [self.annotations(i) for i in range(len(self))]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, Target]:
+        image = read_image(self.records[index].path, self.records[index].size)  # (3, H, W) [0, 1]
+        target = self.annotations(index)
+        if self.transforms is not None:
+            image, target = self.transforms(image, target)
+        return image, target

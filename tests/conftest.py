@@ -1,0 +1,10 @@
+"""Shared fixtures. Torch uses the machine's 2 cores; tests stay deterministic by seeding."""
+import pytest
+import torch
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)

@@ -1,0 +1,146 @@
+"""Dashboard tables on studies written by the store from planted numbers."""
+
+import math
+
+import numpy as np
+import optuna
+import pytest
+
+from transcenter.dashboards import analysis
+from transcenter.platform.store import ResultStore
+
+# trial: (heatmap size, AP50 per epoch, AP per epoch)
+PLANTED = {
+    "a": (16, [0.40, 0.50, 0.60, 0.55], [0.20, 0.25, 0.30, 0.28]),
+    "b": (16, [0.20, 0.30, 0.40, 0.70], [0.10, 0.15, 0.20, 0.35]),
+    "c": (32, [0.10, 0.30, 0.50, 0.60], [0.05, 0.15, 0.25, 0.31]),
+    "d": (32, [0.30, 0.30, 0.30, 0.30], [0.15, 0.15, 0.15, math.inf]),  # diverged at epoch 4
+    "e": (64, [0.25], [0.12]),
+}
+
+
+def params(size):
+    return {"model.heatmap_size": size, "optim.lr": 3e-4, "loss.alpha": 2.0}
+
+
+def metrics(size, epoch, ap50, ap):
+    return {"AP": ap, "AP50": ap50, "AP75": ap / 2, "APs": ap / 4, "APm": ap / 3, "APl": ap * 1.5,
+            "loss_pos": size / 16 / epoch, "loss_size": 2 * size / 16 / epoch}
+
+
+@pytest.fixture
+def study_dir(tmp_path):
+    store = ResultStore(str(tmp_path), "planted")
+    for trial, (size, ap50s, aps) in PLANTED.items():
+        for epoch, (ap50, ap) in enumerate(zip(ap50s, aps), start=1):
+            store.record_epoch(trial, epoch, params(size), metrics(size, epoch, ap50, ap))
+        if trial != "e":
+            store.record_trial(trial, params(size), "completed")
+    return tmp_path / "planted"
+
+
+def test_load_study_one_and_several(study_dir, tmp_path):
+    df = analysis.load_study(study_dir)
+    assert len(df) == 17 and df["study"].unique().tolist() == ["planted"]
+    assert df.dtypes["model.heatmap_size"] == "int64" and df.dtypes["epoch"] == "int64"
+    other = ResultStore(str(tmp_path), "other")
+    other.record_epoch("x", 1, params(128), metrics(128, 1, 0.2, 0.1))
+    both = analysis.load_study([str(study_dir), str(tmp_path / "other")])
+    assert len(both) == 18 and sorted(both["study"].unique()) == ["other", "planted"]
+    assert both.dtypes["model.heatmap_size"] == "int64"
+
+
+def test_lower_limit_exact(study_dir):
+    table = analysis.lower_limit(analysis.load_study(study_dir))
+    assert table.index.names == ["model.heatmap_size", "epoch"]
+    row = table.loc[(16, 1)]
+    assert row["mean"] == pytest.approx(0.3) and row["std"] == pytest.approx(math.sqrt(0.02))
+    assert (row["min"], row["max"], row["n_trials"]) == (0.2, 0.4, 2)
+    assert table.loc[(32, 3), "mean"] == pytest.approx(0.4)
+    assert table.loc[(64, 1), "n_trials"] == 1 and math.isnan(table.loc[(64, 1), "std"])
+    assert (64, 2) not in table.index and (16, 4) not in table.index
+    assert table.loc[(16, 2), "paper.AP50"] == pytest.approx(0.449)
+    assert table.loc[(64, 1), "paper.AP50"] == pytest.approx(0.405)
+
+
+def test_upper_limit_picks_best_epoch_of_best_trial(study_dir):
+    table = analysis.upper_limit(analysis.load_study(study_dir))
+    assert table.index.tolist() == [16, 32, 64]
+    assert table.loc[16, ["trial_id", "epoch"]].tolist() == ["b", 4]
+    assert table.loc[16, ["AP", "AP50", "AP75"]].tolist() == pytest.approx([0.35, 0.70, 0.175])
+    assert table.loc[32, ["trial_id", "epoch"]].tolist() == ["c", 4]  # d's inf is not a result
+    assert table.loc[16, ["paper.AP", "paper.AP50", "paper.AP75"]].tolist() == pytest.approx(
+        [0.505, 0.735, 0.563])
+    assert math.isnan(table.loc[16, "paper.APs"])
+    assert table.loc[64, ["paper.APs", "paper.APm", "paper.APl"]].tolist() == pytest.approx(
+        [0.174, 0.323, 0.649])
+
+
+def test_loss_curves_exact(study_dir):
+    table = analysis.loss_curves(analysis.load_study(study_dir))
+    assert table.loc[(16, 2)].tolist() == pytest.approx([0.5, 1.0, 2])
+    assert table.loc[(32, 4)].tolist() == pytest.approx([0.5, 1.0, 2])
+    assert table.loc[(64, 1)].tolist() == pytest.approx([4.0, 8.0, 1])
+
+
+def test_trial_status_includes_running_trials(study_dir):
+    status = analysis.trial_status(analysis.load_study(study_dir), analysis.load_trials(study_dir))
+    assert status["trial_id"].tolist() == ["a", "b", "c", "d", "e"]
+    assert status.set_index("trial_id").loc["e", ["status", "n_epochs"]].tolist() == ["running", 1]
+    assert status.set_index("trial_id").loc["b", "best_epoch"] == 4
+
+
+def rigged_study(tmp_path, n=30):
+    """AP depends on loss.alpha alone; lr, beta, heatmap size and a string option are noise."""
+    rng = np.random.default_rng(0)
+    store = ResultStore(str(tmp_path), "rigged")
+    for i in range(n):
+        p = {"loss.alpha": float(rng.uniform(1, 3)), "loss.beta": float(rng.uniform(2, 6)),
+             "optim.lr": float(10 ** rng.uniform(-4, -3)),
+             "model.heatmap_size": int(rng.choice([16, 32, 64, 128])),
+             "loss.bg_weight_mode": str(rng.choice(["paper", "single"]))}
+        ap = 0.2 * p["loss.alpha"] + float(rng.normal(0, 0.002))
+        store.record_epoch(f"t{i:02d}", 1, p, {"AP": ap / 2})
+        store.record_epoch(f"t{i:02d}", 2, p, {"AP": ap})
+    return analysis.load_study(tmp_path / "rigged")
+
+
+def test_importance_finds_the_planted_parameter(tmp_path):
+    scores = analysis.importance(rigged_study(tmp_path))
+    assert scores.index[0] == "loss.alpha", scores
+    assert scores["loss.alpha"] > 0.5 and scores.sum() == pytest.approx(1.0)
+    assert len(scores) == 5
+
+
+def test_importance_with_fanova(tmp_path):
+    pytest.importorskip("sklearn", reason="Optuna's fANOVA needs scikit-learn")
+    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+    scores = analysis.importance(rigged_study(tmp_path), evaluator=evaluator)
+    assert scores.index[0] == "loss.alpha", scores
+
+
+def test_rebuilt_study_distributions_and_values(tmp_path):
+    df = rigged_study(tmp_path, n=6)
+    study = analysis.optuna_study(df)
+    assert len(study.trials) == 6
+    distributions = study.trials[0].distributions
+    assert isinstance(distributions["model.heatmap_size"], optuna.distributions.CategoricalDistribution)
+    assert isinstance(distributions["loss.bg_weight_mode"], optuna.distributions.CategoricalDistribution)
+    assert distributions["optim.lr"].log and not distributions["loss.alpha"].log
+    best = df.groupby("trial_id")["AP"].max().sort_index().tolist()
+    assert [t.value for t in study.trials] == best
+
+
+def test_importance_refuses_too_little(study_dir, tmp_path):
+    df = analysis.load_study(study_dir)
+    with pytest.raises(analysis.NotEnoughTrials, match="varies"):
+        analysis.importance(df[df["model.heatmap_size"] == 16])
+    with pytest.raises(analysis.NotEnoughTrials, match="got 1"):
+        analysis.importance(df[df["trial_id"] == "a"])
+
+
+def test_empty_study_gives_empty_tables(tmp_path):
+    df = analysis.load_study(tmp_path / "nothing")
+    assert df.empty
+    assert analysis.lower_limit(df).empty and analysis.upper_limit(df).empty
+    assert analysis.loss_curves(df).empty and analysis.best_per_trial(df).empty
