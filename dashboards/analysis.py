@@ -20,13 +20,14 @@ HEATMAP_SIZE = "model.heatmap_size"
 AP_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 TRIAL_KEY = ["study", "trial_id"]
 _LOG_SCALE_NAMES = ("lr", "learning_rate")
+StudyPaths = str | os.PathLike | Sequence[str | os.PathLike]  # one study directory or several
 
 
 class NotEnoughTrials(ValueError):
     """Raised when a study has too few usable trials or varied hyperparameters for a table."""
 
 
-def load_study(path_or_paths: str | os.PathLike | Sequence[str | os.PathLike]) -> pd.DataFrame:
+def load_study(path_or_paths: StudyPaths) -> pd.DataFrame:
     """Reads the trial-epochs of one or more study directories (``<storage_path>/<study>``).
 
     Args:
@@ -39,7 +40,7 @@ def load_study(path_or_paths: str | os.PathLike | Sequence[str | os.PathLike]) -
     return _load(path_or_paths, ResultStore.read_epochs, ["study", "trial_id", "epoch"])
 
 
-def load_trials(path_or_paths: str | os.PathLike | Sequence[str | os.PathLike]) -> pd.DataFrame:
+def load_trials(path_or_paths: StudyPaths) -> pd.DataFrame:
     """Reads the trial tables of one or more study directories: one row per finished trial."""
     return _load(path_or_paths, ResultStore.read_trials, TRIAL_KEY)
 
@@ -236,12 +237,16 @@ def trial_status(df: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
     return table.reindex(columns=columns).sort_index().reset_index()
 
 
-def _load(paths, read, order: list[str]) -> pd.DataFrame:
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
+def as_paths(path_or_paths: StudyPaths) -> list[str]:
+    """Returns one study directory or several as a non-empty list of strings."""
+    paths = [path_or_paths] if isinstance(path_or_paths, (str, os.PathLike)) else list(path_or_paths)
     if not paths:
         raise ValueError("no study directory given")
-    frames = [read(ResultStore.open(os.fspath(path))) for path in paths]
+    return [os.fspath(path) for path in paths]
+
+
+def _load(path_or_paths, read, order: list[str]) -> pd.DataFrame:
+    frames = [read(ResultStore.open(path)) for path in as_paths(path_or_paths)]
     frames = [f for f in frames if len(f)] or frames[:1]
     return pd.concat(frames, ignore_index=True).sort_values(order, ignore_index=True)
 

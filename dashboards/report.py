@@ -39,7 +39,7 @@ td { white-space: pre-wrap; } .note { color: #666; font-style: italic; } img { m
 
 
 def write_report(
-    paths: str | os.PathLike | Sequence[str | os.PathLike],
+    paths: analysis.StudyPaths,
     output: str | os.PathLike,
     by: str = analysis.HEATMAP_SIZE,
     first_epochs: int = 3,
@@ -56,7 +56,7 @@ def write_report(
         The path of the written file.
     """
     tables = collect(paths, by=by, first_epochs=first_epochs)
-    studies = sorted(set(tables.status["study"])) or [Path(os.fspath(p)).name for p in _as_list(paths)]
+    studies = sorted(set(tables.status["study"])) or [Path(p).name for p in analysis.as_paths(paths)]
     title = "TransCenter study " + ", ".join(studies)
     sections = [
         ("Lower limit: AP50 in the first epochs (paper Fig. 6)",
@@ -83,10 +83,6 @@ def write_report(
     output.write_text(document, encoding="utf-8")
     logger.info("wrote report %s", output)
     return output
-
-
-def _as_list(paths) -> list:
-    return [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
 
 
 def _note(text: str) -> str:
@@ -135,10 +131,12 @@ def _loss_figure(losses: pd.DataFrame, by: str) -> Figure:
     ax = fig.add_subplot()
     for i, (value, group) in enumerate(losses.groupby(level=by)):
         epochs = group.index.get_level_values("epoch")
-        ax.plot(epochs, group["loss_pos"], color=f"C{i}", marker=".", label=f"position, {by} = {value}")
-        ax.plot(epochs, group["loss_size"], color=f"C{i}", marker=".", linestyle="--", label=f"size, {by} = {value}")
+        for column, style, kind in (("loss_pos", "-", "position"), ("loss_size", "--", "size")):
+            ax.plot(epochs, group[column], color=f"C{i}", marker=".", linestyle=style,
+                    label=f"{kind}, {by} = {value}")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set(xlabel="epoch", ylabel="heatmap loss (mean over trials)", title="Position (solid) vs. size (dashed)")
+    ax.set(xlabel="epoch", ylabel="heatmap loss (mean over trials)",
+           title="Position (solid) vs. size (dashed)")
     ax.legend(fontsize="small", ncols=2)
     return fig
 

@@ -7,7 +7,6 @@ epochs yet, too few trials) is replaced by a sentence saying why.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,7 +30,6 @@ class StudyTables:
         upper: `analysis.upper_limit` beside the paper's numbers.
         losses: `analysis.loss_curves`.
         importance: `analysis.importance` of AP.
-        by: The hyperparameter the per-value tables are grouped by.
     """
 
     epochs: pd.DataFrame
@@ -41,11 +39,10 @@ class StudyTables:
     upper: pd.DataFrame | str
     losses: pd.DataFrame | str
     importance: pd.Series | str
-    by: str
 
 
 def collect(
-    paths: str | os.PathLike | Sequence[str | os.PathLike],
+    paths: analysis.StudyPaths,
     by: str = analysis.HEATMAP_SIZE,
     first_epochs: int = 3,
 ) -> StudyTables:
@@ -76,13 +73,13 @@ def collect(
     except analysis.NotEnoughTrials as why:
         importance = f"No importance: it {why}."
     return StudyTables(epochs=epochs, status=status, search=analysis.best_per_trial(epochs),
-                       lower=lower, upper=upper, losses=losses, importance=importance, by=by)
+                       lower=lower, upper=upper, losses=losses, importance=importance)
 
 
 def render_text(tables: StudyTables) -> str:
     """Returns the tables as plain text, one titled block each."""
     blocks = [
-        ("Trials", tables.status if len(tables.status) else "No trial has been recorded yet."),
+        ("Trials", tables.status),
         ("Lower limit (paper Fig. 6): AP50 in the first epochs", tables.lower),
         ("Upper limit (paper Tables 4 and 2): best epoch of the best trial", tables.upper),
         ("Position vs. size heatmap loss (paper Fig. 7)", tables.losses),
@@ -94,6 +91,8 @@ def render_text(tables: StudyTables) -> str:
 def _text(body: pd.DataFrame | pd.Series | str) -> str:
     if isinstance(body, str):
         return body
+    if body.empty:
+        return "Nothing to show yet."
     with pd.option_context("display.width", 200, "display.max_columns", None):
         return body.to_string(float_format=lambda x: f"{x:.4g}")
 

@@ -100,5 +100,6 @@ def test_summary_of_study_without_epochs(tmp_path, capsys):
     assert summary.main([str(tmp_path / "early")]) == 0
     captured = capsys.readouterr()
     assert captured.out.count("No epoch has been recorded yet.") == 3 and "oom" in captured.out
+    assert "Empty DataFrame" not in captured.out
     assert summary.main([str(tmp_path / "missing")]) == 0
     assert "no results under" in capsys.readouterr().err

@@ -80,7 +80,8 @@ def test_trials_of_one_study_unify_into_one_frame(tmp_path):
 
 
 def test_declared_param_types_make_mixed_samples_agree(tmp_path):
-    store = ResultStore(str(tmp_path), "hm", param_types={"loss.alpha": "float64", "model.heatmap_size": "int64"})
+    declared = {"loss.alpha": "float64", "model.heatmap_size": "int64"}
+    store = ResultStore(str(tmp_path), "hm", param_types=declared)
     store.record_epoch("t0", 1, {"loss.alpha": 2, "model.heatmap_size": 32.0}, metrics())
     store.record_epoch("t1", 1, {"loss.alpha": 2.5, "model.heatmap_size": 64}, metrics())
     df = pd.read_parquet(tmp_path / "hm" / "epochs")

@@ -58,7 +58,8 @@ def place(image: torch.Tensor, target: Target, size: int, where: Placement) -> t
         degenerate) and which carries ``scale`` and ``offset`` (float32 (2,), x then y).
     """
     height, width = image.shape[-2:]
-    img = tv_tensors.Image(image)
+    # Resampled as uint8: torch's uint8 bilinear kernel is ~3x faster; rounding costs <= 1/510.
+    img = tv_tensors.Image(F.to_dtype(image, torch.uint8, scale=True))
     boxes = tv_tensors.BoundingBoxes(target["boxes"], format="XYXY", canvas_size=(height, width))
     img, boxes = (F.resize(t, list(where.resized), antialias=True) for t in (img, boxes))
     # crop with a negative top/left pads: one call covers both the crop and the letterbox case.
@@ -69,7 +70,7 @@ def place(image: torch.Tensor, target: Target, size: int, where: Placement) -> t
         img, boxes = F.horizontal_flip(img), F.horizontal_flip(boxes)
         scale[0], offset[0] = -scale[0], size - offset[0]
     out = dict(target, boxes=boxes, scale=torch.tensor(scale), offset=torch.tensor(offset))
-    return img, out
+    return F.to_dtype(img, torch.float32, scale=True), out
 
 
 def to_original(boxes: torch.Tensor, target: Target) -> torch.Tensor:
@@ -92,7 +93,7 @@ def to_original(boxes: torch.Tensor, target: Target) -> torch.Tensor:
 
 
 class DetectionTransform:
-    """Placement, optional photometric jitter, then box sanitising; returns plain tensors.
+    """Optional photometric jitter, placement, then box sanitising; returns plain tensors.
 
     Args:
         size: Output side in pixels.
@@ -123,18 +124,18 @@ class DetectionTransform:
 
     def __call__(self, image: torch.Tensor, target: Target) -> tuple[torch.Tensor, Target]:
         """Transform one pair; the output target keeps the contract plus ``scale``/``offset``."""
-        image, target = place(image, target, self.size, self.placement(tuple(image.shape[-2:])))
-        if self.colour is not None:
+        if self.colour is not None:  # on the original: fewer pixels, and the padding stays black
             image = self.colour(image)
+        image, target = place(image, target, self.size, self.placement(tuple(image.shape[-2:])))
         image, target = self.sanitize(image, target)
         target["boxes"] = target["boxes"].as_subclass(torch.Tensor)  # (K', 4) xyxy input px
         target["iscrowd"] = target["ignore"]
-        return image.as_subclass(torch.Tensor).clamp_(0.0, 1.0), target
+        return image.as_subclass(torch.Tensor), target
 
 
 def train_transforms(size: int = 512, hflip: float = 0.5, scale: tuple[float, float] = (0.6, 1.4),
                      photometric: bool = True) -> DetectionTransform:
-    """Scale jitter, random crop/letterbox to ``size``×``size``, flip, colour jitter, sanitise."""
+    """Colour jitter, scale jitter, random crop/letterbox to ``size``×``size``, flip, sanitise."""
     return DetectionTransform(size, train=True, hflip=hflip, scale=scale, photometric=photometric)
 
 

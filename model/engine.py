@@ -1,0 +1,237 @@
+"""The training loop of one trial, in plain PyTorch (no Ray).
+
+:class:`TrialRunner` owns model, criterion, optimiser, scheduler and loaders; ``run_epoch()``
+trains one epoch, evaluates, and returns the epoch's metrics dict. Ray Train's worker function
+and the command-line trainer both drive it; distribution enters only through the ``wrap_model`` /
+``wrap_loader`` hooks and ``torch.distributed`` reductions, which are no-ops in one process.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler
+
+from transcenter.model.checkpoint import check_compatible
+from transcenter.model.criterion import SetCriterion
+from transcenter.model.data import collate, to_original
+from transcenter.model.datasets import build_datasets
+from transcenter.model.evaluate import evaluate
+from transcenter.model.experiment import OptimConfig, TrialConfig
+from transcenter.model.postprocess import postprocess
+from transcenter.model.transcenter import build_model
+
+LOSS_KEYS = ("loss", "loss_cls", "loss_pos", "loss_size", "loss_offset")
+AP_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+class DivergedError(FloatingPointError):
+    """A loss became NaN/inf; the message names the epoch, step and component."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """Returns the torch device for ``train.device`` (``auto`` = CUDA when available)."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """Seed of everything random in ``epoch`` (shuffling, augmentation, dropout): resumable."""
+    return seed * 100_003 + epoch
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
+    """AdamW with two groups: backbone at ``backbone_lr``, everything else at ``lr``."""
+    backbone, rest = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (backbone if ".backbone." in f".{name}" else rest).append(p)
+    return torch.optim.AdamW([{"params": rest, "lr": cfg.lr},
+                              {"params": backbone, "lr": cfg.backbone_lr}],
+                             weight_decay=cfg.weight_decay)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, steps_per_epoch: int,
+                    epochs: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step multiplier: linear warm-up, then ×0.1 at ``lr_drop_epoch`` or cosine to 0."""
+    total = max(1, steps_per_epoch * epochs)
+
+    def factor(step: int) -> float:
+        warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+        if cfg.schedule == "cosine":
+            return warm * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+        return warm * (0.1 if step >= cfg.lr_drop_epoch * steps_per_epoch else 1.0)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _all_reduce_mean(values: dict[str, float], device: torch.device) -> dict[str, float]:
+    if not (dist.is_available() and dist.is_initialized()):
+        return values
+    t = torch.tensor(list(values.values()), dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return dict(zip(values, (t / dist.get_world_size()).tolist()))
+
+
+def _gather(objs: list) -> list:
+    """Concatenates a per-rank list over all ranks (identity in one process)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return objs
+    parts: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, objs)
+    return [o for part in parts for o in part]
+
+
+class TrialRunner:
+    """Runs one trial epoch by epoch.
+
+    Args:
+        config: the trial's configuration.
+        wrap_model: applied to the model after it is on its device (e.g. DDP preparation).
+        wrap_loader: applied to each DataLoader (e.g. a distributed sampler).
+        device: overrides ``config.train.device``.
+    """
+
+    def __init__(self, config: TrialConfig,
+                 wrap_model: Callable[[nn.Module], nn.Module] = lambda m: m,
+                 wrap_loader: Callable[[DataLoader], DataLoader] = lambda dl: dl,
+                 device: torch.device | None = None):
+        self.config = c = config
+        if c.train.threads:
+            torch.set_num_threads(c.train.threads)
+        torch.manual_seed(c.train.seed)
+        self.device = device or resolve_device(c.train.device)
+        self.train_set, self.val_set = build_datasets(c.data, c.model.input_size)
+        self._generator = torch.Generator()
+        self.train_loader = wrap_loader(self._loader(self.train_set, train=True))
+        self.val_loader = wrap_loader(self._loader(self.val_set, train=False))
+        self.model = build_model(c.model).to(self.device)
+        self.optimizer = build_optimizer(self.model, c.optim)
+        self.model = wrap_model(self.model)
+        self.criterion = SetCriterion(c.detector)
+        self.scheduler = build_scheduler(self.optimizer, c.optim, len(self.train_loader),
+                                         c.train.epochs)
+        self.epoch = 0  # epochs completed
+        self.best: dict[str, float] = {}
+
+    def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
+        c = self.config
+        sampler = (RandomSampler(dataset, generator=self._generator) if train
+                   else SequentialSampler(dataset))
+        return DataLoader(dataset, batch_size=c.train.batch_size, sampler=sampler,
+                          collate_fn=collate, num_workers=c.data.num_workers,
+                          generator=self._generator, drop_last=train and len(dataset) > c.train.batch_size,
+                          persistent_workers=False)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        s = self.config.model.input_size
+        return (s, s)
+
+    def _autocast(self):
+        enabled = self.device.type == "cuda" and self.config.train.amp
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    def _seed_epoch(self, epoch: int) -> None:
+        seed = epoch_seed(self.config.train.seed, epoch)
+        torch.manual_seed(seed)
+        self._generator.manual_seed(seed)
+        sampler = getattr(self.train_loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):  # DistributedSampler under DDP
+            sampler.set_epoch(epoch)
+
+    def train_one_epoch(self, epoch: int) -> dict[str, float]:
+        """Trains one epoch; returns mean losses, ``lr``, ``images_per_s`` and ``train_time_s``."""
+        self.model.train()
+        self._seed_epoch(epoch)
+        sums = dict.fromkeys(LOSS_KEYS, 0.0)
+        steps = images = 0
+        start = time.perf_counter()
+        for step, (batch, targets) in enumerate(self.train_loader):
+            batch = batch.to(self.device, non_blocking=True)
+            targets = [{k: v.to(self.device) if torch.is_tensor(v) else v for k, v in t.items()}
+                       for t in targets]
+            with self._autocast():
+                outputs = self.model(batch)
+            losses = self.criterion(outputs, targets, self.image_size)
+            bad = [k for k in LOSS_KEYS if not torch.isfinite(losses[k])]
+            if bad:
+                raise DivergedError(f"loss diverged at epoch {epoch}, step {step + 1}: "
+                                    + ", ".join(f"{k}={losses[k].item()}" for k in bad))
+            self.optimizer.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            if self.config.optim.grad_clip > 0:
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.config.optim.grad_clip)
+            self.optimizer.step()
+            self.scheduler.step()
+            for k in LOSS_KEYS:
+                sums[k] += losses[k].item()
+            steps += 1
+            images += len(batch)
+        elapsed = time.perf_counter() - start
+        means = _all_reduce_mean({k: v / max(steps, 1) for k, v in sums.items()}, self.device)
+        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        return {**means, "lr": self.optimizer.param_groups[0]["lr"],
+                "images_per_s": images * world / max(elapsed, 1e-9), "train_time_s": elapsed}
+
+    @torch.no_grad()
+    def predict(self) -> list[dict]:
+        """Returns this rank's val predictions, boxes xyxy in original image pixels."""
+        self.model.eval()
+        preds = []
+        for batch, targets in self.val_loader:
+            with self._autocast():
+                outputs = self.model(batch.to(self.device))
+            dets = postprocess(outputs, self.image_size, self.config.model)
+            for det, t in zip(dets, targets):
+                preds.append({"image_id": int(t["image_id"]),
+                              "boxes": to_original(det["boxes"].float().cpu(), t),
+                              "scores": det["scores"].float().cpu(),
+                              "labels": det["labels"].cpu()})
+        return preds
+
+    def evaluate(self) -> dict[str, float]:
+        """Returns COCO AP metrics (0-100) on the whole val split, gathered over ranks."""
+        preds = _gather(self.predict())
+        metrics = evaluate(preds, self.val_set)
+        return {k: float(metrics[k]) for k in AP_KEYS}
+
+    def run_epoch(self) -> dict[str, float]:
+        """Trains and (every ``eval_every`` epochs, and at the last) evaluates the next epoch.
+
+        Returns:
+            ``epoch`` (1-based), the five losses, ``lr``, ``images_per_s``, ``train_time_s``,
+            the six AP metrics (NaN when not evaluated this epoch) and ``time_s`` (wall time).
+        """
+        start = time.perf_counter()
+        epoch = self.epoch + 1
+        metrics: dict[str, float] = {"epoch": epoch, **self.train_one_epoch(epoch)}
+        c = self.config.train
+        if epoch % c.eval_every == 0 or epoch == c.epochs:
+            metrics.update(self.evaluate())
+        else:
+            metrics.update(dict.fromkeys(AP_KEYS, float("nan")))
+        self.epoch = epoch
+        metrics["time_s"] = time.perf_counter() - start
+        return metrics
+
+    def state_dict(self) -> dict[str, Any]:
+        """Checkpoint content: plain tensors and builtins only (``weights_only=True`` loads it)."""
+        model = getattr(self.model, "module", self.model)
+        return {"model": model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "epoch": self.epoch,
+                "config": self.config.to_flat_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restores a checkpoint; refuses one from a different model configuration."""
+        check_compatible(state["config"], self.config)
+        getattr(self.model, "module", self.model).load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch = int(state["epoch"])

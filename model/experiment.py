@@ -1,0 +1,164 @@
+"""A trial's whole configuration: detector sections plus ``optim``, ``data`` and ``train``.
+
+Presets (``smoke``, ``cpu``, ``paper``) are dotted overrides on top of the defaults, so a study's
+search space, a YAML file and command-line flags all address the same names.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from transcenter.model.config import (LossConfig, MatcherConfig, ModelConfig, TransCenterConfig,
+                                      _check, _check_choice, from_dict, to_flat_dict)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with a separate backbone learning rate, warm-up, then step or cosine decay (DETR)."""
+
+    lr: float = 1e-4
+    backbone_lr: float = 1e-5
+    weight_decay: float = 1e-4
+    warmup_steps: int = 0
+    schedule: str = "step"  # "step": ×0.1 at lr_drop_epoch; "cosine": to 0 at the last epoch
+    lr_drop_epoch: int = 200
+    grad_clip: float = 0.1  # max grad norm; 0 disables
+
+    def __post_init__(self) -> None:
+        for name in ("lr", "backbone_lr", "weight_decay", "grad_clip"):
+            v = getattr(self, name)
+            _check(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0, f"optim.{name}", v,
+                   "must be a finite number >= 0")
+        _check(self.lr > 0, "optim.lr", self.lr, "must be > 0")
+        _check_choice("optim.schedule", self.schedule, ("step", "cosine"))
+        for name in ("warmup_steps", "lr_drop_epoch"):
+            v = getattr(self, name)
+            _check(isinstance(v, int) and v >= 0, f"optim.{name}", v, "must be an integer >= 0")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which dataset and how to load it. Synthetic scenes need no files (the embedded default)."""
+
+    name: str = "synthetic"  # "synthetic", "voc" or "coco"
+    root: str | None = None  # VOCdevkit folder, or COCO folder with images/ and annotations
+    train_ann: str | None = None  # COCO: annotation JSON of the training split
+    val_ann: str | None = None  # COCO: annotation JSON of the validation split
+    num_train: int = 512  # synthetic: images per epoch
+    num_val: int = 128  # synthetic: validation images
+    num_classes: int = 3  # synthetic only; VOC has 20, COCO what its JSON says
+    overlap_fraction: float = 0.5  # synthetic: images with a same-class pair sharing a cell
+    augment: bool = False  # training transforms: scale jitter, crop, flip, colour
+    num_workers: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_choice("data.name", self.name, ("synthetic", "voc", "coco"))
+        if self.name != "synthetic":
+            _check(bool(self.root), "data.root", self.root, f"is required for data.name={self.name!r}")
+        for name in ("num_train", "num_val", "num_classes"):
+            v = getattr(self, name)
+            _check(isinstance(v, int) and v >= 1, f"data.{name}", v, "must be an integer >= 1")
+        _check(isinstance(self.num_workers, int) and self.num_workers >= 0, "data.num_workers",
+               self.num_workers, "must be an integer >= 0")
+        _check(0.0 <= self.overlap_fraction <= 1.0, "data.overlap_fraction", self.overlap_fraction,
+               "must be in [0, 1]")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Loop settings. ``eval_every`` 1 evaluates each epoch (the lower-limit curves need epoch 1)."""
+
+    epochs: int = 10
+    batch_size: int = 8
+    seed: int = 0
+    eval_every: int = 1
+    device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda"
+    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    threads: int = 0  # torch CPU threads per process; 0 keeps torch's default
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "eval_every"):
+            v = getattr(self, name)
+            _check(isinstance(v, int) and v >= 1, f"train.{name}", v, "must be an integer >= 1")
+        _check_choice("train.device", self.device, ("auto", "cpu", "cuda"))
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """Everything one trial needs, addressable by dotted names (``optim.lr``, ``model.heatmap_size``)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    matcher: MatcherConfig = field(default_factory=MatcherConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    @property
+    def detector(self) -> TransCenterConfig:
+        """The model/loss/matcher sections the criterion needs."""
+        return TransCenterConfig(self.model, self.loss, self.matcher)
+
+    def to_flat_dict(self) -> dict[str, Any]:
+        """Returns ``{dotted.name: value}`` for every field."""
+        return to_flat_dict(self)
+
+
+_SMALL_MODEL = {
+    "model.backbone": "resnet18", "model.backbone_stride": 16, "model.input_size": 128,
+    "model.heatmap_size": 16, "model.num_queries": 10, "model.d_model": 96, "model.nhead": 4,
+    "model.num_encoder_layers": 2, "model.num_decoder_layers": 2, "model.dim_feedforward": 192,
+    "model.head_width": 64, "model.head_convs": 2, "model.dropout": 0.0,
+    "model.offset_features": "query+cell", "loss.bg_weight_mode": "single",
+    "optim.lr": 3e-4, "optim.backbone_lr": 3e-4, "data.num_classes": 3,
+}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Seconds per trial on CPU: tiny model and data, for tests and job-submission checks.
+    "smoke": {**_SMALL_MODEL, "model.d_model": 32, "model.nhead": 2, "model.num_encoder_layers": 1,
+              "model.num_decoder_layers": 1, "model.dim_feedforward": 64, "model.head_width": 32,
+              "model.head_convs": 1, "model.input_size": 64, "model.backbone_stride": 16,
+              "data.num_train": 32, "data.num_val": 16, "train.batch_size": 8, "train.epochs": 2},
+    # The CPU demo: the throwaway prototype's scale (paper.md), minutes per trial on 2 cores.
+    "cpu": {**_SMALL_MODEL, "data.num_train": 384, "data.num_val": 96, "train.batch_size": 8,
+            "train.epochs": 4},
+    # The paper: ResNet-50 at 512 px, VOC, one A100 per trial.
+    "paper": {"data.name": "voc", "train.batch_size": 16, "train.epochs": 70,
+              "optim.lr_drop_epoch": 50, "data.augment": True, "data.num_workers": 8},
+}
+
+
+def trial_config(preset: str | None = None, overrides: dict[str, Any] | None = None) -> TrialConfig:
+    """Returns the defaults, then ``PRESETS[preset]``, then ``overrides`` (dotted or nested).
+
+    Unknown presets or keys raise ``ValueError`` naming them.
+    """
+    cfg = TrialConfig()
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ValueError(f"preset={preset!r}: must be one of {sorted(PRESETS)}")
+        cfg = from_dict(TrialConfig, PRESETS[preset], cfg)
+    return from_dict(TrialConfig, overrides or {}, cfg)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Reads a YAML mapping of (dotted or nested) overrides with ``yaml.safe_load``."""
+    text = Path(path).read_text()
+    data = yaml.safe_load(text) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
+    return data
+
+
+def config_diff(a: TrialConfig | dict, b: TrialConfig | dict, sections=("model",)) -> dict[str, tuple]:
+    """Returns ``{dotted name: (a, b)}`` for fields of ``sections`` that differ."""
+    fa = a if isinstance(a, dict) else a.to_flat_dict()
+    fb = b if isinstance(b, dict) else b.to_flat_dict()
+    keys = [k for k in set(fa) | set(fb) if k.split(".")[0] in sections]
+    return {k: (fa.get(k), fb.get(k)) for k in sorted(keys) if fa.get(k) != fb.get(k)}
+

@@ -1,0 +1,28 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from transcenter.model.complexity import PAPER_TABLE1
+
+
+@pytest.fixture(scope="module")
+def table():
+    out = subprocess.run([sys.executable, "-m", "transcenter.model.complexity", "--json"],
+                         check=True, capture_output=True, text=True).stdout
+    return json.loads(out)
+
+
+def test_table1_params_within_1_percent_and_macs_within_5_percent(table):
+    assert [r["heatmap_size"] for r in table] == [16, 32, 64, 128]
+    for row in table:
+        params, macs = PAPER_TABLE1[row["heatmap_size"]]
+        assert abs(row["params"] / params - 1) < 0.01, row
+        assert abs(row["macs"] / macs - 1) < 0.05, row
+
+
+def test_each_doubling_adds_one_transposed_conv(table):
+    steps = [b["params"] - a["params"] for a, b in zip(table, table[1:])]
+    # ConvTranspose2d(256, 256, 4) without bias + BatchNorm(256): 256*256*16 + 512.
+    assert steps == [256 * 256 * 16 + 512] * 3
