@@ -1,7 +1,7 @@
 """A study's tables, computed from the result store's parquet alone (no Ray; a copied directory will do).
 
-AP metrics are fractions in [0, 1] as COCO evaluation reports them; the paper's numbers (in percent)
-are converted to fractions where they are put beside ours. Losses are per-epoch means as reported.
+AP metrics are in percent (0-100), as `transcenter.model.evaluate` reports them and the paper prints
+them, so the paper's numbers are put beside ours as written. Losses are per-epoch means as reported.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def lower_limit(
     Returns:
         Indexed by (``by``, epoch), for groups with at least one non-NaN value: ``mean``, ``std``
         (ddof 1), ``min``, ``max`` of the metric over trials and ``n_trials`` (trials with a non-NaN
-        value); plus ``paper.AP50`` (fraction) when grouping AP50 by heatmap size.
+        value); plus ``paper.AP50`` (percent) when grouping AP50 by heatmap size.
     """
     rows = _with_columns(df, [by, metric])
     rows = rows[rows["epoch"].isin(list(epochs))]
@@ -81,7 +81,7 @@ def lower_limit(
     table = table[table["n_trials"] > 0]
     if by == HEATMAP_SIZE and metric == "AP50":
         sizes = table.index.get_level_values(by)
-        table["paper.AP50"] = sizes.map(paper.LOWER_LIMIT_AP50).astype("float64") / paper.PERCENT
+        table["paper.AP50"] = sizes.map(paper.LOWER_LIMIT_AP50).astype("float64")
     return table
 
 
@@ -95,7 +95,7 @@ def upper_limit(df: pd.DataFrame, by: str = HEATMAP_SIZE, rank_by: str = "AP") -
 
     Returns:
         Indexed by ``by``: ``study``, ``trial_id``, ``epoch`` of the chosen row and its `AP_METRICS`;
-        when grouping by heatmap size, also ``paper.<metric>`` (fraction; NaN where the paper gives
+        when grouping by heatmap size, also ``paper.<metric>`` (percent; NaN where the paper gives
         none).
     """
     rows = _with_columns(df, [by, rank_by, *AP_METRICS])
@@ -107,7 +107,7 @@ def upper_limit(df: pd.DataFrame, by: str = HEATMAP_SIZE, rank_by: str = "AP") -
                     for size in table.index}
         for metric in AP_METRICS:
             values = [reported[size].get(metric, np.nan) for size in table.index]
-            table[f"paper.{metric}"] = np.asarray(values, dtype="float64") / paper.PERCENT
+            table[f"paper.{metric}"] = np.asarray(values, dtype="float64")
     return table
 
 

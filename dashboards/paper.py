@@ -1,10 +1,9 @@
 """The paper's reported numbers, as printed (PASCAL VOC 07+12, 512x512, one A100).
 
-AP values are in percent, as in the paper; `PERCENT` converts them to the [0, 1] fractions that COCO
-evaluation reports and the result store holds. Keys are heatmap sizes S (an S x S heatmap).
+AP values are in percent (0-100), as in the paper and as `transcenter.model.evaluate` reports them
+and the result store holds them, so they are compared as written. Keys are heatmap sizes S (an S x S
+heatmap).
 """
-
-PERCENT = 100.0
 
 # Table 4 — upper limit: AP0.5:0.95, AP0.5, AP0.75 per heatmap size.
 UPPER_LIMIT = {

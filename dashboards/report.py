@@ -59,13 +59,13 @@ def write_report(
     studies = sorted(set(tables.status["study"])) or [Path(p).name for p in analysis.as_paths(paths)]
     title = "TransCenter study " + ", ".join(studies)
     sections = [
-        ("Lower limit: AP50 in the first epochs (paper Fig. 6)",
+        ("Lower limit: AP50 (%) in the first epochs (paper Fig. 6)",
          _section(tables.lower, lambda: _lower_limit_figure(tables.lower, by))),
-        ("Upper limit: best epoch of the best trial, beside the paper (Tables 4 and 2)",
+        ("Upper limit: AP (%) at the best epoch of the best trial, beside the paper (Tables 4 and 2)",
          _section(tables.upper)),
         ("Position vs. size heatmap loss (paper Fig. 7)",
          _section(tables.losses, lambda: _loss_figure(tables.losses, by), table=False)),
-        ("The search: each hyperparameter vs. the trial's best AP50", _search_section(tables)),
+        ("The search: each hyperparameter vs. the trial's best AP50 (%)", _search_section(tables)),
         ("Hyperparameter importance for AP (PED-ANOVA)",
          _section(tables.importance, lambda: _importance_figure(tables.importance))),
         ("Trials", _section(tables.status)),
@@ -76,7 +76,7 @@ def write_report(
     document = (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
                 f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>\n"
                 f"<h1>{html.escape(title)}</h1>\n<p>{len(tables.epochs)} trial-epochs; "
-                f"{html.escape(overview)}. AP values are fractions in [0, 1]; the paper's are converted."
+                f"{html.escape(overview)}. AP values are in percent (0-100), as the paper prints them."
                 f"</p>\n{body}</body></html>\n")
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -120,7 +120,7 @@ def _lower_limit_figure(lower: pd.DataFrame, by: str) -> Figure:
         if "paper.AP50" in group and np.isfinite(group["paper.AP50"].iloc[0]):
             ax.axhline(group["paper.AP50"].iloc[0], color=f"C{i}", linestyle=":", linewidth=1)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set(xlabel="epoch", ylabel="AP50 (mean ± std over trials)",
+    ax.set(xlabel="epoch", ylabel="AP50 (%), mean ± std over trials",
            title="Lower limit (dotted: paper Fig. 6)")
     ax.legend(fontsize="small")
     return fig
@@ -170,7 +170,7 @@ def _search_figure(search: pd.DataFrame, params: list[str]) -> Figure:
             codes = values.map({c: k for k, c in enumerate(categories)})
             ax.scatter(codes, search["best.AP50"], s=12)
             ax.set_xticks(range(len(categories)), [str(c) for c in categories])
-        ax.set(xlabel=name, ylabel="best AP50")
+        ax.set(xlabel=name, ylabel="best AP50 (%)")
     return fig
 
 

@@ -80,8 +80,8 @@ def render_text(tables: StudyTables) -> str:
     """Returns the tables as plain text, one titled block each."""
     blocks = [
         ("Trials", tables.status),
-        ("Lower limit (paper Fig. 6): AP50 in the first epochs", tables.lower),
-        ("Upper limit (paper Tables 4 and 2): best epoch of the best trial", tables.upper),
+        ("Lower limit (paper Fig. 6): AP50 (%) in the first epochs", tables.lower),
+        ("Upper limit (paper Tables 4 and 2): AP (%) at the best epoch of the best trial", tables.upper),
         ("Position vs. size heatmap loss (paper Fig. 7)", tables.losses),
         ("Hyperparameter importance for AP (PED-ANOVA)", tables.importance),
     ]

@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler
+from tqdm.auto import tqdm
 
 from transcenter.model.checkpoint import check_compatible
 from transcenter.model.criterion import SetCriterion
@@ -27,11 +28,20 @@ from transcenter.model.postprocess import postprocess
 from transcenter.model.transcenter import build_model
 
 LOSS_KEYS = ("loss", "loss_cls", "loss_pos", "loss_size", "loss_offset")
+OUTPUT_KEYS = ("logits", "pos_logits", "size_logits", "offsets")
 AP_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
 class DivergedError(FloatingPointError):
     """A loss became NaN/inf; the message names the epoch, step and component."""
+
+
+def _check_finite(values: dict, keys: tuple[str, ...], what: str, epoch: int, step: int) -> None:
+    """Raises :class:`DivergedError` naming the epoch, step and every non-finite component."""
+    bad = [k for k in keys if not torch.isfinite(values[k]).all()]
+    if bad:
+        raise DivergedError(f"{what} diverged (NaN/inf) at epoch {epoch}, step {step + 1}: "
+                            + ", ".join(bad))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -96,13 +106,15 @@ class TrialRunner:
         wrap_model: applied to the model after it is on its device (e.g. DDP preparation).
         wrap_loader: applied to each DataLoader (e.g. a distributed sampler).
         device: overrides ``config.train.device``.
+        progress: show a progress bar over each epoch's steps.
     """
 
     def __init__(self, config: TrialConfig,
                  wrap_model: Callable[[nn.Module], nn.Module] = lambda m: m,
                  wrap_loader: Callable[[DataLoader], DataLoader] = lambda dl: dl,
-                 device: torch.device | None = None):
+                 device: torch.device | None = None, progress: bool = False):
         self.config = c = config
+        self.progress = progress
         if c.train.threads:
             torch.set_num_threads(c.train.threads)
         torch.manual_seed(c.train.seed)
@@ -153,17 +165,16 @@ class TrialRunner:
         sums = dict.fromkeys(LOSS_KEYS, 0.0)
         steps = images = 0
         start = time.perf_counter()
-        for step, (batch, targets) in enumerate(self.train_loader):
+        bar = tqdm(self.train_loader, desc=f"epoch {epoch}", leave=False, disable=not self.progress)
+        for step, (batch, targets) in enumerate(bar):
             batch = batch.to(self.device, non_blocking=True)
             targets = [{k: v.to(self.device) if torch.is_tensor(v) else v for k, v in t.items()}
                        for t in targets]
             with self._autocast():
                 outputs = self.model(batch)
+            _check_finite(outputs, OUTPUT_KEYS, "model output", epoch, step)
             losses = self.criterion(outputs, targets, self.image_size)
-            bad = [k for k in LOSS_KEYS if not torch.isfinite(losses[k])]
-            if bad:
-                raise DivergedError(f"loss diverged at epoch {epoch}, step {step + 1}: "
-                                    + ", ".join(f"{k}={losses[k].item()}" for k in bad))
+            _check_finite(losses, LOSS_KEYS, "loss", epoch, step)
             self.optimizer.zero_grad(set_to_none=True)
             losses["loss"].backward()
             if self.config.optim.grad_clip > 0:
@@ -174,6 +185,7 @@ class TrialRunner:
                 sums[k] += losses[k].item()
             steps += 1
             images += len(batch)
+            bar.set_postfix(loss=f"{losses['loss'].item():.3f}")
         elapsed = time.perf_counter() - start
         means = _all_reduce_mean({k: v / max(steps, 1) for k, v in sums.items()}, self.device)
         world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
@@ -198,7 +210,8 @@ class TrialRunner:
 
     def evaluate(self) -> dict[str, float]:
         """Returns COCO AP metrics (0-100) on the whole val split, gathered over ranks."""
-        preds = _gather(self.predict())
+        # A distributed sampler pads ranks to equal length with repeated images: keep one each.
+        preds = list({p["image_id"]: p for p in _gather(self.predict())}.values())
         metrics = evaluate(preds, self.val_set)
         return {k: float(metrics[k]) for k in AP_KEYS}
 

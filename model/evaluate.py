@@ -18,9 +18,10 @@ import torch
 from faster_coco_eval import COCO, COCOeval_faster
 from torchvision.ops import box_iou
 
+from transcenter.model.data.common import Target
+
 logger = logging.getLogger(__name__)
 
-Target = dict[str, Any]
 Prediction = dict[str, Any]
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # order of COCOeval's first six stats
 

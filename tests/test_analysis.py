@@ -9,13 +9,13 @@ import pytest
 from transcenter.dashboards import analysis
 from transcenter.platform.store import ResultStore
 
-# trial: (heatmap size, AP50 per epoch, AP per epoch)
+# trial: (heatmap size, AP50 per epoch, AP per epoch), in percent as the evaluator reports them
 PLANTED = {
-    "a": (16, [0.40, 0.50, 0.60, 0.55], [0.20, 0.25, 0.30, 0.28]),
-    "b": (16, [0.20, 0.30, 0.40, 0.70], [0.10, 0.15, 0.20, 0.35]),
-    "c": (32, [0.10, 0.30, 0.50, 0.60], [0.05, 0.15, 0.25, 0.31]),
-    "d": (32, [0.30, 0.30, 0.30, 0.30], [0.15, 0.15, 0.15, math.inf]),  # diverged at epoch 4
-    "e": (64, [0.25], [0.12]),
+    "a": (16, [40.0, 50.0, 60.0, 55.0], [20.0, 25.0, 30.0, 28.0]),
+    "b": (16, [20.0, 30.0, 40.0, 70.0], [10.0, 15.0, 20.0, 35.0]),
+    "c": (32, [10.0, 30.0, 50.0, 60.0], [5.0, 15.0, 25.0, 31.0]),
+    "d": (32, [30.0, 30.0, 30.0, 30.0], [15.0, 15.0, 15.0, math.inf]),  # diverged at epoch 4
+    "e": (64, [25.0], [12.0]),
 }
 
 
@@ -44,7 +44,7 @@ def test_load_study_one_and_several(study_dir, tmp_path):
     assert len(df) == 17 and df["study"].unique().tolist() == ["planted"]
     assert df.dtypes["model.heatmap_size"] == "int64" and df.dtypes["epoch"] == "int64"
     other = ResultStore(str(tmp_path), "other")
-    other.record_epoch("x", 1, params(128), metrics(128, 1, 0.2, 0.1))
+    other.record_epoch("x", 1, params(128), metrics(128, 1, 20.0, 10.0))
     both = analysis.load_study([str(study_dir), str(tmp_path / "other")])
     assert len(both) == 18 and sorted(both["study"].unique()) == ["other", "planted"]
     assert both.dtypes["model.heatmap_size"] == "int64"
@@ -54,26 +54,27 @@ def test_lower_limit_exact(study_dir):
     table = analysis.lower_limit(analysis.load_study(study_dir))
     assert table.index.names == ["model.heatmap_size", "epoch"]
     row = table.loc[(16, 1)]
-    assert row["mean"] == pytest.approx(0.3) and row["std"] == pytest.approx(math.sqrt(0.02))
-    assert (row["min"], row["max"], row["n_trials"]) == (0.2, 0.4, 2)
-    assert table.loc[(32, 3), "mean"] == pytest.approx(0.4)
+    assert row["mean"] == pytest.approx(30.0) and row["std"] == pytest.approx(math.sqrt(200))
+    assert (row["min"], row["max"], row["n_trials"]) == (20.0, 40.0, 2)
+    assert table.loc[(32, 3), "mean"] == pytest.approx(40.0)
     assert table.loc[(64, 1), "n_trials"] == 1 and math.isnan(table.loc[(64, 1), "std"])
     assert (64, 2) not in table.index and (16, 4) not in table.index
-    assert table.loc[(16, 2), "paper.AP50"] == pytest.approx(0.449)
-    assert table.loc[(64, 1), "paper.AP50"] == pytest.approx(0.405)
+    # the paper's Fig. 6 numbers as printed, in percent like ours
+    assert table.loc[(16, 2), "paper.AP50"] == pytest.approx(44.9)
+    assert table.loc[(64, 1), "paper.AP50"] == pytest.approx(40.5)
 
 
 def test_upper_limit_picks_best_epoch_of_best_trial(study_dir):
     table = analysis.upper_limit(analysis.load_study(study_dir))
     assert table.index.tolist() == [16, 32, 64]
     assert table.loc[16, ["trial_id", "epoch"]].tolist() == ["b", 4]
-    assert table.loc[16, ["AP", "AP50", "AP75"]].tolist() == pytest.approx([0.35, 0.70, 0.175])
+    assert table.loc[16, ["AP", "AP50", "AP75"]].tolist() == pytest.approx([35.0, 70.0, 17.5])
     assert table.loc[32, ["trial_id", "epoch"]].tolist() == ["c", 4]  # d's inf is not a result
     assert table.loc[16, ["paper.AP", "paper.AP50", "paper.AP75"]].tolist() == pytest.approx(
-        [0.505, 0.735, 0.563])
+        [50.5, 73.5, 56.3])
     assert math.isnan(table.loc[16, "paper.APs"])
     assert table.loc[64, ["paper.APs", "paper.APm", "paper.APl"]].tolist() == pytest.approx(
-        [0.174, 0.323, 0.649])
+        [17.4, 32.3, 64.9])
 
 
 def test_loss_curves_exact(study_dir):
@@ -99,7 +100,7 @@ def rigged_study(tmp_path, n=30):
              "optim.lr": float(10 ** rng.uniform(-4, -3)),
              "model.heatmap_size": int(rng.choice([16, 32, 64, 128])),
              "loss.bg_weight_mode": str(rng.choice(["paper", "single"]))}
-        ap = 0.2 * p["loss.alpha"] + float(rng.normal(0, 0.002))
+        ap = 20.0 * p["loss.alpha"] + float(rng.normal(0, 0.2))  # percent
         store.record_epoch(f"t{i:02d}", 1, p, {"AP": ap / 2})
         store.record_epoch(f"t{i:02d}", 2, p, {"AP": ap})
     return analysis.load_study(tmp_path / "rigged")

@@ -191,6 +191,11 @@ def test_voc_missing_or_malformed_annotation_raises(tmp_path):
     (year / "Annotations" / "b.xml").write_text("<annotation><size><width>5</width></size></annotation>")
     with pytest.raises(ValueError, match=r"b\.xml.*height"):
         VOCDetection(tmp_path, splits=VOC07)
+    (year / "Annotations" / "b.xml").write_text(
+        "<annotation><size><width>5</width><height>5</height></size><object><name>cat</name>"
+        "<bndbox><xmin>one</xmin><ymin>1</ymin><xmax>3</xmax><ymax>3</ymax></bndbox></object></annotation>")
+    with pytest.raises(ValueError, match=r"b\.xml.*xmin.*'one'"):
+        VOCDetection(tmp_path, splits=VOC07)
     (year / "Annotations" / "b.xml").write_text("<annotation")
     with pytest.raises(ValueError, match=r"b\.xml.*malformed"):
         VOCDetection(tmp_path, splits=VOC07)

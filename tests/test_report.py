@@ -39,7 +39,7 @@ def synthetic(tmp_path):
         p = {"model": {"heatmap_size": size}, "optim": {"lr": 1e-4 * (1 + i)}, "loss": {"alpha": 1.5 + i / 8}}
         for epoch in (1, 2, 3, 4):
             store.record_epoch(f"t{i}", epoch, p, {
-                "AP": 0.05 * epoch + i / 100, "AP50": 0.1 * epoch + i / 100, "AP75": 0.02 * epoch,
+                "AP": 5.0 * epoch + i, "AP50": 10.0 * epoch + i, "AP75": 2.0 * epoch,  # percent
                 "loss_pos": 1 / epoch, "loss_size": 2 / epoch}, time_s=10.0)
         store.record_trial(f"t{i}", p, "completed")
     store.record_trial("t9", {"model.heatmap_size": 16}, "error", error="RuntimeError: <boom> & more")
@@ -59,7 +59,8 @@ def test_report_is_one_self_contained_file(synthetic, tmp_path):
     assert "script" not in parsed.tags and "link" not in parsed.tags
     text = path.read_text(encoding="utf-8")
     assert "RuntimeError: &lt;boom&gt; &amp; more" in text
-    assert "0.735" in text  # the paper's Table 4 AP50 for 16 x 16, beside ours
+    assert "<td>73.5</td>" in text  # the paper's Table 4 AP50 for 16 x 16 as printed, beside ours
+    assert "0.735" not in text and "AP values are in percent" in text and "AP50 (%)" in text
 
 
 @pytest.mark.parametrize("kind", ["empty", "failed"])

@@ -5,25 +5,31 @@ Every dataset yields ``(image, target)``: image float32 (3, H, W) in [0, 1]; tar
 ``image_id`` int and ``orig_size`` (2,) = (H, W); see :mod:`transcenter.model.data.common`.
 """
 
-from transcenter.model.data.coco import COCODetection
-from transcenter.model.data.common import LoaderSummary, collate, make_target
-from transcenter.model.data.synthetic import SyntheticConfig, SyntheticScenes
-from transcenter.model.data.transforms import eval_transforms, to_original, train_transforms
-from transcenter.model.data.voc import TEST_SPLITS, TRAIN_SPLITS, VOC_CLASSES, VOCDetection, export_voc
+import importlib
+from typing import Any
 
-__all__ = [
-    "COCODetection",
-    "LoaderSummary",
-    "SyntheticConfig",
-    "SyntheticScenes",
-    "TEST_SPLITS",
-    "TRAIN_SPLITS",
-    "VOCDetection",
-    "VOC_CLASSES",
-    "collate",
-    "eval_transforms",
-    "export_voc",
-    "make_target",
-    "to_original",
-    "train_transforms",
-]
+# Names resolve lazily (PEP 562) so that ``python -m transcenter.model.data.synthetic`` does not
+# find its own module already imported by this package.
+_EXPORTS = {
+    "COCODetection": "coco",
+    "LoaderSummary": "common",
+    "collate": "common",
+    "make_target": "common",
+    "SyntheticConfig": "synthetic",
+    "SyntheticScenes": "synthetic",
+    "eval_transforms": "transforms",
+    "to_original": "transforms",
+    "train_transforms": "transforms",
+    "TEST_SPLITS": "voc",
+    "TRAIN_SPLITS": "voc",
+    "VOCDetection": "voc",
+    "VOC_CLASSES": "voc",
+    "export_voc": "voc",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

@@ -63,7 +63,8 @@ class SyntheticConfig:
     Attributes:
         num_classes: Number of classes, 1..8; class c is ``list(COLOURS)[c]`` + ``list(SHAPES)[c]``.
         image_size: Square image side in pixels.
-        min_objects: Fewest objects per image (a nested pair counts as two).
+        min_objects: Fewest objects per image (a nested pair counts as two, so images holding one
+            have at least two objects).
         max_objects: Most objects per image.
         length: Images per split.
         seed: Base seed; image i of split s is a pure function of (seed, s, i).
@@ -87,22 +88,25 @@ class SyntheticConfig:
 
     def __post_init__(self) -> None:
         lo, hi = self.object_size
-        checks = {
-            "num_classes": 1 <= self.num_classes <= len(SHAPES),
-            "image_size": self.image_size >= 16,
-            "min_objects": 0 <= self.min_objects <= self.max_objects,
-            "max_objects": self.max_objects >= max(1, 2 if self.overlap_fraction > 0 else 1),
-            "length": self.length >= 1,
-            "overlap_fraction": 0.0 <= self.overlap_fraction <= 1.0,
-            "overlap_cell_px": 1 <= self.overlap_cell_px <= self.image_size,
-            "object_size": (0 < lo <= hi <= 1 and lo * self.image_size >= MIN_OBJECT_PX
-                            and (self.overlap_fraction == 0 or hi * self.image_size >= MIN_NESTED_PX)),
-            "noise_std": self.noise_std >= 0,
-        }
-        for name, ok in checks.items():
+        nested = self.overlap_fraction > 0
+        checks = [
+            ("num_classes", 1 <= self.num_classes <= len(SHAPES), f"must be in 1..{len(SHAPES)}"),
+            ("image_size", self.image_size >= 16, "must be >= 16"),
+            ("min_objects", 0 <= self.min_objects <= self.max_objects, "must be in 0..max_objects"),
+            ("max_objects", self.max_objects >= (2 if nested else 1),
+             "must be >= 1, and >= 2 when overlap_fraction > 0 (a nested pair is two objects)"),
+            ("length", self.length >= 1, "must be >= 1"),
+            ("overlap_fraction", 0.0 <= self.overlap_fraction <= 1.0, "must be in [0, 1]"),
+            ("overlap_cell_px", 1 <= self.overlap_cell_px <= self.image_size, "must be in 1..image_size"),
+            ("object_size", 0 < lo <= hi <= 1 and lo * self.image_size >= MIN_OBJECT_PX
+             and (not nested or hi * self.image_size >= MIN_NESTED_PX),
+             f"must be 0 < low <= high <= 1 with low * image_size >= {MIN_OBJECT_PX} px and, when "
+             f"overlap_fraction > 0, high * image_size >= {MIN_NESTED_PX} px"),
+            ("noise_std", self.noise_std >= 0, "must be >= 0"),
+        ]
+        for name, ok, requirement in checks:
             if not ok:
-                raise ValueError(f"SyntheticConfig.{name} = {getattr(self, name)!r} is invalid "
-                                 f"(see the SyntheticConfig docstring; config: {self})")
+                raise ValueError(f"SyntheticConfig.{name} = {getattr(self, name)!r}: {requirement}")
 
 
 @dataclass(frozen=True)
@@ -185,7 +189,12 @@ class SyntheticScenes(Dataset):
                    for p in placed)
 
     def layout(self, index: int, rng: random.Random | None = None) -> list[SceneObject]:
-        """Objects of image ``index`` without rendering (``rng``: the image's own stream)."""
+        """Objects of image ``index`` without rendering (``rng``: the image's own stream).
+
+        Objects are at least a pixel apart (except the nested pair) and no two of a class share a
+        heatmap cell unless they are the nested pair; an object that finds no free spot in
+        ``PLACEMENT_TRIES`` tries is left out.
+        """
         cfg, rng = self.config, rng or self._rng(index)
         size = cfg.image_size
         lo = max(MIN_OBJECT_PX, int(cfg.object_size[0] * size) | 1)
@@ -243,7 +252,7 @@ class SyntheticScenes(Dataset):
             x0, y0, x1, y1 = obj.box
             region = image[:, y0:y1, x0:x1]  # (3, h, w) view
             region.copy_(torch.where(self._shape(obj), self._colours[obj.label], region))
-        # A random window of a fixed noise bank costs a copy instead of a randn (40 % of the time).
+        # A random window of a fixed noise bank: a copy instead of a randn, which took 40 % of the render.
         top, left = rng.randrange(size), rng.randrange(size)
         image += self._noise[:, top:top + size, left:left + size]
         return image.clamp_(0.0, 1.0)

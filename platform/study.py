@@ -1,0 +1,204 @@
+"""A study: Ray Tune + Optuna over Ray Train trials, every epoch landing in parquet.
+
+Layout under ``<storage-path>/<study>/``: ``epochs/`` and ``trials/`` (parquet, the contract the
+dashboards read), ``optuna.db`` (the Optuna study, for optuna-dashboard), ``tune/`` (Tune's
+experiment state, for ``--resume`` and TensorBoard) and ``train/<trial id>/`` (Ray Train runs and
+checkpoints).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow.fs as pafs
+import ray
+from ray import tune
+from ray.tune.integration.ray_train import TuneReportCallback
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+from transcenter.model.experiment import trial_config
+from transcenter.platform.callbacks import ResultStoreCallback
+from transcenter.platform.search import SearchSpace, make_searcher
+from transcenter.platform.store import ResultStore
+from transcenter.platform.trainer import FAILURE_KEY, Resources, build_trainer
+
+logger = logging.getLogger(__name__)
+
+# Hyperparameters every study stores as columns, searched or not (the dashboards group by them).
+STUDY_PARAMS = ("model.heatmap_size", "loss.alpha", "loss.beta", "loss.bg_weight",
+                "matcher.cost_class", "matcher.cost_l1", "matcher.cost_giou", "optim.lr")
+WORKER_ENV = {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "300"}
+
+
+class StudyError(RuntimeError):
+    """A study cannot start or go on; the message says why and what to do."""
+
+
+class TrialFailure(RuntimeError):
+    """A trial ended without finishing (diverged, out of memory); the message says where."""
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """Everything that defines a study. ``overrides`` fix config fields for every trial."""
+
+    name: str
+    space: SearchSpace
+    sampler: str = "tpe"  # "tpe" or "grid"
+    metric: str = "AP50"
+    mode: str = "max"
+    preset: str | None = "cpu"
+    overrides: dict[str, Any] = field(default_factory=dict)
+    num_samples: int | None = None  # default: the grid's size, or 8 for TPE
+    max_concurrent_trials: int = 2
+    asha: bool = False
+    grace_period: int = 1
+    reduction_factor: int = 2
+    resources: Resources = field(default_factory=Resources)
+    storage_path: str = "results"
+    optuna_url: str | None = None
+    resume: bool = False
+    seed: int = 0
+    max_failures: int = 2
+    fault: dict | None = None  # fault injection for tests, passed to every trial
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name:
+            raise ValueError(f"study name {self.name!r}: must be non-empty without '/'")
+        if self.mode not in ("max", "min"):
+            raise ValueError(f"mode={self.mode!r}: must be 'max' or 'min'")
+        self.space.validate(self.preset, self.overrides)
+
+    @property
+    def trial_defaults(self):
+        """The trial configuration before the searched parameters are applied."""
+        return trial_config(self.preset, self.overrides)
+
+    @property
+    def epochs(self) -> int:
+        return self.trial_defaults.train.epochs
+
+    @property
+    def samples(self) -> int:
+        if self.num_samples is not None:
+            return self.num_samples
+        return self.space.grid_size if self.sampler == "grid" else 8
+
+
+def resolve_storage(path: str) -> str:
+    """Returns an absolute local path, or the URI unchanged (``s3://``, ``gs://``, ``file://``)."""
+    return path if "://" in path else str(Path(path).expanduser().resolve())
+
+
+def study_dir(spec: StudySpec) -> str:
+    return f"{resolve_storage(spec.storage_path).rstrip('/')}/{spec.name}"
+
+
+def check_writable(directory: str) -> None:
+    """Creates ``directory`` and writes/removes a probe file; raises :class:`StudyError` if not."""
+    try:
+        fs, path = pafs.FileSystem.from_uri(directory)
+        fs.create_dir(path, recursive=True)
+        probe = f"{path}/.write-probe-{uuid.uuid4().hex}"
+        with fs.open_output_stream(probe) as f:
+            f.write(b"x" * 4096)
+        fs.delete_file(probe)
+    except (OSError, ValueError) as e:
+        raise StudyError(f"storage path {directory!r} is not writable: {e}") from e
+
+
+def optuna_url(spec: StudySpec) -> str:
+    """The Optuna RDB: ``--optuna-url``, else ``sqlite:///<study dir>/optuna.db`` for local storage."""
+    if spec.optuna_url:
+        return spec.optuna_url
+    directory = study_dir(spec)
+    if "://" in directory and not directory.startswith("file://"):
+        raise StudyError(f"storage {directory!r} is remote: pass --optuna-url (e.g. a PostgreSQL "
+                         f"URL) for the Optuna study")
+    return f"sqlite:///{directory.removeprefix('file://')}/optuna.db"
+
+
+def trial_driver(config: dict[str, Any], spec: StudySpec) -> None:
+    """Tune trainable of one trial: runs its TorchTrainer; epochs reach Tune via the callback."""
+    trial_id = tune.get_context().get_trial_id()
+    overrides = {**spec.overrides, **config}
+    overrides.setdefault("train.threads", max(1, int(spec.resources.cpus_per_worker)))
+    trainer = build_trainer(name=trial_id, storage_path=f"{study_dir(spec)}/train",
+                            preset=spec.preset, overrides=overrides, resources=spec.resources,
+                            max_failures=spec.max_failures, callbacks=[TuneReportCallback()],
+                            fault=spec.fault, telemetry={"study": spec.name, "trial_id": trial_id})
+    result = trainer.fit()
+    failure = (result.metrics or {}).get(FAILURE_KEY)
+    if failure:
+        raise TrialFailure(failure)
+
+
+def _trainable(spec: StudySpec):
+    # The driver only waits on its TorchTrainer, whose workers reserve the CPUs/GPUs.
+    # A bundle may not be empty: reserve a token of memory instead of a CPU.
+    return tune.with_resources(tune.with_parameters(trial_driver, spec=spec),
+                               {"cpu": 0, "memory": 64 * 2**20})
+
+
+def check_study(spec: StudySpec) -> None:
+    """Raises :class:`StudyError` before anything starts: unwritable storage, an existing study
+    without ``--resume``, or ``--resume`` with nothing to resume."""
+    directory = study_dir(spec)
+    check_writable(directory)
+    exists = (ResultStore(resolve_storage(spec.storage_path), spec.name).exists()
+              or tune.Tuner.can_restore(f"{directory}/tune"))
+    if spec.resume and not tune.Tuner.can_restore(f"{directory}/tune"):
+        raise StudyError(f"--resume: no study to resume at {directory}/tune")
+    if exists and not spec.resume:
+        raise StudyError(f"study {spec.name!r} already exists at {directory}: pass --resume to "
+                         f"continue it, or choose another --name")
+
+
+def build_tuner(spec: StudySpec) -> tune.Tuner:
+    """Returns the restored (``spec.resume``) or a new ``Tuner``; call :func:`check_study` first."""
+    directory = study_dir(spec)
+    if spec.resume:
+        return tune.Tuner.restore(f"{directory}/tune", trainable=_trainable(spec),
+                                  resume_unfinished=True, resume_errored=False)
+    store = ResultStore(resolve_storage(spec.storage_path), spec.name)
+    searcher = make_searcher(spec.space, spec.metric, spec.mode, optuna_url(spec), spec.name,
+                             spec.epochs, spec.sampler, spec.seed)
+    scheduler = (ASHAScheduler(time_attr="epoch", metric=spec.metric, mode=spec.mode,
+                               max_t=spec.epochs + 1, grace_period=spec.grace_period,
+                               reduction_factor=spec.reduction_factor)
+                 if spec.asha else FIFOScheduler())
+    fixed = {k: v for k, v in spec.trial_defaults.to_flat_dict().items() if k in STUDY_PARAMS}
+    callback = ResultStoreCallback(store, spec.epochs, fixed)
+    return tune.Tuner(
+        _trainable(spec),
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
+                                    num_samples=spec.samples,
+                                    max_concurrent_trials=spec.max_concurrent_trials),
+        run_config=tune.RunConfig(name="tune", storage_path=directory, callbacks=[callback],
+                                  verbose=1))
+
+
+def connect(address: str | None) -> None:
+    """Connects to ``address`` (or ``RAY_ADDRESS``, as under ``ray job submit``) or starts local Ray."""
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    try:
+        if address:
+            ray.init(address=address)
+        else:
+            ray.init(runtime_env={"env_vars": WORKER_ENV})
+    except (ConnectionError, TimeoutError, RuntimeError) as e:
+        raise StudyError(f"cannot reach the Ray cluster at {address!r}: {e}") from e
+
+
+def run_study(spec: StudySpec, address: str | None = None) -> ResultStore:
+    """Runs (or resumes) the study to the end and returns its result store."""
+    check_study(spec)
+    connect(address)
+    build_tuner(spec).fit()
+    return ResultStore(resolve_storage(spec.storage_path), spec.name)

@@ -1,0 +1,152 @@
+"""One trial as a Ray Train V2 ``TorchTrainer`` running the plain-PyTorch :class:`TrialRunner`.
+
+Every worker runs :func:`train_loop_per_worker`: ``prepare_model`` (DDP) and ``prepare_data_loader``
+(distributed sampler) wrap the runner's model and loaders, each epoch's metrics are reported from
+every rank (rank 0 attaches the checkpoint), and a restarted worker group resumes from the latest
+checkpoint, so the epoch count continues instead of restarting.
+"""
+from __future__ import annotations
+
+import math
+import os
+import signal
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow.fs
+import ray.train
+import ray.train.torch
+import torch
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from transcenter.model.checkpoint import load_checkpoint, save_checkpoint
+from transcenter.model.engine import AP_KEYS, DivergedError, TrialRunner
+from transcenter.model.experiment import trial_config
+
+CHECKPOINT_FILE = "checkpoint.pt"
+FAILURE_KEY = "trial_failure"  # reported instead of metrics when a trial cannot go on
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Per-trial resources: Train workers, and CPUs/GPUs reserved by each worker."""
+
+    workers: int = 1
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    accelerator_type: str | None = None  # e.g. "A100" on a GPU cluster
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.workers, int) or self.workers < 1:
+            raise ValueError(f"workers={self.workers!r}: must be an integer >= 1")
+        if self.cpus_per_worker < 0 or self.gpus_per_worker < 0:
+            raise ValueError(f"cpus_per_worker={self.cpus_per_worker!r}, "
+                             f"gpus_per_worker={self.gpus_per_worker!r}: must be >= 0")
+
+    def scaling_config(self) -> ScalingConfig:
+        """Returns the Ray Train ``ScalingConfig`` of these resources."""
+        per_worker = {"CPU": self.cpus_per_worker}
+        if self.gpus_per_worker:
+            per_worker["GPU"] = self.gpus_per_worker
+        return ScalingConfig(num_workers=self.workers, use_gpu=self.gpus_per_worker > 0,
+                             resources_per_worker=per_worker,
+                             accelerator_type=self.accelerator_type)
+
+
+def _maybe_inject_fault(fault: dict | None, epoch: int, when: str) -> None:
+    """Test hook for fault-injection tests: once (a marker file remembers) at ``fault["epoch"]``.
+
+    ``fault = {"epoch": int, "marker": path, "kind": ..., "when": "before" | "after"}`` where kind
+    ``raise`` raises, ``kill`` SIGKILLs the worker process, ``nan`` and ``oom`` raise what a
+    diverged or out-of-memory epoch raises. ``before`` fires as the epoch starts, ``after`` once it
+    has trained but before it is reported.
+    """
+    if (not fault or fault.get("epoch") != epoch or fault.get("when", "after") != when
+            or ray.train.get_context().get_world_rank() != 0):
+        return
+    marker = Path(fault["marker"])
+    if marker.exists():
+        return
+    marker.write_text(str(epoch))
+    kind = fault.get("kind", "raise")
+    if kind == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if kind == "nan":
+        raise DivergedError(f"loss diverged (NaN/inf) at epoch {epoch}, step 1: loss_pos (injected)")
+    if kind == "oom":
+        raise torch.OutOfMemoryError(f"CUDA out of memory at epoch {epoch} (injected)")
+    raise RuntimeError(f"injected fault at epoch {epoch}")
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """Ray Train worker function.
+
+    Args:
+        loop_config: ``{"preset": str | None, "overrides": {dotted: value}, "fault": dict | None,
+            "telemetry": {"study": str, "trial_id": str} | None}``.
+    """
+    cfg = trial_config(loop_config.get("preset"), loop_config.get("overrides"))
+    runner = TrialRunner(cfg, wrap_model=ray.train.torch.prepare_model,
+                         wrap_loader=ray.train.torch.prepare_data_loader,
+                         device=ray.train.torch.get_device())
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            runner.load_state_dict(load_checkpoint(Path(d) / CHECKPOINT_FILE))
+    rank = ray.train.get_context().get_world_rank()
+    gauges = _gauges(loop_config.get("telemetry")) if rank == 0 else None
+    while runner.epoch < cfg.train.epochs:
+        try:
+            _maybe_inject_fault(loop_config.get("fault"), runner.epoch + 1, "before")
+            metrics = runner.run_epoch()
+        except (DivergedError, torch.OutOfMemoryError, MemoryError) as e:
+            # Not worth a retry from the checkpoint: end the run and let the driver fail the trial.
+            kind = "out of memory" if not isinstance(e, DivergedError) else "diverged"
+            ray.train.report({"epoch": runner.epoch + 1,
+                              FAILURE_KEY: f"{kind} at epoch {runner.epoch + 1}: {e}"})
+            return
+        _maybe_inject_fault(loop_config.get("fault"), runner.epoch, "after")
+        metrics = {k: v for k, v in metrics.items() if not (k in AP_KEYS and math.isnan(v))}
+        if gauges is not None:
+            gauges(metrics)
+        with tempfile.TemporaryDirectory() as tmp:
+            ckpt = None
+            if rank == 0:
+                save_checkpoint(runner.state_dict(), Path(tmp) / CHECKPOINT_FILE)
+                ckpt = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(metrics, checkpoint=ckpt)
+
+
+def _gauges(telemetry: dict | None):
+    """Returns ``fn(metrics)`` exporting per-trial Prometheus gauges, or None."""
+    if not telemetry:
+        return None
+    from transcenter.platform.telemetry import EpochGauges
+
+    gauges = EpochGauges()
+    return lambda metrics: gauges.record(telemetry["study"], telemetry["trial_id"], metrics)
+
+
+def build_trainer(name: str, storage_path: str, preset: str | None, overrides: dict[str, Any],
+                  resources: Resources = Resources(), max_failures: int = 2,
+                  num_to_keep: int = 1, callbacks: list | None = None,
+                  storage_filesystem: pyarrow.fs.FileSystem | None = None,
+                  fault: dict | None = None, telemetry: dict | None = None) -> TorchTrainer:
+    """Returns a ``TorchTrainer`` for one trial.
+
+    A stable ``name`` under ``storage_path`` lets Ray Train resume the run from its latest
+    checkpoint after a failure or a driver restart. Any pyarrow/fsspec URI works as storage.
+    """
+    trial_config(preset, overrides)  # validate here, in the driver, before any worker starts
+    run_config = RunConfig(name=name, storage_path=storage_path,
+                           storage_filesystem=storage_filesystem,
+                           failure_config=FailureConfig(max_failures=max_failures),
+                           checkpoint_config=CheckpointConfig(num_to_keep=num_to_keep),
+                           callbacks=callbacks or [])
+    return TorchTrainer(train_loop_per_worker,
+                        train_loop_config={"preset": preset, "overrides": overrides,
+                                           "fault": fault, "telemetry": telemetry},
+                        scaling_config=resources.scaling_config(), run_config=run_config)

@@ -1,0 +1,57 @@
+import math
+
+import pytest
+import torch
+
+from transcenter.model.checkpoint import IncompatibleCheckpointError, load_checkpoint, save_checkpoint
+from transcenter.model.engine import AP_KEYS, LOSS_KEYS, DivergedError, TrialRunner
+from transcenter.model.experiment import trial_config
+
+TINY = {"data.num_train": 16, "data.num_val": 8, "train.batch_size": 8}
+
+
+def test_loss_falls_and_every_metric_is_reported():
+    runner = TrialRunner(trial_config("smoke", {**TINY, "data.num_train": 24, "train.epochs": 4,
+                                                "train.eval_every": 2}))
+    rows = [runner.run_epoch() for _ in range(4)]
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+    for r in rows:
+        assert set(LOSS_KEYS) | set(AP_KEYS) | {"lr", "images_per_s", "time_s"} <= set(r)
+    assert math.isnan(rows[0]["AP50"]) and not math.isnan(rows[1]["AP50"])  # eval_every=2
+    assert rows[-1]["loss"] < rows[0]["loss"]
+
+
+def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path):
+    cfg = trial_config("smoke", {**TINY, "train.epochs": 3, "train.eval_every": 3})
+    straight = TrialRunner(cfg)
+    full = [straight.run_epoch() for _ in range(3)]
+
+    first = TrialRunner(cfg)
+    first.run_epoch()
+    path = save_checkpoint(first.state_dict(), tmp_path / "ckpt.pt")
+    resumed = TrialRunner(cfg)
+    resumed.load_state_dict(load_checkpoint(path))
+    rest = [resumed.run_epoch() for _ in range(2)]
+    assert [r["epoch"] for r in rest] == [2, 3]
+    for a, b in zip(full[1:], rest):
+        for k in LOSS_KEYS + ("AP", "AP50"):
+            assert a[k] == b[k] or (math.isnan(a[k]) and math.isnan(b[k])), k
+    sa = getattr(straight.model, "module", straight.model).state_dict()
+    sb = getattr(resumed.model, "module", resumed.model).state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_checkpoint_from_other_model_config_is_refused(tmp_path):
+    runner = TrialRunner(trial_config("smoke", TINY))
+    path = save_checkpoint(runner.state_dict(), tmp_path / "ckpt.pt")
+    other = TrialRunner(trial_config("smoke", {**TINY, "model.heatmap_size": 32}))
+    with pytest.raises(IncompatibleCheckpointError, match="model.heatmap_size: checkpoint 16 vs config 32"):
+        other.load_state_dict(load_checkpoint(path))
+
+
+def test_divergence_names_epoch_and_component():
+    runner = TrialRunner(trial_config("smoke", TINY))
+    with torch.no_grad():
+        runner.model.class_head.bias.fill_(float("nan"))
+    with pytest.raises(DivergedError, match="at epoch 1, step 1: logits"):
+        runner.run_epoch()
