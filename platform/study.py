@@ -71,6 +71,7 @@ class StudySpec:
             raise ValueError(f"study name {self.name!r}: must be non-empty without '/'")
         if self.mode not in ("max", "min"):
             raise ValueError(f"mode={self.mode!r}: must be 'max' or 'min'")
+        trial_config(self.preset, self.overrides)  # fixed fields first, then the searched ones
         self.space.validate(self.preset, self.overrides)
 
     @property
@@ -189,6 +190,10 @@ def connect(address: str | None) -> None:
     address = address or os.environ.get("RAY_ADDRESS")
     try:
         if address:
+            # Ray 2.60 turns token auth on for ray.init("auto") when a token exists, but not for an
+            # explicit address; the cluster (started with its default token auth) then refuses us.
+            if Path("~/.ray/auth_token").expanduser().exists():
+                os.environ.setdefault("RAY_AUTH_MODE", "token")
             ray.init(address=address)
         else:
             ray.init(runtime_env={"env_vars": WORKER_ENV})

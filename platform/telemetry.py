@@ -48,7 +48,7 @@ PROMETHEUS_PREFIX = "ray_"  # Ray's metrics agent exports under the `ray` namesp
 
 
 def prometheus_name(name: str) -> str:
-    """Returns the name Prometheus shows for an exported gauge: ``transcenter_ap50`` -> ``ray_transcenter_ap50``."""
+    """Returns the name Prometheus shows for a gauge: ``transcenter_ap50`` -> ``ray_transcenter_ap50``."""
     return PROMETHEUS_PREFIX + name
 
 

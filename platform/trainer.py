@@ -7,7 +7,6 @@ checkpoint, so the epoch count continues instead of restarting.
 """
 from __future__ import annotations
 
-import math
 import os
 import signal
 import tempfile
@@ -23,7 +22,7 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from transcenter.model.checkpoint import load_checkpoint, save_checkpoint
-from transcenter.model.engine import AP_KEYS, DivergedError, TrialRunner
+from transcenter.model.engine import DivergedError, TrialRunner
 from transcenter.model.experiment import trial_config
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -109,7 +108,6 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                               FAILURE_KEY: f"{kind} at epoch {runner.epoch + 1}: {e}"})
             return
         _maybe_inject_fault(loop_config.get("fault"), runner.epoch, "after")
-        metrics = {k: v for k, v in metrics.items() if not (k in AP_KEYS and math.isnan(v))}
         if gauges is not None:
             gauges(metrics)
         with tempfile.TemporaryDirectory() as tmp:

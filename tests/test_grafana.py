@@ -48,7 +48,7 @@ def transcenter_tokens(text):
 def test_dashboard_is_a_modern_templated_grafana_dashboard(dashboard):
     assert dashboard["schemaVersion"] >= 36 and dashboard["uid"] and dashboard["title"]
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
-    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    assert (variables["datasource"]["type"], variables["datasource"]["query"]) == ("datasource", "prometheus")
     for name in ("study", "trial_id"):
         assert variables[name]["type"] == "query"
         assert variables[name]["definition"].startswith("label_values(")

@@ -103,7 +103,7 @@ def test_api_shows_trials_with_intermediate_ap50_live(study_dir, dashboard):
 def test_browser_shows_the_study_and_its_trials(dashboard):
     require_chromium()
     sid = study_id(dashboard)
-    with Browser(width=1280, height=1000) as browser:
+    with Browser(width=1280, height=2000) as browser:
         browser.open(f"{dashboard}/dashboard")
         browser.wait_for(f"document.body.innerText.includes({STUDY!r})")
         browser.open(f"{dashboard}/dashboard/studies/{sid}")

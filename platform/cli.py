@@ -1,0 +1,101 @@
+"""Command line shared by every study script in ``studies/``.
+
+A study script declares its search space and calls :func:`main`; this module turns the common
+flags into a :class:`StudySpec`, runs it, and prints where everything lives.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+import yaml
+
+from transcenter.model.experiment import PRESETS
+from transcenter.platform.search import SearchSpace
+from transcenter.platform.study import StudyError, StudySpec, optuna_url, run_study, study_dir
+from transcenter.platform.trainer import Resources
+
+
+def build_parser(name: str, description: str, asha: bool) -> argparse.ArgumentParser:
+    """Returns the parser with the flags common to all studies."""
+    p = argparse.ArgumentParser(prog=f"python studies/{name}.py", description=description,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--name", default=name, help="study name: <storage-path>/<name>/ (default %(default)s)")
+    p.add_argument("--data", choices=("synthetic", "voc", "coco"), default="synthetic")
+    p.add_argument("--data-root", help="VOCdevkit folder, or COCO folder with images/ + annotations/")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu",
+                   help="smoke: seconds per trial; cpu: the CPU demo; paper: ResNet-50 at 512 on A100s")
+    p.add_argument("--num-samples", type=int, help="trials (default: the grid's size, or 8 for TPE)")
+    p.add_argument("--epochs", type=int, help="epochs per trial (default: the preset's)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="fix a config field for every trial, e.g. --set loss.bg_weight_mode=single")
+    p.add_argument("--workers-per-trial", type=int, default=1, help="Ray Train workers (DDP) per trial")
+    p.add_argument("--cpus-per-worker", type=float, default=1.0)
+    p.add_argument("--gpus-per-worker", type=float, default=0.0,
+                   help="GPUs per worker; fractions share a GPU between small trials")
+    p.add_argument("--max-concurrent-trials", type=int, default=2)
+    p.add_argument("--asha", action=argparse.BooleanOptionalAction, default=asha,
+                   help="ASHA early stopping on --metric (default %(default)s)")
+    p.add_argument("--grace-period", type=int, default=1, help="ASHA: epochs before a trial may stop")
+    p.add_argument("--metric", default="AP50", help="metric to optimise and early-stop on")
+    p.add_argument("--seed", type=int, default=0, help="sampler seed")
+    p.add_argument("--storage-path", default="results",
+                   help="local folder or URI (s3://, gs://, file://) (default %(default)s)")
+    p.add_argument("--optuna-url", help="SQLAlchemy URL of the Optuna study "
+                                        "(default sqlite:///<storage>/<name>/optuna.db)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted study")
+    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local Ray)")
+    p.add_argument("--no-report", action="store_true", help="skip writing report.html at the end")
+    return p
+
+
+def spec_from_args(args: argparse.Namespace, space: SearchSpace, sampler: str) -> StudySpec:
+    """Returns the :class:`StudySpec` the parsed flags describe."""
+    overrides: dict[str, Any] = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set {item!r}: expected dotted.key=value")
+        overrides[key] = yaml.safe_load(value)
+    overrides["data.name"] = args.data
+    if args.data_root:
+        overrides["data.root"] = args.data_root
+    if args.epochs:
+        overrides["train.epochs"] = args.epochs
+    resources = Resources(workers=args.workers_per_trial, cpus_per_worker=args.cpus_per_worker,
+                          gpus_per_worker=args.gpus_per_worker)
+    return StudySpec(name=args.name, space=space, sampler=sampler, metric=args.metric,
+                     preset=args.preset, overrides=overrides, num_samples=args.num_samples,
+                     max_concurrent_trials=args.max_concurrent_trials, asha=args.asha,
+                     grace_period=args.grace_period, resources=resources,
+                     storage_path=args.storage_path, optuna_url=args.optuna_url,
+                     resume=args.resume, seed=args.seed)
+
+
+def main(name: str, space: SearchSpace, description: str, sampler: str = "tpe",
+         asha: bool = False, argv: list[str] | None = None) -> int:
+    """Entry point of a study script; returns the process exit code."""
+    args = build_parser(name, description, asha).parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        spec = spec_from_args(args, space, sampler)
+        directory = study_dir(spec)
+        print(f"study {spec.name}: {spec.samples} trials x {spec.epochs} epochs -> {directory}")
+        print(f"  live: Ray dashboard http://127.0.0.1:8265 | "
+              f"optuna-dashboard {optuna_url(spec)} | tensorboard --logdir {directory}/tune")
+        store = run_study(spec, args.address)
+    except (StudyError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    trials = store.read_trials()
+    print(f"results: {directory}/epochs ({len(store.read_epochs())} epoch rows), "
+          f"{directory}/trials ({len(trials)} trials: "
+          f"{trials['status'].value_counts().to_dict() if len(trials) else {}})")
+    if not args.no_report:
+        from transcenter.dashboards.report import write_report
+
+        path = write_report([directory], f"{directory}/report.html")
+        print(f"report: {path}")
+    return 0
