@@ -130,7 +130,7 @@ class TrialRunner:
         self.scheduler = build_scheduler(self.optimizer, c.optim, len(self.train_loader),
                                          c.train.epochs)
         self.epoch = 0  # epochs completed
-        self.best: dict[str, float] = {}
+        self.last_metrics: dict[str, float] = {}  # of the last completed epoch
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
         c = self.config
@@ -232,6 +232,7 @@ class TrialRunner:
             metrics.update(dict.fromkeys(AP_KEYS, float("nan")))
         self.epoch = epoch
         metrics["time_s"] = time.perf_counter() - start
+        self.last_metrics = metrics
         return metrics
 
     def state_dict(self) -> dict[str, Any]:
@@ -239,7 +240,7 @@ class TrialRunner:
         model = getattr(self.model, "module", self.model)
         return {"model": model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "epoch": self.epoch,
-                "config": self.config.to_flat_dict()}
+                "metrics": self.last_metrics, "config": self.config.to_flat_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restores a checkpoint; refuses one from a different model configuration."""
@@ -248,3 +249,4 @@ class TrialRunner:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch = int(state["epoch"])
+        self.last_metrics = dict(state.get("metrics", {}))

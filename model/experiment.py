@@ -125,8 +125,10 @@ PRESETS: dict[str, dict[str, Any]] = {
               "model.head_convs": 1, "model.input_size": 64, "model.backbone_stride": 16,
               "data.num_train": 32, "data.num_val": 16, "train.batch_size": 8, "train.epochs": 2},
     # The CPU demo: the throwaway prototype's scale (paper.md), minutes per trial on 2 cores.
-    "cpu": {**_SMALL_MODEL, "data.num_train": 384, "data.num_val": 96, "train.batch_size": 8,
-            "train.epochs": 4},
+    # Calibrated for the heatmap-size study (4 trials, 2 at a time, 1 thread each, < 15 min on 2
+    # cores): 120 steps of batch 8 per trial; S=128 costs ~5x S=16 a step and sets the pace.
+    "cpu": {**_SMALL_MODEL, "data.num_train": 192, "data.num_val": 64, "train.batch_size": 8,
+            "train.epochs": 5},
     # The paper: ResNet-50 at 512 px, VOC, one A100 per trial.
     "paper": {"data.name": "voc", "train.batch_size": 16, "train.epochs": 70,
               "optim.lr_drop_epoch": 50, "data.augment": True, "data.num_workers": 8},

@@ -102,17 +102,24 @@ class StudySearch(OptunaSearch):
     def __init__(self, *args, total_epochs: int, **kwargs):
         super().__init__(*args, **kwargs)
         self.total_epochs = total_epochs
+        self._reported: dict[str, set[int]] = {}  # epochs already reported, per trial
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
-        value = result.get(self.metric)
-        if value is not None and math.isfinite(value):
-            self._ot_trials[trial_id].report(value, int(result["epoch"]))
+        value, epoch = result.get(self.metric), result.get("epoch")
+        if value is None or epoch is None or not math.isfinite(value):
+            return
+        seen = self._reported.setdefault(trial_id, set())
+        if int(epoch) not in seen:
+            self._ot_trials[trial_id].report(value, int(epoch))
+            seen.add(int(epoch))
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
+        if result:  # the result a scheduler stopped the trial on never went through on_trial_result
+            self.on_trial_result(trial_id, result)
         stopped_early = (not error and result is not None
                          and int(result.get("epoch", 0)) < self.total_epochs)
         if not stopped_early:

@@ -95,6 +95,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             runner.load_state_dict(load_checkpoint(Path(d) / CHECKPOINT_FILE))
+    if runner.epoch >= cfg.train.epochs and runner.last_metrics:
+        # Finished before a driver restart lost the final result: report it again (same epoch,
+        # so the store and Optuna replace rather than duplicate it).
+        ray.train.report(runner.last_metrics)
     rank = ray.train.get_context().get_world_rank()
     gauges = _gauges(loop_config.get("telemetry")) if rank == 0 else None
     while runner.epoch < cfg.train.epochs:

@@ -136,6 +136,22 @@ def bench(cfg: TrialConfig, steps: int, warmup: int) -> dict:
     return out
 
 
+def paper_run(args, extra: dict | None = None) -> dict:
+    """The paper configuration on CUDA (``extra``: overrides, for a dry run of this code on CPU)."""
+    # One override dict with the preset: the preset alone (VOC without a root) does not validate.
+    paper = trial_config(None, {**PRESETS["paper"], "data.name": "synthetic", "data.num_classes": 8,
+                                "model.heatmap_size": 64, "train.device": "cuda",
+                                "data.num_train": 16 * (args.steps + args.warmup), **(extra or {})})
+    run = bench(paper, args.steps, args.warmup)
+    macs = count(paper.model)["macs"]  # forward MACs of one image
+    flops = 3 * 2 * macs * paper.train.batch_size  # forward + backward (~2x forward), 2 FLOPs/MAC
+    run["macs_per_image_fwd"] = macs
+    run["achieved_tflops"] = round(flops / run["s_per_step_wall"] / 1e12, 3)
+    run["peak_tflops"] = args.peak_tflops
+    run["mfu"] = round(run["achieved_tflops"] / args.peak_tflops, 4)
+    return run
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=10, help="timed steps per run")
@@ -153,34 +169,23 @@ def main(argv=None) -> None:
     result: dict = {"torch": torch.__version__, "python": platform.python_version(),
                     "cuda": torch.cuda.get_device_name() if cuda else None}
 
-    n_train = lambda batch, steps, warmup: batch * (steps + warmup)  # noqa: E731
     cpu = trial_config("cpu", {"train.device": "cpu", "train.threads": args.threads,
-                               "data.num_train": n_train(8, args.steps, args.warmup)})
+                               "data.num_train": 8 * (args.steps + args.warmup)})
     result["cpu"] = bench(cpu, args.steps, args.warmup)
 
     if cuda:
-        # One override dict with the preset: the preset alone (VOC without a root) does not validate.
-        paper = trial_config(None, {**PRESETS["paper"],
-            "data.name": "synthetic", "data.num_classes": 8, "model.heatmap_size": 64,
-            "train.device": "cuda", "data.num_train": n_train(16, args.steps, args.warmup)})
-        run = bench(paper, args.steps, args.warmup)
-        macs = count(paper.model)["macs"]  # forward MACs of one image
-        flops = 3 * 2 * macs * paper.train.batch_size  # forward + backward (~2x forward)
-        run["macs_per_image_fwd"] = macs
-        run["achieved_tflops"] = round(flops / run["s_per_step_wall"] / 1e12, 2)
-        run["peak_tflops"] = args.peak_tflops
-        run["mfu"] = round(run["achieved_tflops"] / args.peak_tflops, 4)
+        run = paper_run(args)
         result["paper"] = run
         share, how = run["share"]["matcher_targets"], "the paper run (512 px, batch 16, bf16, CUDA)"
     else:
         result["paper"] = {"skipped": "CUDA not available"}
-        head = trial_config(None, {**PRESETS["paper"],
-            "data.name": "synthetic", "data.num_classes": 8, "data.augment": False,
-            "data.num_workers": 0, "model.backbone_stride": 16,
-            "model.input_size": args.share_input, "model.heatmap_size": 64,
-            "train.batch_size": args.share_batch, "train.device": "cpu",
-            "train.threads": args.threads,
-            "data.num_train": n_train(args.share_batch, args.share_steps, 1)})
+        head = trial_config(None, {**PRESETS["paper"], "data.name": "synthetic",
+                                   "data.num_classes": 8, "data.augment": False,
+                                   "data.num_workers": 0, "model.backbone_stride": 16,
+                                   "model.input_size": args.share_input, "model.heatmap_size": 64,
+                                   "train.batch_size": args.share_batch, "train.device": "cpu",
+                                   "train.threads": args.threads,
+                                   "data.num_train": args.share_batch * (args.share_steps + 1)})
         run = bench(head, args.share_steps, 1)
         result["share_run_cpu"] = run
         share = run["share"]["matcher_targets"]

@@ -1,0 +1,97 @@
+"""Smoke-preset studies on the shared local Ray: parquet rows, Optuna records, ASHA, resume."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+
+from transcenter.platform.search import Categorical, SearchSpace
+from transcenter.platform.store import ResultStore
+from transcenter.platform.study import StudySpec, run_study
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+REPO = Path(__file__).resolve().parents[1]
+TINY = {"data.num_train": 16, "data.num_val": 8, "train.threads": 1}
+
+
+def _optuna_trials(storage: Path, name: str):
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{storage}/{name}/optuna.db")
+    return study.trials
+
+
+def test_asha_stops_trials_and_later_trials_still_run(ray_cluster, tmp_path):
+    # Rigged: a 50x classification weight makes the loss far worse, so ASHA (on loss) stops such
+    # trials at the first rung, and trials started after a stop must still get workers (Ray leaks
+    # the placement groups of stopped Train runs without ray[default]'s cleaner).
+    space = SearchSpace({"loss.cls_weight": Categorical([1.0, 50.0]),
+                         "loss.offset_weight": Categorical([1.0, 2.0])})
+    spec = StudySpec(name="asha", space=space, sampler="grid", metric="loss", mode="min",
+                     asha=True, grace_period=1, reduction_factor=2, max_concurrent_trials=1,
+                     num_samples=3,
+                     preset="smoke", overrides={**TINY, "train.epochs": 3},
+                     storage_path=str(tmp_path), seed=0)
+    store = run_study(spec)
+    trials = store.read_trials().set_index("trial_id")
+    epochs = store.read_epochs()
+    assert len(trials) == 3
+    stopped = trials[trials["status"] == "stopped"]
+    assert len(stopped) >= 1 and (stopped["loss.cls_weight"] == 50.0).all()
+    assert (stopped["n_epochs"] < 3).all()
+    assert len(epochs) == trials["n_epochs"].sum()  # every reported epoch, once
+    ot = _optuna_trials(tmp_path, "asha")
+    pruned = [t for t in ot if t.state == optuna.trial.TrialState.PRUNED]
+    complete = [t for t in ot if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(pruned) == len(stopped) and len(complete) == 3 - len(stopped)
+    assert all(t.intermediate_values for t in pruned)  # pruned, not COMPLETE with an early value
+    first_stop = min(t.datetime_complete for t in pruned)
+    assert any(t.datetime_start > first_stop for t in complete + pruned)
+
+
+def _study_cmd(tmp_path, address, *extra):
+    return [sys.executable, str(REPO / "studies" / "heatmap_size.py"), "--preset", "smoke",
+            "--storage-path", str(tmp_path), "--name", "resume", "--num-samples", "3",
+            "--address", address, "--no-report", "--set", "data.num_train=16",
+            "--set", "data.num_val=8", "--epochs", "2", *extra]
+
+
+def test_study_killed_and_resumed_has_every_epoch_once_typed_and_in_optuna(ray_cluster, tmp_path):
+    """The real CLI path: a grid study's driver is SIGKILLed mid-study, ``--resume`` finishes it."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(_study_cmd(tmp_path, ray_cluster.address), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    store = ResultStore(str(tmp_path), "resume")
+    deadline = time.time() + 400
+    while time.time() < deadline and proc.poll() is None and len(store.read_epochs()) < 2:
+        time.sleep(1)
+    assert proc.poll() is None, "study finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert 2 <= len(store.read_epochs()) < 3 * 2
+
+    again = subprocess.run(_study_cmd(tmp_path, ray_cluster.address), capture_output=True,
+                           text=True, env=env, timeout=120)
+    assert again.returncode == 2 and "already exists" in again.stderr  # no silent overwrite
+    done = subprocess.run(_study_cmd(tmp_path, ray_cluster.address, "--resume"), env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    epochs = pd.read_parquet(tmp_path / "resume" / "epochs")  # no project code needed to read it
+    assert len(epochs) == 3 * 2  # Σ reported epochs: 3 trials × 2 epochs, none lost
+    assert not epochs.duplicated(["trial_id", "epoch"]).any()
+    assert epochs["model.heatmap_size"].dtype == "int64" and epochs["epoch"].dtype == "int64"
+    for col in ("loss", "loss_pos", "AP50", "loss.alpha", "matcher.cost_giou", "optim.lr", "time_s"):
+        assert epochs[col].dtype == "float64", col
+    assert set(epochs.loc[epochs["epoch"] == 2, "status"]) == {"completed"}
+    trials = pd.read_parquet(tmp_path / "resume" / "trials")
+    assert len(trials) == 3 and set(trials["status"]) == {"completed"}
+    ot = _optuna_trials(tmp_path, "resume")
+    complete = [t for t in ot if t.state == optuna.trial.TrialState.COMPLETE]
+    sizes = sorted(t.params["model.heatmap_size"] for t in complete)
+    assert sizes == sorted(epochs.groupby("trial_id")["model.heatmap_size"].first())
+    assert len(set(sizes)) == 3  # the grid, each point once
+    assert all(sorted(t.intermediate_values) == [1, 2] for t in complete)  # AP50 of every epoch
