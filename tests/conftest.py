@@ -46,7 +46,9 @@ def ray_cluster():
     from ray.util import get_node_ip_address
 
     port, dash = free_port(), free_port()
-    env = {**os.environ, "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "300"}
+    env = {**os.environ, "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "300",
+           # as with an activated venv: job entrypoints' `python` is this interpreter
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     # Ray canonicalises 127.0.0.1 to the node's IP, where the GCS listens; the dashboard and job
     # server stay on 127.0.0.1.
     cluster = RayCluster(f"{get_node_ip_address()}:{port}", f"http://127.0.0.1:{dash}")
