@@ -4,8 +4,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 STUDY ?= results/heatmap_size
+PORT ?= 8080
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install test demo bench dashboard clean
+.PHONY: install chromium test demo bench dashboard clean
 
 install: $(STAMP)
 
@@ -16,17 +18,22 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-test: install
-	$(PY) -m pytest -q
+# Headless Chromium for the browser tests (report and optuna-dashboard rendering).
+chromium:
+	@test -x /usr/bin/chromium || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+
+test: install chromium
+	$(PY) -m pytest -q --durations=15
 
 demo: install
 	$(PY) studies/heatmap_size.py
 
 bench: install
-	for b in tests/bench/*.py; do $(PY) $$b; done
+	for b in tests/bench/*.py; do $(PY) $$b || exit 1; done
 
+# optuna-dashboard on a study's Optuna DB, bound to 127.0.0.1 (STUDY=results/<name>).
 dashboard: install
-	$(VENV)/bin/optuna-dashboard --host 127.0.0.1 --port 8080 sqlite:///$(STUDY)/optuna.db
+	$(PY) -m transcenter.dashboards.optuna_ui $(STUDY) --port $(PORT)
 
 clean:
-	rm -rf $(VENV) results .pytest_cache
+	rm -rf $(VENV) results test-artifacts .pytest_cache
