@@ -46,6 +46,8 @@ def build_parser(name: str, description: str, asha: bool) -> argparse.ArgumentPa
     p.add_argument("--optuna-url", help="SQLAlchemy URL of the Optuna study "
                                         "(default sqlite:///<storage>/<name>/optuna.db)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted study")
+    p.add_argument("--min-free-gb", type=float, default=1.0,
+                   help="refuse to start with less free disk on local storage (default %(default)s)")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local Ray)")
     p.add_argument("--no-report", action="store_true", help="skip writing report.html at the end")
     return p
@@ -71,7 +73,7 @@ def spec_from_args(args: argparse.Namespace, space: SearchSpace, sampler: str) -
                      max_concurrent_trials=args.max_concurrent_trials, asha=args.asha,
                      grace_period=args.grace_period, resources=resources,
                      storage_path=args.storage_path, optuna_url=args.optuna_url,
-                     resume=args.resume, seed=args.seed)
+                     resume=args.resume, seed=args.seed, min_free_gb=args.min_free_gb)
 
 
 def main(name: str, space: SearchSpace, description: str, sampler: str = "tpe",

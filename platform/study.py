@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import socket
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,7 +66,10 @@ class StudySpec:
     resume: bool = False
     seed: int = 0
     max_failures: int = 2
-    fault: dict | None = None  # fault injection for tests, passed to every trial
+    # Fault injection for tests: each dict as platform.trainer documents it, plus an optional
+    # "match": {dotted name: value} selecting the trials it applies to (first match wins).
+    faults: tuple[dict, ...] = ()
+    min_free_gb: float = 1.0  # refuse to start on local storage with less free disk
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:
@@ -99,8 +104,9 @@ def study_dir(spec: StudySpec) -> str:
     return f"{resolve_storage(spec.storage_path).rstrip('/')}/{spec.name}"
 
 
-def check_writable(directory: str) -> None:
-    """Creates ``directory`` and writes/removes a probe file; raises :class:`StudyError` if not."""
+def check_writable(directory: str, min_free_gb: float = 0.0) -> None:
+    """Creates ``directory``, writes/removes a probe file and, for local storage, checks that
+    ``min_free_gb`` GiB are free; raises :class:`StudyError` naming the path otherwise."""
     try:
         fs, path = pafs.FileSystem.from_uri(directory)
         fs.create_dir(path, recursive=True)
@@ -110,6 +116,11 @@ def check_writable(directory: str) -> None:
         fs.delete_file(probe)
     except (OSError, ValueError) as e:
         raise StudyError(f"storage path {directory!r} is not writable: {e}") from e
+    if "://" not in directory or directory.startswith("file://"):
+        free_gb = shutil.disk_usage(directory.removeprefix("file://")).free / 2**30
+        if free_gb < min_free_gb:
+            raise StudyError(f"storage path {directory!r} has {free_gb:.2f} GiB free, less than "
+                             f"the {min_free_gb} GiB a study needs (--min-free-gb)")
 
 
 def optuna_url(spec: StudySpec) -> str:
@@ -123,6 +134,13 @@ def optuna_url(spec: StudySpec) -> str:
     return f"sqlite:///{directory.removeprefix('file://')}/optuna.db"
 
 
+def _fault_for(spec: StudySpec, overrides: dict[str, Any]) -> dict | None:
+    for fault in spec.faults:
+        if all(overrides.get(k) == v for k, v in fault.get("match", {}).items()):
+            return {k: v for k, v in fault.items() if k != "match"}
+    return None
+
+
 def trial_driver(config: dict[str, Any], spec: StudySpec) -> None:
     """Tune trainable of one trial: runs its TorchTrainer; epochs reach Tune via the callback."""
     trial_id = tune.get_context().get_trial_id()
@@ -131,7 +149,8 @@ def trial_driver(config: dict[str, Any], spec: StudySpec) -> None:
     trainer = build_trainer(name=trial_id, storage_path=f"{study_dir(spec)}/train",
                             preset=spec.preset, overrides=overrides, resources=spec.resources,
                             max_failures=spec.max_failures, callbacks=[TuneReportCallback()],
-                            fault=spec.fault, telemetry={"study": spec.name, "trial_id": trial_id})
+                            fault=_fault_for(spec, overrides),
+                            telemetry={"study": spec.name, "trial_id": trial_id})
     result = trainer.fit()
     failure = (result.metrics or {}).get(FAILURE_KEY)
     if failure:
@@ -149,7 +168,7 @@ def check_study(spec: StudySpec) -> None:
     """Raises :class:`StudyError` before anything starts: unwritable storage, an existing study
     without ``--resume``, or ``--resume`` with nothing to resume."""
     directory = study_dir(spec)
-    check_writable(directory)
+    check_writable(directory, spec.min_free_gb)
     exists = (ResultStore(resolve_storage(spec.storage_path), spec.name).exists()
               or tune.Tuner.can_restore(f"{directory}/tune"))
     if spec.resume and not tune.Tuner.can_restore(f"{directory}/tune"):
@@ -183,6 +202,23 @@ def build_tuner(spec: StudySpec) -> tune.Tuner:
                                   verbose=1))
 
 
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Raises :class:`StudyError` unless ``[scheme://]host:port`` accepts a TCP connection.
+
+    ``ray.init`` on an address that does not answer retries for minutes; this answers in seconds.
+    """
+    if address == "auto":
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise StudyError(f"Ray address {address!r}: expected host:port")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise StudyError(f"cannot reach the Ray cluster at {address!r}: {e}") from e
+
+
 def connect(address: str | None) -> None:
     """Connects to ``address`` (or ``RAY_ADDRESS``, as under ``ray job submit``) or starts local Ray."""
     if ray.is_initialized():
@@ -190,6 +226,7 @@ def connect(address: str | None) -> None:
     address = address or os.environ.get("RAY_ADDRESS")
     try:
         if address:
+            check_reachable(address)
             # Ray 2.60 turns token auth on for ray.init("auto") when a token exists, but not for an
             # explicit address; the cluster (started with its default token auth) then refuses us.
             if Path("~/.ray/auth_token").expanduser().exists():

@@ -1,0 +1,62 @@
+"""Bad study input gets a clear error naming the thing, before anything starts (no Ray needed)."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from transcenter.platform.search import Categorical, Float, SearchSpace
+from transcenter.platform.study import StudyError, StudySpec, check_reachable, check_study
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("params, named", [
+    ({"model.heatmap_size": Categorical([16, 48])}, "model.heatmap_size.*48.*power of two"),
+    ({"loss.alpha": Float(-1.0, 2.0)}, "loss.alpha.*-1.0"),
+    ({"loss.gamma": Float(0.0, 1.0)}, "loss.gamma.*unknown config key 'gamma'"),
+    ({"matcher.cost_l1": Float(-5.0, -1.0)}, "matcher.cost_l1"),
+])
+def test_invalid_search_space_is_refused_naming_parameter_and_value(params, named):
+    with pytest.raises(ValueError, match=named):
+        StudySpec(name="bad", space=SearchSpace(params), preset="smoke")
+
+
+def test_invalid_fixed_override_is_refused():
+    with pytest.raises(ValueError, match="data.name"):
+        StudySpec(name="bad", space=SearchSpace(), overrides={"data.name": "imagenet"})
+
+
+def test_unwritable_storage_path_is_refused_before_any_trial(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    spec = StudySpec(name="s", space=SearchSpace(), storage_path=str(blocker / "results"))
+    with pytest.raises(StudyError, match="not writable"):
+        check_study(spec)
+
+
+def test_full_disk_is_refused_before_any_trial(tmp_path):
+    spec = StudySpec(name="s", space=SearchSpace(), storage_path=str(tmp_path), min_free_gb=1e9)
+    with pytest.raises(StudyError, match="GiB free"):
+        check_study(spec)
+
+
+def test_resume_without_a_study_is_refused(tmp_path):
+    spec = StudySpec(name="s", space=SearchSpace(), storage_path=str(tmp_path), resume=True)
+    with pytest.raises(StudyError, match="no study to resume"):
+        check_study(spec)
+
+
+@pytest.mark.timeout(60)  # ray.init alone would retry for minutes
+def test_ray_address_that_does_not_answer_fails_fast():
+    with pytest.raises(StudyError, match="cannot reach the Ray cluster at '127.0.0.1:1'"):
+        check_reachable("127.0.0.1:1")
+
+
+def test_cli_reports_errors_without_a_traceback(tmp_path):
+    cmd = [sys.executable, str(REPO / "studies" / "focal_loss.py"), "--storage-path", str(tmp_path),
+           "--address", "127.0.0.1:1", "--preset", "smoke"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "error: cannot reach the Ray cluster" in done.stderr
+    assert "Traceback" not in done.stderr

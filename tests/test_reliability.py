@@ -1,0 +1,48 @@
+"""Fault injection on local Ray: a SIGKILLed worker, a diverging trial and an out-of-memory trial in
+one study. The killed trial resumes from its checkpoint, the failing ones end at once as `error`
+with a message naming the epoch, the others go on, and no row is lost or duplicated."""
+import optuna
+import pytest
+
+from transcenter.platform.search import Categorical, SearchSpace
+from transcenter.platform.study import StudySpec, run_study
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+def test_faults_in_one_study(ray_cluster, tmp_path):
+    faults = (
+        {"match": {"loss.cls_weight": 1.0}, "kind": "kill", "epoch": 2, "when": "after",
+         "marker": str(tmp_path / "kill")},
+        {"match": {"loss.cls_weight": 2.0}, "kind": "nan", "epoch": 2, "when": "before",
+         "marker": str(tmp_path / "nan")},
+        {"match": {"loss.cls_weight": 3.0}, "kind": "oom", "epoch": 1, "when": "before",
+         "marker": str(tmp_path / "oom")},
+    )
+    spec = StudySpec(name="faults", space=SearchSpace({"loss.cls_weight": Categorical([1.0, 2.0, 3.0])}),
+                     sampler="grid", preset="smoke", faults=faults, max_concurrent_trials=2,
+                     overrides={"data.num_train": 16, "data.num_val": 8, "train.epochs": 3,
+                                "train.threads": 1}, storage_path=str(tmp_path))
+    store = run_study(spec)
+    assert all((tmp_path / m).exists() for m in ("kill", "nan", "oom"))  # every fault fired
+    trials = store.read_trials().set_index("loss.cls_weight")
+    epochs = store.read_epochs()
+    assert not epochs.duplicated(["trial_id", "epoch"]).any()
+
+    killed = trials.loc[1.0]
+    assert killed["status"] == "completed" and killed["n_epochs"] == 3
+    assert sorted(epochs.loc[epochs.trial_id == killed["trial_id"], "epoch"]) == [1, 2, 3]
+
+    diverged = trials.loc[2.0]
+    assert diverged["status"] == "error"
+    assert "diverged at epoch 2" in diverged["error"] and "loss_pos" in diverged["error"]
+    assert sorted(epochs.loc[epochs.trial_id == diverged["trial_id"], "epoch"]) == [1]
+
+    oom = trials.loc[3.0]
+    assert oom["status"] == "error" and "out of memory at epoch 1" in oom["error"]
+    assert (epochs.trial_id == oom["trial_id"]).sum() == 0
+
+    ot = optuna.load_study(study_name="faults", storage=f"sqlite:///{tmp_path}/faults/optuna.db")
+    states = {t.params["loss.cls_weight"]: t.state for t in ot.trials}
+    assert states == {1.0: optuna.trial.TrialState.COMPLETE, 2.0: optuna.trial.TrialState.FAIL,
+                      3.0: optuna.trial.TrialState.FAIL}
