@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import logging
 import re
+from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
 
 from transcenter.model.engine import AP_KEYS, LOSS_KEYS
 from transcenter.platform.store import ResultStore
-from transcenter.platform.trainer import FAILURE_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class ResultStoreCallback(Callback):
         return {k: float(result[k]) for k in keys if isinstance(result.get(k), (int, float))}
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        if FAILURE_KEY in result or "epoch" not in result:
+        if "epoch" not in result:
             return
         self.store.record_epoch(trial.trial_id, int(result["epoch"]), self._params(trial),
                                 self._metrics(result), status="running",
@@ -66,7 +66,9 @@ class ResultStoreCallback(Callback):
         self.store.record_trial(trial.trial_id, self._params(trial), status)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        message = error_summary(trial.get_error() if hasattr(trial, "get_error") else None)
+        # Tune writes the error file locally before this call; its copy in storage comes later.
+        path = Path(trial.error_file) if trial.error_file else None
+        message = error_summary(path.read_text() if path and path.exists() else None)
         logger.warning("trial %s failed: %s", trial.trial_id, message)
         self.store.record_trial(trial.trial_id, self._params(trial), "error", error=message)
 

@@ -26,7 +26,7 @@ from transcenter.model.experiment import trial_config
 from transcenter.platform.callbacks import ResultStoreCallback
 from transcenter.platform.search import SearchSpace, make_searcher
 from transcenter.platform.store import ResultStore
-from transcenter.platform.trainer import FAILURE_KEY, Resources, build_trainer
+from transcenter.platform.trainer import Resources, build_trainer, failure_path, read_failure
 
 logger = logging.getLogger(__name__)
 
@@ -151,8 +151,8 @@ def trial_driver(config: dict[str, Any], spec: StudySpec) -> None:
                             max_failures=spec.max_failures, callbacks=[TuneReportCallback()],
                             fault=_fault_for(spec, overrides),
                             telemetry={"study": spec.name, "trial_id": trial_id})
-    result = trainer.fit()
-    failure = (result.metrics or {}).get(FAILURE_KEY)
+    trainer.fit()
+    failure = read_failure(failure_path(f"{study_dir(spec)}/train", trial_id))
     if failure:
         raise TrialFailure(failure)
 

@@ -26,7 +26,7 @@ from transcenter.model.engine import DivergedError, TrialRunner
 from transcenter.model.experiment import trial_config
 
 CHECKPOINT_FILE = "checkpoint.pt"
-FAILURE_KEY = "trial_failure"  # reported instead of metrics when a trial cannot go on
+FAILURE_FILE = "trial_failure.txt"  # in the run's folder: why a trial could not go on
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     runner = TrialRunner(cfg, wrap_model=ray.train.torch.prepare_model,
                          wrap_loader=ray.train.torch.prepare_data_loader,
                          device=ray.train.torch.get_device())
+    rank = ray.train.get_context().get_world_rank()
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
@@ -99,17 +100,18 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         # Finished before a driver restart lost the final result: report it again (same epoch,
         # so the store and Optuna replace rather than duplicate it).
         ray.train.report(runner.last_metrics)
-    rank = ray.train.get_context().get_world_rank()
     gauges = _gauges(loop_config.get("telemetry")) if rank == 0 else None
     while runner.epoch < cfg.train.epochs:
         try:
             _maybe_inject_fault(loop_config.get("fault"), runner.epoch + 1, "before")
             metrics = runner.run_epoch()
         except (DivergedError, torch.OutOfMemoryError, MemoryError) as e:
-            # Not worth a retry from the checkpoint: end the run and let the driver fail the trial.
+            # Not worth a retry from the checkpoint: end the run and tell the driver, which
+            # fails the trial (a Train result carries only checkpointed metrics).
             kind = "out of memory" if not isinstance(e, DivergedError) else "diverged"
-            ray.train.report({"epoch": runner.epoch + 1,
-                              FAILURE_KEY: f"{kind} at epoch {runner.epoch + 1}: {e}"})
+            if rank == 0:
+                write_failure(loop_config["failure_path"],
+                              f"{kind} at epoch {runner.epoch + 1}: {e}")
             return
         _maybe_inject_fault(loop_config.get("fault"), runner.epoch, "after")
         if gauges is not None:
@@ -120,6 +122,28 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 save_checkpoint(runner.state_dict(), Path(tmp) / CHECKPOINT_FILE)
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=ckpt)
+
+
+def write_failure(path: str, message: str) -> None:
+    """Writes the failure message to ``path`` (local path or URI) with pyarrow's filesystems."""
+    fs, p = pyarrow.fs.FileSystem.from_uri(path if "://" in path else os.path.abspath(path))
+    fs.create_dir(os.path.dirname(p), recursive=True)
+    with fs.open_output_stream(p) as f:
+        f.write(message.encode())
+
+
+def read_failure(path: str) -> str | None:
+    """Returns the failure message at ``path``, or None when the run did not fail that way."""
+    fs, p = pyarrow.fs.FileSystem.from_uri(path if "://" in path else os.path.abspath(path))
+    if fs.get_file_info(p).type == pyarrow.fs.FileType.NotFound:
+        return None
+    with fs.open_input_stream(p) as f:
+        return f.read().decode()
+
+
+def failure_path(storage_path: str, name: str) -> str:
+    """Where the run ``name`` under ``storage_path`` records why it failed."""
+    return f"{storage_path.rstrip('/')}/{name}/{FAILURE_FILE}"
 
 
 def _gauges(telemetry: dict | None):
@@ -150,5 +174,6 @@ def build_trainer(name: str, storage_path: str, preset: str | None, overrides: d
                            callbacks=callbacks or [])
     return TorchTrainer(train_loop_per_worker,
                         train_loop_config={"preset": preset, "overrides": overrides,
-                                           "fault": fault, "telemetry": telemetry},
+                                           "fault": fault, "telemetry": telemetry,
+                                           "failure_path": failure_path(storage_path, name)},
                         scaling_config=resources.scaling_config(), run_config=run_config)
