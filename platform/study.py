@@ -219,6 +219,19 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
         raise StudyError(f"cannot reach the Ray cluster at {address!r}: {e}") from e
 
 
+def use_token_auth_if_available() -> None:
+    """Turns on token authentication in this process when a token exists and nothing says otherwise.
+
+    Ray 2.60 does so for ``ray.init("auto")`` but never for an explicit address (argument or
+    ``RAY_ADDRESS``), and reads ``RAY_AUTH_MODE`` once, at import: a cluster started with its
+    default token auth would refuse us. Ray's own helper re-reads the config after setting it.
+    """
+    from ray._private.authentication.authentication_token_setup import (
+        maybe_enable_token_auth_if_token_available)
+
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
 def connect(address: str | None) -> None:
     """Connects to ``address`` (or ``RAY_ADDRESS``, as under ``ray job submit``) or starts local Ray."""
     if ray.is_initialized():
@@ -227,10 +240,7 @@ def connect(address: str | None) -> None:
     try:
         if address:
             check_reachable(address)
-            # Ray 2.60 turns token auth on for ray.init("auto") when a token exists, but not for an
-            # explicit address; the cluster (started with its default token auth) then refuses us.
-            if Path("~/.ray/auth_token").expanduser().exists():
-                os.environ.setdefault("RAY_AUTH_MODE", "token")
+            use_token_auth_if_available()
             ray.init(address=address)
         else:
             ray.init(runtime_env={"env_vars": WORKER_ENV})

@@ -1,0 +1,93 @@
+"""Fault matrix, run once on a local Ray head: prints one JSON object.
+
+Injects a SIGKILLed Train worker, a diverging trial (NaN), an out-of-memory trial, and a study
+driver SIGKILLed mid-study then resumed with ``--resume``; reports faults injected, studies
+completed, parquet rows expected vs found, duplicated and lost rows (the target is 0 and 0).
+
+    python tests/bench/faults.py
+"""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import ray
+
+from transcenter.platform.local_cluster import local_head
+from transcenter.platform.search import Categorical, SearchSpace
+from transcenter.platform.store import ResultStore
+from transcenter.platform.study import StudySpec, run_study
+
+EPOCHS = 3
+SMALL = {"data.num_train": 16, "data.num_val": 8, "train.epochs": EPOCHS, "train.threads": 1}
+STUDY_SCRIPT = Path(__file__).resolve().parents[2] / "studies" / "heatmap_size.py"
+
+
+def _counts(store: ResultStore, expected: int) -> dict:
+    epochs = store.read_epochs()
+    unique = len(epochs.drop_duplicates(["trial_id", "epoch"]))
+    return {"expected": expected, "found": len(epochs), "duplicates": len(epochs) - unique,
+            "lost": max(0, expected - unique)}
+
+
+def trial_faults(root: Path) -> tuple[dict, int]:
+    """Worker SIGKILL, NaN at epoch 2 and OOM at epoch 1 in one study with a healthy trial."""
+    faults = ({"match": {"loss.cls_weight": 1.0}, "kind": "kill", "epoch": 2, "marker": str(root / "k")},
+              {"match": {"loss.cls_weight": 2.0}, "kind": "nan", "epoch": 2, "when": "before",
+               "marker": str(root / "n")},
+              {"match": {"loss.cls_weight": 3.0}, "kind": "oom", "epoch": 1, "when": "before",
+               "marker": str(root / "o")})
+    spec = StudySpec(name="trial_faults", space=SearchSpace({"loss.cls_weight": Categorical(
+        [1.0, 2.0, 3.0, 4.0])}), sampler="grid", preset="smoke", faults=faults,
+        overrides=SMALL, storage_path=str(root))
+    store = run_study(spec)
+    expected = EPOCHS + 1 + 0 + EPOCHS  # killed resumes to the end; NaN keeps epoch 1; OOM none
+    statuses = sorted(store.read_trials()["status"])
+    fired = sum((root / m).exists() for m in "kno")
+    return {**_counts(store, expected), "statuses": statuses}, fired
+
+
+def driver_kill(root: Path, address: str) -> dict:
+    """SIGKILL the study driver once rows exist, then finish it with --resume."""
+    cmd = [sys.executable, str(STUDY_SCRIPT), "--preset", "smoke", "--storage-path", str(root),
+           "--name", "driver_kill", "--num-samples", "3", "--epochs", str(EPOCHS),
+           "--address", address, "--no-report", "--set", "data.num_train=16",
+           "--set", "data.num_val=8"]
+    store = ResultStore(str(root), "driver_kill")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while proc.poll() is None and len(store.read_epochs()) < 2:
+        time.sleep(1)
+    killed = proc.poll() is None
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    resumed = subprocess.run(cmd + ["--resume"], capture_output=True, text=True)
+    return {**_counts(store, 3 * EPOCHS), "killed_mid_study": killed,
+            "resume_exit_code": resumed.returncode}
+
+
+def main() -> None:
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp, local_head() as cluster:
+        root = Path(tmp)
+        ray.init(address=cluster.address)
+        faults, fired = trial_faults(root)
+        ray.shutdown()
+        driver = driver_kill(root, cluster.address)
+    print(json.dumps({
+        "faults_injected": fired + int(driver["killed_mid_study"]),
+        "studies_completed": 1 + int(driver["resume_exit_code"] == 0),
+        "rows_expected": faults["expected"] + driver["expected"],
+        "rows_found": faults["found"] + driver["found"],
+        "duplicates": faults["duplicates"] + driver["duplicates"],
+        "lost_rows": faults["lost"] + driver["lost"],
+        "trial_statuses": faults["statuses"],
+        "wall_s": round(time.perf_counter() - start, 1)}))
+
+
+if __name__ == "__main__":
+    main()
