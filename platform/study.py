@@ -33,7 +33,10 @@ logger = logging.getLogger(__name__)
 # Hyperparameters every study stores as columns, searched or not (the dashboards group by them).
 STUDY_PARAMS = ("model.heatmap_size", "loss.alpha", "loss.beta", "loss.bg_weight",
                 "matcher.cost_class", "matcher.cost_l1", "matcher.cost_giou", "optim.lr")
-WORKER_ENV = {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "300"}
+# Env of Ray's processes on clusters this package starts: slow 2-core machines need minutes to
+# start a worker group; a shorter controller poll notices a started or finished group sooner.
+WORKER_ENV = {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "300",
+              "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
 
 
 class StudyError(RuntimeError):
@@ -197,7 +200,8 @@ def build_tuner(spec: StudySpec) -> tune.Tuner:
         _trainable(spec),
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
                                     num_samples=spec.samples,
-                                    max_concurrent_trials=spec.max_concurrent_trials),
+                                    max_concurrent_trials=spec.max_concurrent_trials,
+                                    reuse_actors=True),
         run_config=tune.RunConfig(name="tune", storage_path=directory, callbacks=[callback],
                                   verbose=1))
 
