@@ -17,6 +17,8 @@ from transcenter.dashboards import paper
 from transcenter.platform.store import ResultStore, is_param_column
 
 HEATMAP_SIZE = "model.heatmap_size"
+HEAD = "model.head"
+OVERLAP_RECALL = "overlap_recall"
 AP_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 TRIAL_KEY = ["study", "trial_id"]
 _LOG_SCALE_NAMES = ("lr", "learning_rate")
@@ -127,6 +129,31 @@ def loss_curves(df: pd.DataFrame, by: str = HEATMAP_SIZE) -> pd.DataFrame:
     table = grouped[["loss_pos", "loss_size"]].mean()
     table["n_trials"] = grouped.size()
     return table.dropna(subset=["loss_pos", "loss_size"], how="all")
+
+
+def head_comparison(df: pd.DataFrame, by: str = HEATMAP_SIZE) -> pd.DataFrame:
+    """Overlap recall beside AP per detector head: the paper's claim (Fig. 2) that two same-class
+    objects sharing a heatmap cell are both found, which a CenterNet-style head cannot do.
+
+    Args:
+        df: Trial-epochs from `load_study`; ``model.head`` missing (studies before the CenterNet
+            baseline) means every trial is TransCenter's.
+        by: The second grouping hyperparameter (left out when the study lacks it).
+
+    Returns:
+        Indexed by (``model.head``, ``by``), from each trial's last epoch with a finite AP50: the
+        mean over trials of ``AP``, ``AP50`` and ``overlap_recall`` (percent; NaN-skipping) and
+        ``n_trials``.
+    """
+    columns = ["AP", "AP50", OVERLAP_RECALL]
+    rows = _with_columns(df, [by, *columns])
+    if HEAD not in rows:
+        rows = rows.assign(**{HEAD: "transcenter"})
+    rows = rows[np.isfinite(rows["AP50"])].sort_values("epoch").groupby(TRIAL_KEY).last()
+    keys = [HEAD] + ([by] if by in rows else [])
+    table = rows.groupby(keys)[columns].mean()
+    table["n_trials"] = rows.groupby(keys).size()
+    return table
 
 
 def best_per_trial(df: pd.DataFrame, metric: str = "AP50") -> pd.DataFrame:

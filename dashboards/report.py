@@ -24,7 +24,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullFormatter
 
-from transcenter.dashboards import analysis
+from transcenter.dashboards import analysis, summary
 from transcenter.dashboards.summary import StudyTables, collect
 
 logger = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ def write_report(
          _section(tables.lower, lambda: _lower_limit_figure(tables.lower, by))),
         ("Upper limit: AP (%) at the best epoch of the best trial, beside the paper (Tables 4 and 2)",
          _section(tables.upper)),
+        (summary.OVERLAP_TITLE, _section(tables.overlap)),
         ("Position vs. size heatmap loss (paper Fig. 7)",
          _section(tables.losses, lambda: _loss_figure(tables.losses, by), table=False)),
         ("The search: each hyperparameter vs. the trial's best AP50 (%)", _search_section(tables)),

@@ -18,6 +18,10 @@ from transcenter.dashboards import analysis
 from transcenter.platform.store import ResultStore
 
 
+OVERLAP_TITLE = ("Overlap recall vs. AP per head (paper Fig. 2): recall (%) of objects sharing "
+                 "their heatmap cell with a same-class object, at each trial's last evaluation")
+
+
 @dataclass(frozen=True)
 class StudyTables:
     """Everything the summary and the report show; a ``str`` field says why its table is missing.
@@ -28,6 +32,7 @@ class StudyTables:
         search: Each trial's hyperparameters and best AP50 (`analysis.best_per_trial`).
         lower: `analysis.lower_limit` over the first epochs.
         upper: `analysis.upper_limit` beside the paper's numbers.
+        overlap: `analysis.head_comparison`: overlap recall beside AP per head.
         losses: `analysis.loss_curves`.
         importance: `analysis.importance` of AP.
     """
@@ -37,6 +42,7 @@ class StudyTables:
     search: pd.DataFrame
     lower: pd.DataFrame | str
     upper: pd.DataFrame | str
+    overlap: pd.DataFrame | str
     losses: pd.DataFrame | str
     importance: pd.Series | str
 
@@ -60,8 +66,10 @@ def collect(
         raise ValueError(f"first_epochs must be >= 1, got {first_epochs}")
     epochs = analysis.load_study(paths)
     status = analysis.trial_status(epochs, analysis.load_trials(paths))
+    overlap = (analysis.head_comparison(epochs, by=by) if analysis.OVERLAP_RECALL in epochs
+               else f"The study reports no {analysis.OVERLAP_RECALL!r} (recorded since issue 8).")
     if epochs.empty:
-        lower = upper = losses = "No epoch has been recorded yet."
+        lower = upper = losses = overlap = "No epoch has been recorded yet."
     elif by not in epochs:
         lower = upper = losses = f"The study has no {by!r} hyperparameter to group by."
     else:
@@ -73,7 +81,8 @@ def collect(
     except analysis.NotEnoughTrials as why:
         importance = f"No importance: it {why}."
     return StudyTables(epochs=epochs, status=status, search=analysis.best_per_trial(epochs),
-                       lower=lower, upper=upper, losses=losses, importance=importance)
+                       lower=lower, upper=upper, overlap=overlap, losses=losses,
+                       importance=importance)
 
 
 def render_text(tables: StudyTables) -> str:
@@ -82,6 +91,7 @@ def render_text(tables: StudyTables) -> str:
         ("Trials", tables.status),
         ("Lower limit (paper Fig. 6): AP50 (%) in the first epochs", tables.lower),
         ("Upper limit (paper Tables 4 and 2): AP (%) at the best epoch of the best trial", tables.upper),
+        (OVERLAP_TITLE, tables.overlap),
         ("Position vs. size heatmap loss (paper Fig. 7)", tables.losses),
         ("Hyperparameter importance for AP (PED-ANOVA)", tables.importance),
     ]

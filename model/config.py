@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 BACKBONES = ("resnet18", "resnet34", "resnet50")
+HEADS = ("transcenter", "centernet")
 
 
 def _check(cond: bool, name: str, value: Any, why: str) -> None:
@@ -40,8 +41,15 @@ class ModelConfig:
 
     ``heatmap_size`` S must be a power of two >= 16 and a power-of-two multiple of the encoder map
     (``input_size / backbone_stride``); each doubling adds one transposed convolution.
+
+    ``head`` picks the detector on the shared backbone, encoder and upsampler: ``"transcenter"``
+    (the paper: decoder queries with their own heatmaps) or ``"centernet"`` (the baseline of
+    :mod:`transcenter.model.centernet`: per-class centre heatmaps, no decoder). The CenterNet head
+    ignores ``num_queries``, ``num_decoder_layers``, ``offset_encoding``, ``offset_features`` and
+    ``score``.
     """
 
+    head: str = "transcenter"  # "transcenter" (paper) or "centernet" (baseline, issue 8)
     backbone: str = "resnet50"
     backbone_weights: str | None = None  # local file path of a torchvision state dict; never downloaded
     backbone_stride: int = 32  # 32: C5 features (paper); 16: stop after layer3 (small CPU runs)
@@ -64,6 +72,7 @@ class ModelConfig:
     score: str = "class_x_peak"  # "class", "class_x_peak", "class_x_fg" (paper.md setting 3)
 
     def __post_init__(self) -> None:
+        _check_choice("model.head", self.head, HEADS)
         _check_choice("model.backbone", self.backbone, BACKBONES)
         _check_choice("model.backbone_stride", self.backbone_stride, (16, 32))
         _check_choice("model.offset_encoding", self.offset_encoding, ("exp", "plain"))
@@ -106,7 +115,12 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    """Loss weights and target rendering (paper §3.5, Eq. 3-5)."""
+    """Loss weights and target rendering (paper §3.5, Eq. 3-5).
+
+    The CenterNet head uses ``alpha``, ``beta``, ``min_overlap`` and ``min_radius`` for its focal
+    loss and Gaussians, ``offset_weight`` for its L1 offset loss and ``wh_weight`` for its L1 size
+    loss; the other fields are TransCenter's.
+    """
 
     alpha: float = 2.0
     beta: float = 4.0
@@ -114,12 +128,13 @@ class LossConfig:
     bg_weight_mode: str = "paper"  # "paper": w_bg twice as Eq. 3 reads; "single": once
     cls_weight: float = 1.0
     offset_weight: float = 1.0
+    wh_weight: float = 0.1  # CenterNet head only: its L1 width/height loss weight (CenterNet's 0.1)
     min_overlap: float = 0.7
     min_radius: int = 0
 
     def __post_init__(self) -> None:
         _check_nonneg(self, "loss", ("alpha", "beta", "bg_weight", "cls_weight", "offset_weight",
-                                     "min_radius"))
+                                     "wh_weight", "min_radius"))
         _check_choice("loss.bg_weight_mode", self.bg_weight_mode, ("paper", "single"))
         _check(0.0 < self.min_overlap < 1.0, "loss.min_overlap", self.min_overlap,
                "must be in (0, 1)")

@@ -4,13 +4,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from transcenter.model.box_codec import argmax_cells, decode_boxes, encode_boxes, to_heatmap_coords
+from transcenter.model.centernet import CenterNetCriterion
 from transcenter.model.config import TransCenterConfig
+from transcenter.model.data.common import drop_ignored
 from transcenter.model.gaussian import object_radius, render_gaussians
-from transcenter.model.losses import classification_loss, gaussian_focal_loss, offset_loss
+from transcenter.model.losses import (classification_loss, gaussian_focal_loss, global_count,
+                                      offset_loss)
 from transcenter.model.matcher import HungarianMatcher
 
 
@@ -32,15 +34,6 @@ class QueryTargets:
     offsets: torch.Tensor
 
 
-def _global_count(value: float, device: torch.device) -> float:
-    """Returns ``value`` averaged over data-parallel workers (DETR's num_boxes), at least 1."""
-    t = torch.tensor(float(value), device=device)
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(t)
-        t = t / dist.get_world_size()
-    return max(t.item(), 1.0)
-
-
 def decode_predictions(outputs: dict, image_size: tuple[int, int], heatmap_size: int,
                        encoding: str) -> torch.Tensor:
     """Returns ``(B, N, 4)`` xyxy pixel boxes from argmax position/size cells and offsets."""
@@ -58,15 +51,6 @@ class SetCriterion(nn.Module):
         super().__init__()
         self.config = config
         self.matcher = HungarianMatcher(config.matcher)
-
-    @staticmethod
-    def _training_targets(targets: list[dict]) -> list[dict]:
-        """Drops objects marked ``ignore`` (VOC difficult), which are never trained on."""
-        out = []
-        for t in targets:
-            keep = ~t["ignore"] if "ignore" in t else slice(None)
-            out.append({"boxes": t["boxes"][keep], "labels": t["labels"][keep]})
-        return out
 
     @torch.no_grad()
     def build_targets(self, outputs: dict, targets: list[dict], image_size: tuple[int, int]
@@ -107,11 +91,11 @@ class SetCriterion(nn.Module):
             image_size: ``(H, W)`` of the input batch in pixels.
         """
         lc = self.config.loss
-        qt = self.build_targets(outputs, self._training_targets(targets), image_size)
+        qt = self.build_targets(outputs, drop_ignored(targets), image_size)
         bsz, n = qt.classes.shape
         device = qt.classes.device
-        num_pos = _global_count(len(qt.query_idx), device)
-        num_all = _global_count(bsz * n, device)
+        num_pos = global_count(len(qt.query_idx), device)
+        num_all = global_count(bsz * n, device)
         num_neg = max(num_all - num_pos, 0.0)
         hm_norm = num_pos + lc.bg_weight * num_neg
         with torch.autocast(device.type, enabled=False):
@@ -128,6 +112,9 @@ class SetCriterion(nn.Module):
                 "loss_offset": loss_offset, "loss": total}
 
 
-def build_criterion(config: TransCenterConfig) -> SetCriterion:
-    """Returns the criterion for ``config`` (model, loss and matcher sections)."""
+def build_criterion(config: TransCenterConfig) -> SetCriterion | CenterNetCriterion:
+    """Returns the criterion of ``config.model.head`` (model, loss and matcher sections):
+    TransCenter's :class:`SetCriterion` or the CenterNet baseline's :class:`CenterNetCriterion`."""
+    if config.model.head == "centernet":
+        return CenterNetCriterion(config.model, config.loss)
     return SetCriterion(config)

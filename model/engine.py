@@ -19,17 +19,19 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampl
 from tqdm.auto import tqdm
 
 from transcenter.model.checkpoint import check_compatible
-from transcenter.model.criterion import SetCriterion
+from transcenter.model.criterion import build_criterion
 from transcenter.model.data import collate, to_original
 from transcenter.model.datasets import build_datasets
-from transcenter.model.evaluate import evaluate
+from transcenter.model.evaluate import evaluate, overlap_recall
 from transcenter.model.experiment import OptimConfig, TrialConfig
 from transcenter.model.postprocess import postprocess
 from transcenter.model.transcenter import build_model
 
+# Loss names a criterion reports (the CenterNet head has no loss_cls).
 LOSS_KEYS = ("loss", "loss_cls", "loss_pos", "loss_size", "loss_offset")
-OUTPUT_KEYS = ("logits", "pos_logits", "size_logits", "offsets")
-AP_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+# Evaluation metrics, 0-100: COCO AP, and recall of objects sharing their heatmap cell with a
+# same-class object (the paper's Fig. 2 case; NaN when the val split has none).
+AP_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "overlap_recall")
 
 
 class DivergedError(FloatingPointError):
@@ -37,8 +39,17 @@ class DivergedError(FloatingPointError):
 
 
 def _check_finite(values: dict, keys: tuple[str, ...], what: str, epoch: int, step: int) -> None:
-    """Raises :class:`DivergedError` naming the epoch, step and every non-finite component."""
+    """Raises :class:`DivergedError` naming the epoch, step and every non-finite component.
+
+    Under data parallelism every rank raises when any rank sees a non-finite value, so no rank is
+    left waiting in a collective for one that stopped.
+    """
     bad = [k for k in keys if not torch.isfinite(values[k]).all()]
+    if dist.is_available() and dist.is_initialized():
+        flag = torch.tensor(float(bool(bad)), device=values[keys[0]].device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if flag.item() and not bad:
+            bad = ["on another rank"]
     if bad:
         raise DivergedError(f"{what} diverged (NaN/inf) at epoch {epoch}, step {step + 1}: "
                             + ", ".join(bad))
@@ -126,7 +137,7 @@ class TrialRunner:
         self.model = build_model(c.model).to(self.device)
         self.optimizer = build_optimizer(self.model, c.optim)
         self.model = wrap_model(self.model)
-        self.criterion = SetCriterion(c.detector)
+        self.criterion = build_criterion(c.detector)
         self.scheduler = build_scheduler(self.optimizer, c.optim, len(self.train_loader),
                                          c.train.epochs)
         self.epoch = 0  # epochs completed
@@ -159,10 +170,11 @@ class TrialRunner:
             sampler.set_epoch(epoch)
 
     def train_one_epoch(self, epoch: int) -> dict[str, float]:
-        """Trains one epoch; returns mean losses, ``lr``, ``images_per_s`` and ``train_time_s``."""
+        """Trains one epoch; returns mean losses (the criterion's keys), ``lr``, ``images_per_s``
+        and ``train_time_s``."""
         self.model.train()
         self._seed_epoch(epoch)
-        sums = dict.fromkeys(LOSS_KEYS, 0.0)
+        sums: dict[str, float] = {}
         steps = images = 0
         start = time.perf_counter()
         bar = tqdm(self.train_loader, desc=f"epoch {epoch}", leave=False, disable=not self.progress)
@@ -172,17 +184,18 @@ class TrialRunner:
                        for t in targets]
             with self._autocast():
                 outputs = self.model(batch)
-            _check_finite(outputs, OUTPUT_KEYS, "model output", epoch, step)
+            _check_finite(outputs, tuple(k for k, v in outputs.items() if torch.is_tensor(v)),
+                          "model output", epoch, step)
             losses = self.criterion(outputs, targets, self.image_size)
-            _check_finite(losses, LOSS_KEYS, "loss", epoch, step)
+            _check_finite(losses, tuple(losses), "loss", epoch, step)
             self.optimizer.zero_grad(set_to_none=True)
             losses["loss"].backward()
             if self.config.optim.grad_clip > 0:
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.config.optim.grad_clip)
             self.optimizer.step()
             self.scheduler.step()
-            for k in LOSS_KEYS:
-                sums[k] += losses[k].item()
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + v.item()
             steps += 1
             images += len(batch)
             bar.set_postfix(loss=f"{losses['loss'].item():.3f}")
@@ -194,7 +207,8 @@ class TrialRunner:
 
     @torch.no_grad()
     def predict(self) -> list[dict]:
-        """Returns this rank's val predictions, boxes xyxy in original image pixels."""
+        """Returns this rank's val predictions, boxes xyxy in original image pixels, each with its
+        image's ``scale`` and ``offset`` (``input_px = orig_px · scale + offset``, x then y)."""
         self.model.eval()
         preds = []
         for batch, targets in self.val_loader:
@@ -205,22 +219,27 @@ class TrialRunner:
                 preds.append({"image_id": int(t["image_id"]),
                               "boxes": to_original(det["boxes"].float().cpu(), t),
                               "scores": det["scores"].float().cpu(),
-                              "labels": det["labels"].cpu()})
+                              "labels": det["labels"].cpu(),
+                              "scale": t["scale"], "offset": t["offset"]})
         return preds
 
     def evaluate(self) -> dict[str, float]:
-        """Returns COCO AP metrics (0-100) on the whole val split, gathered over ranks."""
+        """Returns the `AP_KEYS` metrics (0-100) on the whole val split, gathered over ranks."""
         # A distributed sampler pads ranks to equal length with repeated images: keep one each.
         preds = list({p["image_id"]: p for p in _gather(self.predict())}.values())
-        metrics = evaluate(preds, self.val_set)
+        targets = self.val_set.targets()
+        metrics = evaluate(preds, targets, self.val_set.class_names)
+        m = self.config.model
+        metrics["overlap_recall"] = overlap_recall(preds, targets, m.input_size / m.heatmap_size)
         return {k: float(metrics[k]) for k in AP_KEYS}
 
     def run_epoch(self) -> dict[str, float]:
         """Trains and (every ``eval_every`` epochs, and at the last) evaluates the next epoch.
 
         Returns:
-            ``epoch`` (1-based), the five losses, ``lr``, ``images_per_s``, ``train_time_s``,
-            the six AP metrics (NaN when not evaluated this epoch) and ``time_s`` (wall time).
+            ``epoch`` (1-based), the criterion's losses (`LOSS_KEYS`; CenterNet has no
+            ``loss_cls``), ``lr``, ``images_per_s``, ``train_time_s``, the `AP_KEYS` metrics (NaN
+            when not evaluated this epoch) and ``time_s`` (wall time).
         """
         start = time.perf_counter()
         epoch = self.epoch + 1

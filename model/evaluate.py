@@ -171,3 +171,35 @@ def same_cell_mask(boxes: torch.Tensor, labels: torch.Tensor, cell_px: float) ->
     same = (cells[:, None] == cells[None]).all(dim=2) & (labels[:, None] == labels[None])  # (K, K)
     same.fill_diagonal_(False)
     return same.any(dim=1)
+
+
+def overlap_recall(predictions: Sequence[Prediction], targets: Sequence[Target], cell_px: float,
+                   iou: float = 0.5) -> float:
+    """Recall (0-100) at IoU ``iou`` of the objects sharing their heatmap cell with another
+    same-class object (:func:`same_cell_mask`): the paper's Fig. 2 case, which a CenterNet-style
+    per-class heatmap can decode only one of.
+
+    Cells are laid on the network input, where the heatmap's cell side is ``cell_px``
+    (``input_size / heatmap_size``): each target's original-pixel boxes are mapped there with its
+    prediction's ``scale`` and ``offset`` (``input_px = orig_px · scale + offset``, as the
+    transforms record them; identity when absent). Recall itself is measured in original pixels.
+
+    Args:
+        predictions: Per-image prediction dicts in original pixels, optionally with ``scale`` and
+            ``offset`` (2,) x then y.
+        targets: Target dicts in original pixels.
+        cell_px: Heatmap cell side in input pixels.
+        iou: IoU threshold.
+
+    Returns:
+        Percent in [0, 100]; NaN when no such object exists.
+    """
+    by_image = {int(p["image_id"]): p for p in predictions}
+    masks = []
+    for t in targets:
+        pred = by_image.get(int(t["image_id"]), {})
+        scale = torch.as_tensor(pred.get("scale", (1.0, 1.0))).float().repeat(2)  # (4,)
+        offset = torch.as_tensor(pred.get("offset", (0.0, 0.0))).float().repeat(2)  # (4,)
+        # A flip reverses x0/x1 but keeps the centre, which is all the mask reads.
+        masks.append(same_cell_mask(t["boxes"].float() * scale + offset, t["labels"], cell_px))  # (K,)
+    return 100.0 * recall_at_iou(predictions, targets, iou, masks)

@@ -1,8 +1,13 @@
-"""Heads on top of the transformer: upsampler + per-query heatmap head, class and offset heads."""
+"""Heads on top of the transformer: upsampler + convolutional map branches, class and offset heads."""
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+
+def gather_cells(features: torch.Tensor, batch_idx: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+    """Returns ``(M, C)`` feature vectors of ``features (B, C, S, S)`` at ``cells (M, 2)`` ``(x, y)``."""
+    return features[batch_idx, :, cells[:, 1], cells[:, 0]]
 
 
 def conv_relu(cin: int, cout: int, k: int) -> list[nn.Module]:
@@ -28,19 +33,23 @@ class Upsampler(nn.Module):
 
 
 class HeatmapBranch(nn.Module):
-    """[Conv(k)+ReLU] × depth, then Conv1×1 to one logit channel per query; bias = prior logit."""
+    """[Conv(k)+ReLU] × depth, then Conv1×1 to ``out_channels`` maps whose bias starts at ``bias``.
 
-    def __init__(self, width: int, num_queries: int, depth: int, kernel: int, bias: float):
+    TransCenter: one heatmap logit channel per query, bias = prior logit. CenterNet: one heatmap per
+    class (prior logit), and the 2-channel size and offset maps (bias 0).
+    """
+
+    def __init__(self, width: int, out_channels: int, depth: int, kernel: int, bias: float):
         super().__init__()
         layers: list[nn.Module] = []
         for _ in range(depth):
             layers += conv_relu(width, width, kernel)
-        out = nn.Conv2d(width, num_queries, 1)
+        out = nn.Conv2d(width, out_channels, 1)
         nn.init.constant_(out.bias, bias)
         self.net = nn.Sequential(*layers, out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)  # (B, width, S, S) -> (B, N, S, S) logits
+        return self.net(x)  # (B, width, S, S) -> (B, out_channels, S, S)
 
 
 class MLP(nn.Module):

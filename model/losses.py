@@ -6,7 +6,18 @@ All are computed in fp32 log-sigmoid form even under bf16 autocast (paper.md set
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+
+
+def global_count(value: float, device: torch.device) -> float:
+    """Returns a loss normaliser ``value`` averaged over data-parallel workers (DETR's num_boxes),
+    at least 1 (paper.md setting 2)."""
+    t = torch.tensor(float(value), device=device)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t)
+        t = t / dist.get_world_size()
+    return max(t.item(), 1.0)
 
 
 def classification_loss(logits: torch.Tensor, target_classes: torch.Tensor, bg_weight: float,

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from transcenter.model.box_codec import argmax_cells
+from transcenter.model.centernet import centernet_postprocess
 from transcenter.model.config import ModelConfig
 from transcenter.model.criterion import decode_predictions
 
@@ -16,8 +17,11 @@ def postprocess(outputs: dict, image_size: tuple[int, int], config: ModelConfig,
 
     The score follows ``config.score`` (paper.md setting 3): ``class`` = max object-class
     probability; ``class_x_peak`` × the query's position-heatmap peak probability;
-    ``class_x_fg`` × (1 − background probability).
+    ``class_x_fg`` × (1 − background probability). With ``config.head="centernet"`` the
+    detections are :func:`centernet_postprocess`'s.
     """
+    if config.head == "centernet":
+        return centernet_postprocess(outputs, image_size, config, top_k)
     probs = outputs["logits"].float().sigmoid()  # (B, N, C+1)
     scores, labels = probs[..., :-1].max(dim=-1)  # (B, N)
     if config.score == "class_x_peak":

@@ -4,20 +4,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from transcenter.model.backbone import build_backbone
 from transcenter.model.box_codec import argmax_cells
+from transcenter.model.centernet import CenterNet
 from transcenter.model.config import ModelConfig
-from transcenter.model.heads import MLP, HeatmapBranch, Upsampler
-from transcenter.model.position_encoding import sine_position_encoding
-from transcenter.model.transformer import Transformer
+from transcenter.model.heads import MLP, HeatmapBranch, gather_cells
+from transcenter.model.trunk import Trunk
 
 
-def gather_cells(features: torch.Tensor, batch_idx: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
-    """Returns ``(M, C)`` feature vectors of ``features (B, C, S, S)`` at ``cells (M, 2)`` ``(x, y)``."""
-    return features[batch_idx, :, cells[:, 1], cells[:, 0]]
-
-
-class TransCenter(nn.Module):
+class TransCenter(Trunk):
     """Forward returns a dict of named tensors:
 
     - ``logits`` ``(B, N, C+1)``: class logits, index C = background;
@@ -29,14 +23,8 @@ class TransCenter(nn.Module):
     """
 
     def __init__(self, config: ModelConfig):
-        super().__init__()
-        self.config = c = config
-        self.backbone, channels = build_backbone(c.backbone, c.backbone_stride, c.backbone_weights)
-        self.input_proj = nn.Conv2d(channels, c.d_model, 1)
-        self.transformer = Transformer(c.d_model, c.nhead, c.num_encoder_layers,
-                                       c.num_decoder_layers, c.dim_feedforward, c.dropout)
-        self.query_embed = nn.Embedding(c.num_queries, c.d_model)
-        self.upsampler = Upsampler(c.d_model, c.head_width, c.num_upsamples, c.head_kernel)
+        super().__init__(config, decoder=True)
+        c = config
         self.pos_head = HeatmapBranch(c.head_width, c.num_queries, c.head_convs, c.head_kernel,
                                       c.heatmap_bias)
         self.size_head = HeatmapBranch(c.head_width, c.num_queries, c.head_convs, c.head_kernel,
@@ -54,12 +42,8 @@ class TransCenter(nn.Module):
 
     def forward(self, images: torch.Tensor) -> dict:
         c = self.config
-        feat = self.input_proj(self.backbone(images))  # (B, d, s, s)
-        bsz, d, h, w = feat.shape
-        pos = sine_position_encoding(h, w, d, device=feat.device).to(feat.dtype)  # (hw, d)
-        memory, hs = self.transformer(feat.flatten(2).transpose(1, 2), pos,
-                                      self.query_embed.weight)  # (B, hw, d), (B, N, d)
-        features = self.upsampler(memory.transpose(1, 2).reshape(bsz, d, h, w))  # (B, W, S, S)
+        features, hs = self.encode(images)  # (B, W, S, S), (B, N, d)
+        bsz = features.shape[0]
         pos_logits = self.pos_head(features)  # (B, N, S, S)
         size_logits = self.size_head(features)  # (B, N, S, S)
         n = c.num_queries
@@ -75,6 +59,7 @@ class TransCenter(nn.Module):
                 "size_logits": size_logits, "offsets": offsets, "offsets_at": offsets_at}
 
 
-def build_model(config: ModelConfig) -> TransCenter:
-    """Returns a randomly initialised (backbone optionally from a local file) TransCenter."""
-    return TransCenter(config)
+def build_model(config: ModelConfig) -> TransCenter | CenterNet:
+    """Returns the randomly initialised (backbone optionally from a local file) detector that
+    ``config.head`` names: :class:`TransCenter` or the :class:`CenterNet` baseline."""
+    return CenterNet(config) if config.head == "centernet" else TransCenter(config)

@@ -58,17 +58,33 @@ class DecoderLayer(nn.Module):
 
 
 class Transformer(nn.Module):
-    """Encoder over the flattened feature map and decoder over N learned queries."""
+    """Encoder over the flattened feature map and decoder over N learned queries.
+
+    ``num_decoder=0`` builds the encoder alone (no decoder layers, no decoder norm): only
+    :meth:`encode` is then usable.
+    """
 
     def __init__(self, d: int, nhead: int, num_encoder: int, num_decoder: int, ffn: int,
                  dropout: float):
         super().__init__()
         self.encoder = nn.ModuleList(EncoderLayer(d, nhead, ffn, dropout) for _ in range(num_encoder))
         self.decoder = nn.ModuleList(DecoderLayer(d, nhead, ffn, dropout) for _ in range(num_decoder))
-        self.decoder_norm = nn.LayerNorm(d)
+        self.decoder_norm = nn.LayerNorm(d) if num_decoder else None
         for p in self.parameters():
             if p.dim() > 1:
                 nn.init.xavier_uniform_(p)
+
+    def encode(self, src: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """Returns ``memory (B, HW, d)``.
+
+        Args:
+            src: ``(B, HW, d)`` projected features; pos: ``(HW, d)``.
+        """
+        pos = pos.unsqueeze(0)
+        memory = src
+        for layer in self.encoder:
+            memory = layer(memory, pos)
+        return memory
 
     def forward(self, src: torch.Tensor, pos: torch.Tensor, query_pos: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,12 +93,9 @@ class Transformer(nn.Module):
         Args:
             src: ``(B, HW, d)`` projected features; pos: ``(HW, d)``; query_pos: ``(N, d)``.
         """
-        pos = pos.unsqueeze(0)
-        memory = src
-        for layer in self.encoder:
-            memory = layer(memory, pos)
+        memory = self.encode(src, pos)
         query_pos = query_pos.unsqueeze(0).expand(src.shape[0], -1, -1)  # (B, N, d)
         tgt = torch.zeros_like(query_pos)
         for layer in self.decoder:
-            tgt = layer(tgt, memory, pos, query_pos)
+            tgt = layer(tgt, memory, pos.unsqueeze(0), query_pos)
         return memory, self.decoder_norm(tgt)

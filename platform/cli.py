@@ -53,9 +53,10 @@ def build_parser(name: str, description: str, asha: bool) -> argparse.ArgumentPa
     return p
 
 
-def spec_from_args(args: argparse.Namespace, space: SearchSpace, sampler: str) -> StudySpec:
-    """Returns the :class:`StudySpec` the parsed flags describe."""
-    overrides: dict[str, Any] = {}
+def spec_from_args(args: argparse.Namespace, space: SearchSpace, sampler: str,
+                   fixed: dict[str, Any] | None = None) -> StudySpec:
+    """Returns the :class:`StudySpec` the parsed flags describe; ``--set`` overrides ``fixed``."""
+    overrides: dict[str, Any] = dict(fixed or {})
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:
@@ -77,12 +78,16 @@ def spec_from_args(args: argparse.Namespace, space: SearchSpace, sampler: str) -
 
 
 def main(name: str, space: SearchSpace, description: str, sampler: str = "tpe",
-         asha: bool = False, argv: list[str] | None = None) -> int:
-    """Entry point of a study script; returns the process exit code."""
+         asha: bool = False, fixed: dict[str, Any] | None = None,
+         argv: list[str] | None = None) -> int:
+    """Entry point of a study script; returns the process exit code.
+
+    ``fixed`` sets config fields for every trial of this study unless ``--set`` says otherwise.
+    """
     args = build_parser(name, description, asha).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        spec = spec_from_args(args, space, sampler)
+        spec = spec_from_args(args, space, sampler, fixed)
         directory = study_dir(spec)
         print(f"study {spec.name}: {spec.samples} trials x {spec.epochs} epochs -> {directory}")
         print(f"  live: Ray dashboard http://127.0.0.1:8265 | "

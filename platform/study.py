@@ -31,8 +31,9 @@ from transcenter.platform.trainer import Resources, build_trainer, failure_path,
 logger = logging.getLogger(__name__)
 
 # Hyperparameters every study stores as columns, searched or not (the dashboards group by them).
-STUDY_PARAMS = ("model.heatmap_size", "loss.alpha", "loss.beta", "loss.bg_weight",
-                "matcher.cost_class", "matcher.cost_l1", "matcher.cost_giou", "optim.lr")
+STUDY_PARAMS = ("model.head", "model.heatmap_size", "loss.alpha", "loss.beta", "loss.bg_weight",
+                "matcher.cost_class", "matcher.cost_l1", "matcher.cost_giou", "optim.lr",
+                "data.overlap_fraction")
 # Env of Ray's processes on clusters this package starts: slow 2-core machines need minutes to
 # start a worker group; a shorter controller poll notices a started or finished group sooner.
 WORKER_ENV = {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "300",

@@ -145,3 +145,26 @@ def test_empty_study_gives_empty_tables(tmp_path):
     assert df.empty
     assert analysis.lower_limit(df).empty and analysis.upper_limit(df).empty
     assert analysis.loss_curves(df).empty and analysis.best_per_trial(df).empty
+    assert analysis.head_comparison(df).empty
+
+
+def test_head_comparison_uses_each_trials_last_evaluation(tmp_path):
+    store = ResultStore(str(tmp_path), "overlap")
+    # trial: (head, S, per epoch (AP50, overlap_recall)); NaN AP50 = not evaluated that epoch
+    planted = {"t": ("transcenter", 16, [(40.0, 60.0), (50.0, 90.0)]),
+               "u": ("transcenter", 16, [(45.0, 70.0), (math.nan, math.nan)]),
+               "c": ("centernet", 16, [(55.0, 50.0), (60.0, 48.0)]),
+               "d": ("centernet", 32, [(30.0, math.nan)])}
+    for trial, (head, size, rows) in planted.items():
+        p = {"model.head": head, "model.heatmap_size": size}
+        for epoch, (ap50, overlap) in enumerate(rows, start=1):
+            store.record_epoch(trial, epoch, p, {"AP": ap50 / 2, "AP50": ap50, "overlap_recall": overlap})
+    table = analysis.head_comparison(analysis.load_study(tmp_path / "overlap"))
+    assert table.index.names == ["model.head", "model.heatmap_size"]
+    assert table.loc[("transcenter", 16), "overlap_recall"] == pytest.approx(80.0)  # 90 and 70
+    assert table.loc[("transcenter", 16), "AP50"] == pytest.approx(47.5)
+    assert table.loc[("centernet", 16)].tolist() == pytest.approx([30.0, 60.0, 48.0, 1])
+    assert math.isnan(table.loc[("centernet", 32), "overlap_recall"])
+    # Studies from before the CenterNet head have no model.head column: all TransCenter.
+    old = analysis.load_study(tmp_path / "overlap").drop(columns="model.head")
+    assert analysis.head_comparison(old).index.get_level_values(0).unique().tolist() == ["transcenter"]

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from transcenter.model.data import SyntheticConfig, SyntheticScenes, eval_transforms, make_target, to_original
-from transcenter.model.evaluate import METRICS, evaluate, recall_at_iou, same_cell_mask, xyxy_to_xywh
+from transcenter.model.evaluate import (METRICS, evaluate, overlap_recall, recall_at_iou, same_cell_mask,
+                                        xyxy_to_xywh)
 
 CLASSES = ["a", "b", "c"]
 # One small (< 32² px), one medium and one large (> 96² px) object, so every size bucket is defined.
@@ -182,3 +183,17 @@ def test_recall_counts_one_object_per_prediction_and_skips_ignored():
     assert recall_at_iou([wrong_class], [target]) == 0.0
     assert recall_at_iou([], [target]) == 0.0
     assert math.isnan(recall_at_iou([], [target], subset_mask=[torch.zeros(3, dtype=torch.bool)]))
+
+
+def test_overlap_recall_lays_cells_on_the_network_input():
+    # Same-class centres at x = 14 and 18 original px: cells 1 and 2 of an 8 px grid there, but one
+    # cell (1) on an input letterboxed at scale 0.5 with a 2 px left margin (x = 9 and 11).
+    target = make_target(torch.tensor([[10.0, 16.0, 18.0, 24.0], [16.0, 18.0, 20.0, 22.0]]),
+                         torch.tensor([0, 0]), 0, (40, 40))
+    pred = {"image_id": 0, "boxes": target["boxes"][:1], "scores": torch.ones(1),
+            "labels": torch.tensor([0])}
+    letterboxed = dict(pred, scale=torch.tensor([0.5, 0.5]), offset=torch.tensor([2.0, 0.0]))
+    assert overlap_recall([letterboxed], [target], cell_px=8) == pytest.approx(50.0)
+    assert math.isnan(overlap_recall([pred], [target], cell_px=8))  # identity: no shared cell
+    both = dict(letterboxed, boxes=target["boxes"], scores=torch.ones(2), labels=torch.tensor([0, 0]))
+    assert overlap_recall([both], [target], cell_px=8) == pytest.approx(100.0)

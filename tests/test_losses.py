@@ -5,6 +5,7 @@ import torch
 
 from transcenter.model.config import LossConfig, ModelConfig, TransCenterConfig
 from transcenter.model.criterion import SetCriterion
+from transcenter.model.data.common import drop_ignored
 from transcenter.model.gaussian import gaussian_radius, render_gaussians
 from transcenter.model.losses import classification_loss, gaussian_focal_loss, offset_loss
 from transcenter.model.transcenter import build_model
@@ -118,12 +119,9 @@ def test_same_class_objects_in_one_cell_get_distinct_channels():
 
 
 def test_ignored_objects_are_not_trained_on():
-    cfg = _tiny_config()
-    model = build_model(cfg.model)
-    crit = SetCriterion(cfg)
     t = {"boxes": torch.tensor([[4.0, 4.0, 30.0, 40.0], [10.0, 10.0, 50.0, 50.0]]),
          "labels": torch.tensor([1, 2]), "ignore": torch.tensor([False, True])}
-    kept = crit._training_targets([t])[0]
+    kept = drop_ignored([t])[0]
     assert kept["labels"].tolist() == [1]
 
 

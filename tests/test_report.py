@@ -82,6 +82,18 @@ def test_report_of_empty_or_failed_study_is_valid(tmp_path, kind):
         assert "No epoch has been recorded yet." in text
 
 
+def test_report_puts_overlap_recall_beside_ap_per_head(tmp_path):
+    store = ResultStore(str(tmp_path), "overlap")
+    for i, head in enumerate(("transcenter", "centernet")):
+        p = {"model.head": head, "model.heatmap_size": 16}
+        store.record_epoch(f"t{i}", 1, p, {"AP": 30.0 + 5 * i, "AP50": 61.5 + i,
+                                           "overlap_recall": 87.25 - 40 * i})
+        store.record_trial(f"t{i}", p, "completed")
+    text = report.write_report(tmp_path / "overlap", tmp_path / "r.html").read_text(encoding="utf-8")
+    assert summary.OVERLAP_TITLE.split(":")[0] in text
+    assert "<th>centernet</th>" in text and "<td>87.25</td>" in text and "<td>47.25</td>" in text
+
+
 def test_report_command_line(synthetic, tmp_path, capsys):
     out = tmp_path / "cli.html"
     assert report.main([str(synthetic), "-o", str(out)]) == 0
@@ -94,13 +106,14 @@ def test_summary_prints_tables(synthetic, capsys):
     for title in ("Trials", "Lower limit", "Upper limit", "heatmap loss", "importance"):
         assert title in text
     assert "paper.AP50" in text and "RuntimeError" in text and "optim.lr" in text
+    assert "The study reports no 'overlap_recall'" in text
 
 
 def test_summary_of_study_without_epochs(tmp_path, capsys):
     ResultStore(str(tmp_path), "early").record_trial("t0", {"model.heatmap_size": 16}, "error", error="oom")
     assert summary.main([str(tmp_path / "early")]) == 0
     captured = capsys.readouterr()
-    assert captured.out.count("No epoch has been recorded yet.") == 3 and "oom" in captured.out
+    assert captured.out.count("No epoch has been recorded yet.") == 4 and "oom" in captured.out
     assert "Empty DataFrame" not in captured.out
     assert summary.main([str(tmp_path / "missing")]) == 0
     assert "no results under" in capsys.readouterr().err

@@ -85,6 +85,16 @@ def make_target(
     }
 
 
+def drop_ignored(targets: list[Target]) -> list[dict[str, torch.Tensor]]:
+    """Returns per target ``{"boxes" (K', 4), "labels" (K',)}`` without the objects marked ``ignore``
+    (VOC difficult, COCO crowd), which are never trained on."""
+    out = []
+    for t in targets:
+        keep = ~t["ignore"] if "ignore" in t else slice(None)
+        out.append({"boxes": t["boxes"][keep], "labels": t["labels"][keep]})
+    return out
+
+
 def collate(batch: list[tuple[torch.Tensor, Target]]) -> tuple[torch.Tensor, list[Target]]:
     """Stack same-size images and keep targets as a list.
 
