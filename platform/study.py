@@ -201,8 +201,7 @@ def build_tuner(spec: StudySpec) -> tune.Tuner:
         _trainable(spec),
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
                                     num_samples=spec.samples,
-                                    max_concurrent_trials=spec.max_concurrent_trials,
-                                    reuse_actors=True),
+                                    max_concurrent_trials=spec.max_concurrent_trials),
         run_config=tune.RunConfig(name="tune", storage_path=directory, callbacks=[callback],
                                   verbose=1))
 
