@@ -26,7 +26,8 @@ from transcenter.model.experiment import trial_config
 from transcenter.platform.callbacks import ResultStoreCallback
 from transcenter.platform.search import SearchSpace, make_searcher
 from transcenter.platform.store import ResultStore
-from transcenter.platform.trainer import Resources, build_trainer, failure_path, read_failure
+from transcenter.platform.trainer import (FAILURE_FILE, Resources, build_trainer, read_text,
+                                          run_dir)
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +157,7 @@ def trial_driver(config: dict[str, Any], spec: StudySpec) -> None:
                             fault=_fault_for(spec, overrides),
                             telemetry={"study": spec.name, "trial_id": trial_id})
     trainer.fit()
-    failure = read_failure(failure_path(f"{study_dir(spec)}/train", trial_id))
+    failure = read_text(f"{run_dir(f'{study_dir(spec)}/train', trial_id)}/{FAILURE_FILE}")
     if failure:
         raise TrialFailure(failure)
 

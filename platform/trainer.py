@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,9 +97,12 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             runner.load_state_dict(load_checkpoint(Path(d) / CHECKPOINT_FILE))
-    if runner.epoch >= cfg.train.epochs and runner.last_metrics:
-        # Finished before a driver restart lost the final result: report it again (same epoch,
-        # so the store and Optuna replace rather than duplicate it).
+    first_start = _first_start_of_fit(loop_config, rank)  # always: leaves the marker
+    if checkpoint is not None and runner.last_metrics and first_start:
+        # A new fit() resuming an earlier one's checkpoint (the study driver was restarted): the
+        # checkpoint's epoch may never have reached the driver. Report it again; the store and
+        # Optuna key rows by epoch, so this replaces rather than duplicates. Restarts within one
+        # fit() (a worker died) skip this: that epoch was reported.
         ray.train.report(runner.last_metrics)
     gauges = _gauges(loop_config.get("telemetry")) if rank == 0 else None
     while runner.epoch < cfg.train.epochs:
@@ -110,8 +114,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             # fails the trial (a Train result carries only checkpointed metrics).
             kind = "out of memory" if not isinstance(e, DivergedError) else "diverged"
             if rank == 0:
-                write_failure(loop_config["failure_path"],
-                              f"{kind} at epoch {runner.epoch + 1}: {e}")
+                write_text(f"{loop_config['run_dir']}/{FAILURE_FILE}",
+                           f"{kind} at epoch {runner.epoch + 1}: {e}")
             return
         _maybe_inject_fault(loop_config.get("fault"), runner.epoch, "after")
         if gauges is not None:
@@ -124,16 +128,16 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             ray.train.report(metrics, checkpoint=ckpt)
 
 
-def write_failure(path: str, message: str) -> None:
-    """Writes the failure message to ``path`` (local path or URI) with pyarrow's filesystems."""
+def write_text(path: str, text: str) -> None:
+    """Writes ``text`` to ``path`` (local path or any pyarrow URI)."""
     fs, p = pyarrow.fs.FileSystem.from_uri(path if "://" in path else os.path.abspath(path))
     fs.create_dir(os.path.dirname(p), recursive=True)
     with fs.open_output_stream(p) as f:
-        f.write(message.encode())
+        f.write(text.encode())
 
 
-def read_failure(path: str) -> str | None:
-    """Returns the failure message at ``path``, or None when the run did not fail that way."""
+def read_text(path: str) -> str | None:
+    """Returns the text at ``path`` (local path or any pyarrow URI), or None if there is none."""
     fs, p = pyarrow.fs.FileSystem.from_uri(path if "://" in path else os.path.abspath(path))
     if fs.get_file_info(p).type == pyarrow.fs.FileType.NotFound:
         return None
@@ -141,9 +145,24 @@ def read_failure(path: str) -> str | None:
         return f.read().decode()
 
 
-def failure_path(storage_path: str, name: str) -> str:
-    """Where the run ``name`` under ``storage_path`` records why it failed."""
-    return f"{storage_path.rstrip('/')}/{name}/{FAILURE_FILE}"
+def run_dir(storage_path: str, name: str) -> str:
+    """The folder of run ``name`` under ``storage_path`` (Ray Train's, shared with our files)."""
+    return f"{storage_path.rstrip('/')}/{name}"
+
+
+def _first_start_of_fit(loop_config: dict[str, Any], rank: int) -> bool:
+    """True on every rank the first time a worker group of this ``fit()`` starts.
+
+    Each ``fit()`` has its own id; rank 0 leaves a marker in the run folder after every rank
+    has looked, so a group restarted within the same ``fit()`` sees it.
+    """
+    marker = f"{loop_config['run_dir']}/fit-{loop_config['fit_id']}.started"
+    first = read_text(marker) is None
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    if rank == 0 and first:
+        write_text(marker, "")
+    return first
 
 
 def _gauges(telemetry: dict | None):
@@ -175,5 +194,6 @@ def build_trainer(name: str, storage_path: str, preset: str | None, overrides: d
     return TorchTrainer(train_loop_per_worker,
                         train_loop_config={"preset": preset, "overrides": overrides,
                                            "fault": fault, "telemetry": telemetry,
-                                           "failure_path": failure_path(storage_path, name)},
+                                           "run_dir": run_dir(storage_path, name),
+                                           "fit_id": uuid.uuid4().hex},
                         scaling_config=resources.scaling_config(), run_config=run_config)

@@ -17,15 +17,20 @@ Usage::
 from __future__ import annotations
 
 import base64
+import contextlib
 import fcntl
 import json
 import os
+import re
 import select
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -257,3 +262,32 @@ def _console_error(event: dict) -> str | None:
 def _exception_text(details: dict) -> str:
     exception = details.get("exception") or {}
     return exception.get("description") or details.get("text", "exception")
+
+
+@contextlib.contextmanager
+def optuna_dashboard(study_dir: str | Path) -> Iterator[str]:
+    """Runs ``python -m transcenter.dashboards.optuna_ui <study_dir> --port 0`` (as
+    ``make dashboard`` does); yields its 127.0.0.1 base URL; stops it."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "transcenter.dashboards.optuna_ui", str(study_dir), "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        ready, _, _ = select.select([process.stdout], [], [], 30)
+        line = process.stdout.readline() if ready else ""
+        url = re.search(r"http://127\.0\.0\.1:\d+", line)
+        assert url, f"the dashboard did not start on 127.0.0.1: {line!r}"
+        yield url.group(0)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+        process.stdout.close()
+
+
+def get_json(url: str) -> Any:
+    """Returns the JSON document at ``url``."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.load(response)

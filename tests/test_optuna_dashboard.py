@@ -5,18 +5,12 @@ intermediate value, and one trial is still running. The dashboard runs in a subp
 ``make dashboard`` starts it, and is checked through its JSON API and in headless Chromium.
 """
 
-import json
 import os
-import re
-import select
-import subprocess
-import sys
 import time
-import urllib.request
 
 import optuna
 import pytest
-from browser import ARTIFACTS, Browser, require_chromium
+from browser import ARTIFACTS, Browser, get_json, optuna_dashboard, require_chromium
 
 from transcenter.dashboards import optuna_ui
 
@@ -47,28 +41,8 @@ def study_dir(tmp_path):
 @pytest.fixture
 def dashboard(study_dir):
     """Starts the dashboard on a free port; yields its base URL; stops it."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "transcenter.dashboards.optuna_ui", str(study_dir), "--port", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        ready, _, _ = select.select([process.stdout], [], [], 30)
-        line = process.stdout.readline() if ready else ""
-        url = re.search(r"http://127\.0\.0\.1:\d+", line)
-        assert url, f"the dashboard did not start on 127.0.0.1: {line!r}"
-        yield url.group(0)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-        process.stdout.close()
-
-
-def get_json(url):
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return json.load(response)
+    with optuna_dashboard(study_dir) as url:
+        yield url
 
 
 def study_id(base):
