@@ -24,14 +24,9 @@ from transcenter.model.data import collate, to_original
 from transcenter.model.datasets import build_datasets
 from transcenter.model.evaluate import evaluate, overlap_recall
 from transcenter.model.experiment import OptimConfig, TrialConfig
+from transcenter.model.metric_names import AP_KEYS, LOSS_KEYS
 from transcenter.model.postprocess import postprocess
 from transcenter.model.transcenter import build_model
-
-# Loss names a criterion reports (the CenterNet head has no loss_cls).
-LOSS_KEYS = ("loss", "loss_cls", "loss_pos", "loss_size", "loss_offset")
-# Evaluation metrics, 0-100: COCO AP, and recall of objects sharing their heatmap cell with a
-# same-class object (the paper's Fig. 2 case; NaN when the val split has none).
-AP_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "overlap_recall")
 
 
 class DivergedError(FloatingPointError):

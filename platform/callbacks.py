@@ -8,7 +8,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from transcenter.model.engine import AP_KEYS, LOSS_KEYS
+from transcenter.model.metric_names import AP_KEYS, LOSS_KEYS
 from transcenter.platform.store import ResultStore
 
 logger = logging.getLogger(__name__)

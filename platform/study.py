@@ -35,10 +35,13 @@ logger = logging.getLogger(__name__)
 STUDY_PARAMS = ("model.head", "model.heatmap_size", "loss.alpha", "loss.beta", "loss.bg_weight",
                 "matcher.cost_class", "matcher.cost_l1", "matcher.cost_giou", "optim.lr",
                 "data.overlap_fraction")
-# Env of Ray's processes on clusters this package starts: slow 2-core machines need minutes to
-# start a worker group; a shorter controller poll notices a started or finished group sooner.
+# Env of Ray's processes on clusters this package starts (one machine): slow 2-core machines need
+# minutes to start a worker group; a shorter controller poll notices a started or finished group
+# sooner; a machine's own cluster has no preemptible nodes to watch, and the watcher is one more
+# process per trial.
 WORKER_ENV = {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "300",
-              "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
+              "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
+              "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
 
 
 class StudyError(RuntimeError):

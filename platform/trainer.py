@@ -1,29 +1,21 @@
-"""One trial as a Ray Train V2 ``TorchTrainer`` running the plain-PyTorch :class:`TrialRunner`.
+"""One trial as a Ray Train V2 ``TorchTrainer``: its resources, run config and storage files.
 
-Every worker runs :func:`train_loop_per_worker`: ``prepare_model`` (DDP) and ``prepare_data_loader``
-(distributed sampler) wrap the runner's model and loaders, each epoch's metrics are reported from
-every rank (rank 0 attaches the checkpoint), and a restarted worker group resumes from the latest
-checkpoint, so the epoch count continues instead of restarting.
+The workers run :func:`transcenter.platform.worker.run_trial`. This module is what the study's
+trial driver imports, so it stays light: the model and its torch/torchvision imports (seconds per
+process on a small machine) load only in the workers.
 """
 from __future__ import annotations
 
 import os
-import signal
-import tempfile
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pyarrow.fs
-import ray.train
-import ray.train.torch
-import torch
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
+from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
 
-from transcenter.model.checkpoint import load_checkpoint, save_checkpoint
-from transcenter.model.engine import DivergedError, TrialRunner
 from transcenter.model.experiment import trial_config
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -56,78 +48,6 @@ class Resources:
                              accelerator_type=self.accelerator_type)
 
 
-def _maybe_inject_fault(fault: dict | None, epoch: int, when: str) -> None:
-    """Test hook for fault-injection tests: once (a marker file remembers) at ``fault["epoch"]``.
-
-    ``fault = {"epoch": int, "marker": path, "kind": ..., "when": "before" | "after"}`` where kind
-    ``raise`` raises, ``kill`` SIGKILLs the worker process, ``nan`` and ``oom`` raise what a
-    diverged or out-of-memory epoch raises. ``before`` fires as the epoch starts, ``after`` once it
-    has trained but before it is reported.
-    """
-    if (not fault or fault.get("epoch") != epoch or fault.get("when", "after") != when
-            or ray.train.get_context().get_world_rank() != 0):
-        return
-    marker = Path(fault["marker"])
-    if marker.exists():
-        return
-    marker.write_text(str(epoch))
-    kind = fault.get("kind", "raise")
-    if kind == "kill":
-        os.kill(os.getpid(), signal.SIGKILL)
-    if kind == "nan":
-        raise DivergedError(f"loss diverged (NaN/inf) at epoch {epoch}, step 1: loss_pos (injected)")
-    if kind == "oom":
-        raise torch.OutOfMemoryError(f"CUDA out of memory at epoch {epoch} (injected)")
-    raise RuntimeError(f"injected fault at epoch {epoch}")
-
-
-def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    """Ray Train worker function.
-
-    Args:
-        loop_config: ``{"preset": str | None, "overrides": {dotted: value}, "fault": dict | None,
-            "telemetry": {"study": str, "trial_id": str} | None}``.
-    """
-    cfg = trial_config(loop_config.get("preset"), loop_config.get("overrides"))
-    runner = TrialRunner(cfg, wrap_model=ray.train.torch.prepare_model,
-                         wrap_loader=ray.train.torch.prepare_data_loader,
-                         device=ray.train.torch.get_device())
-    rank = ray.train.get_context().get_world_rank()
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as d:
-            runner.load_state_dict(load_checkpoint(Path(d) / CHECKPOINT_FILE))
-    first_start = _first_start_of_fit(loop_config, rank)  # always: leaves the marker
-    if checkpoint is not None and runner.last_metrics and first_start:
-        # A new fit() resuming an earlier one's checkpoint (the study driver was restarted): the
-        # checkpoint's epoch may never have reached the driver. Report it again; the store and
-        # Optuna key rows by epoch, so this replaces rather than duplicates. Restarts within one
-        # fit() (a worker died) skip this: that epoch was reported.
-        ray.train.report(runner.last_metrics)
-    gauges = _gauges(loop_config.get("telemetry")) if rank == 0 else None
-    while runner.epoch < cfg.train.epochs:
-        try:
-            _maybe_inject_fault(loop_config.get("fault"), runner.epoch + 1, "before")
-            metrics = runner.run_epoch()
-        except (DivergedError, torch.OutOfMemoryError, MemoryError) as e:
-            # Not worth a retry from the checkpoint: end the run and tell the driver, which
-            # fails the trial (a Train result carries only checkpointed metrics).
-            kind = "out of memory" if not isinstance(e, DivergedError) else "diverged"
-            if rank == 0:
-                write_text(f"{loop_config['run_dir']}/{FAILURE_FILE}",
-                           f"{kind} at epoch {runner.epoch + 1}: {e}")
-            return
-        _maybe_inject_fault(loop_config.get("fault"), runner.epoch, "after")
-        if gauges is not None:
-            gauges(metrics)
-        with tempfile.TemporaryDirectory() as tmp:
-            ckpt = None
-            if rank == 0:
-                save_checkpoint(runner.state_dict(), Path(tmp) / CHECKPOINT_FILE)
-                ckpt = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=ckpt)
-
-
 def write_text(path: str, text: str) -> None:
     """Writes ``text`` to ``path`` (local path or any pyarrow URI)."""
     fs, p = pyarrow.fs.FileSystem.from_uri(path if "://" in path else os.path.abspath(path))
@@ -150,29 +70,26 @@ def run_dir(storage_path: str, name: str) -> str:
     return f"{storage_path.rstrip('/')}/{name}"
 
 
-def _first_start_of_fit(loop_config: dict[str, Any], rank: int) -> bool:
-    """True on every rank the first time a worker group of this ``fit()`` starts.
+class _TorchTrainer(TorchTrainer):
+    """``TorchTrainer`` that skips Ray Data's callback when the trial passes no Ray Datasets.
 
-    Each ``fit()`` has its own id; rank 0 leaves a marker in the run folder after every rank
-    has looked, so a group restarted within the same ``fit()`` sees it.
+    Ray 2.60 starts that callback's ``DatasetManager`` actor for every worker group, datasets or
+    not: one more Python process per trial, which a study pays for on every trial.
     """
-    marker = f"{loop_config['run_dir']}/fit-{loop_config['fit_id']}.started"
-    first = read_text(marker) is None
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
-    if rank == 0 and first:
-        write_text(marker, "")
-    return first
+
+    def _create_default_callbacks(self) -> list:
+        callbacks = super()._create_default_callbacks()
+        if self.datasets:
+            return callbacks
+        return [c for c in callbacks if not isinstance(c, DatasetsCallback)]
 
 
-def _gauges(telemetry: dict | None):
-    """Returns ``fn(metrics)`` exporting per-trial Prometheus gauges, or None."""
-    if not telemetry:
-        return None
-    from transcenter.platform.telemetry import EpochGauges
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """Ray Train worker function: :func:`transcenter.platform.worker.run_trial`, imported here in
+    the worker so that pickling this function never loads the model in the driver."""
+    from transcenter.platform.worker import run_trial
 
-    gauges = EpochGauges()
-    return lambda metrics: gauges.record(telemetry["study"], telemetry["trial_id"], metrics)
+    run_trial(loop_config)
 
 
 def build_trainer(name: str, storage_path: str, preset: str | None, overrides: dict[str, Any],
@@ -191,7 +108,7 @@ def build_trainer(name: str, storage_path: str, preset: str | None, overrides: d
                            failure_config=FailureConfig(max_failures=max_failures),
                            checkpoint_config=CheckpointConfig(num_to_keep=num_to_keep),
                            callbacks=callbacks or [])
-    return TorchTrainer(train_loop_per_worker,
+    return _TorchTrainer(train_loop_per_worker,
                         train_loop_config={"preset": preset, "overrides": overrides,
                                            "fault": fault, "telemetry": telemetry,
                                            "run_dir": run_dir(storage_path, name),

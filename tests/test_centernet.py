@@ -5,13 +5,14 @@ import math
 import pytest
 import torch
 
-from transcenter.model import build_criterion, build_model, postprocess
 from transcenter.model.centernet import CenterNet, center_targets, extract_peaks
 from transcenter.model.config import ModelConfig, TransCenterConfig
-from transcenter.model.criterion import SetCriterion
+from transcenter.model.criterion import SetCriterion, build_criterion
 from transcenter.model.engine import AP_KEYS, TrialRunner
 from transcenter.model.evaluate import recall_at_iou
 from transcenter.model.experiment import trial_config
+from transcenter.model.postprocess import postprocess
+from transcenter.model.transcenter import build_model
 
 SIZE = 64  # input pixels; S = 16 gives 4 px cells
 # Nested same-class boxes with one centre (32, 32): both in cell (8, 8); and one other object.
