@@ -4,7 +4,9 @@ Prints one JSON object: ``study_wall_s`` (Tuner.fit, Ray already started), ``tri
 over all trial-epochs of the epoch wall time the trainer measured: train + eval), and
 ``overhead_fraction = 1 − trial_time_s / (study_wall_s × concurrency)``: the share of trial-slot
 time spent in Ray/Tune/Train (process start, placement groups, checkpoints, reporting) rather
-than in training and evaluation.
+than in training and evaluation; and ``processes_per_trial``, the Ray worker processes (Tune
+trial actor, Train controller and workers, helper actors) started per trial: each one imports Ray,
+and those that import torch take seconds on a small machine.
 
     python tests/bench/platform_overhead.py --trials 4 --epochs 3
 """
@@ -16,6 +18,7 @@ import tempfile
 import time
 
 import ray
+from ray.util.state import list_workers
 
 from transcenter.platform.search import Categorical, SearchSpace
 from transcenter.platform.study import WORKER_ENV, StudySpec, run_study
@@ -35,9 +38,12 @@ def main() -> None:
                          overrides={"data.num_train": 32, "data.num_val": 16,
                                     "train.epochs": args.epochs, "train.threads": 1},
                          storage_path=tmp)
+        start_ms = time.time() * 1000
         start = time.perf_counter()
         store = run_study(spec)
         wall = time.perf_counter() - start
+        started = sum(1 for w in list_workers(detail=True, limit=10_000)
+                      if w.worker_type == "WORKER" and (w.worker_launch_time_ms or 0) >= start_ms)
         epochs = store.read_epochs()
     trial_time = float(epochs["time_s"].sum())
     slots = wall * args.concurrency
@@ -45,7 +51,8 @@ def main() -> None:
                       "rows": len(epochs), "study_wall_s": round(wall, 2),
                       "trial_time_s": round(trial_time, 2),
                       "per_trial_overhead_s": round((slots - trial_time) / args.trials, 2),
-                      "overhead_fraction": round(1 - trial_time / slots, 3)}))
+                      "overhead_fraction": round(1 - trial_time / slots, 3),
+                      "processes_per_trial": round(started / args.trials, 2)}))
 
 
 if __name__ == "__main__":
