@@ -15,19 +15,22 @@ BACKBONES = ("resnet18", "resnet34", "resnet50")
 HEADS = ("transcenter", "centernet")
 
 
-def _check(cond: bool, name: str, value: Any, why: str) -> None:
+def check(cond: bool, name: str, value: Any, why: str) -> None:
+    """Raises ``ValueError("<name>=<value!r>: <why>")`` unless ``cond``: the error every config
+    field gives, naming the dotted field and the bad value."""
     if not cond:
         raise ValueError(f"{name}={value!r}: {why}")
 
 
-def _check_choice(name: str, value: Any, choices: tuple) -> None:
-    _check(value in choices, name, value, f"must be one of {choices}")
+def check_choice(name: str, value: Any, choices: tuple) -> None:
+    """Raises ``ValueError`` naming ``name`` and ``value`` unless ``value`` is one of ``choices``."""
+    check(value in choices, name, value, f"must be one of {choices}")
 
 
 def _check_nonneg(obj: Any, prefix: str, names: tuple[str, ...]) -> None:
     for n in names:
         v = getattr(obj, n)
-        _check(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0, f"{prefix}.{n}", v,
+        check(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0, f"{prefix}.{n}", v,
                "must be a finite number >= 0")
 
 
@@ -72,35 +75,35 @@ class ModelConfig:
     score: str = "class_x_peak"  # "class", "class_x_peak", "class_x_fg" (paper.md setting 3)
 
     def __post_init__(self) -> None:
-        _check_choice("model.head", self.head, HEADS)
-        _check_choice("model.backbone", self.backbone, BACKBONES)
-        _check_choice("model.backbone_stride", self.backbone_stride, (16, 32))
-        _check_choice("model.offset_encoding", self.offset_encoding, ("exp", "plain"))
-        _check_choice("model.offset_features", self.offset_features, ("query", "query+cell"))
-        _check_choice("model.score", self.score, ("class", "class_x_peak", "class_x_fg"))
-        _check(_is_pow2(self.heatmap_size) and self.heatmap_size >= 16, "model.heatmap_size",
+        check_choice("model.head", self.head, HEADS)
+        check_choice("model.backbone", self.backbone, BACKBONES)
+        check_choice("model.backbone_stride", self.backbone_stride, (16, 32))
+        check_choice("model.offset_encoding", self.offset_encoding, ("exp", "plain"))
+        check_choice("model.offset_features", self.offset_features, ("query", "query+cell"))
+        check_choice("model.score", self.score, ("class", "class_x_peak", "class_x_fg"))
+        check(_is_pow2(self.heatmap_size) and self.heatmap_size >= 16, "model.heatmap_size",
                self.heatmap_size, "must be a power of two >= 16")
-        _check(isinstance(self.input_size, int) and self.input_size % self.backbone_stride == 0,
+        check(isinstance(self.input_size, int) and self.input_size % self.backbone_stride == 0,
                "model.input_size", self.input_size,
                f"must be a multiple of backbone_stride={self.backbone_stride}")
         enc = self.input_size // self.backbone_stride
-        _check(self.heatmap_size >= enc and _is_pow2(self.heatmap_size // enc)
+        check(self.heatmap_size >= enc and _is_pow2(self.heatmap_size // enc)
                and self.heatmap_size % enc == 0, "model.heatmap_size", self.heatmap_size,
                f"must be a power-of-two multiple of the encoder map size {enc} "
                f"(input_size / backbone_stride)")
         for name in ("num_classes", "num_queries", "d_model", "nhead", "dim_feedforward",
                      "head_width", "head_convs"):
             v = getattr(self, name)
-            _check(isinstance(v, int) and v >= 1, f"model.{name}", v, "must be an integer >= 1")
+            check(isinstance(v, int) and v >= 1, f"model.{name}", v, "must be an integer >= 1")
         for name in ("num_encoder_layers", "num_decoder_layers"):
             v = getattr(self, name)
-            _check(isinstance(v, int) and v >= (1 if "decoder" in name else 0), f"model.{name}", v,
+            check(isinstance(v, int) and v >= (1 if "decoder" in name else 0), f"model.{name}", v,
                    "must be an integer >= 1 (decoder) / >= 0 (encoder)")
-        _check(self.d_model % self.nhead == 0, "model.d_model", self.d_model,
+        check(self.d_model % self.nhead == 0, "model.d_model", self.d_model,
                f"must be divisible by nhead={self.nhead}")
-        _check(self.head_kernel in (1, 3, 5, 7), "model.head_kernel", self.head_kernel,
+        check(self.head_kernel in (1, 3, 5, 7), "model.head_kernel", self.head_kernel,
                "must be an odd kernel size in (1, 3, 5, 7)")
-        _check(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "must be in [0, 1)")
+        check(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "must be in [0, 1)")
 
     @property
     def encoder_size(self) -> int:
@@ -135,10 +138,10 @@ class LossConfig:
     def __post_init__(self) -> None:
         _check_nonneg(self, "loss", ("alpha", "beta", "bg_weight", "cls_weight", "offset_weight",
                                      "wh_weight", "min_radius"))
-        _check_choice("loss.bg_weight_mode", self.bg_weight_mode, ("paper", "single"))
-        _check(0.0 < self.min_overlap < 1.0, "loss.min_overlap", self.min_overlap,
+        check_choice("loss.bg_weight_mode", self.bg_weight_mode, ("paper", "single"))
+        check(0.0 < self.min_overlap < 1.0, "loss.min_overlap", self.min_overlap,
                "must be in (0, 1)")
-        _check(isinstance(self.min_radius, int), "loss.min_radius", self.min_radius,
+        check(isinstance(self.min_radius, int), "loss.min_radius", self.min_radius,
                "must be an integer")
 
 
@@ -152,7 +155,7 @@ class MatcherConfig:
 
     def __post_init__(self) -> None:
         _check_nonneg(self, "matcher", ("cost_class", "cost_l1", "cost_giou"))
-        _check(self.cost_class + self.cost_l1 + self.cost_giou > 0, "matcher", self,
+        check(self.cost_class + self.cost_l1 + self.cost_giou > 0, "matcher", self,
                "at least one cost weight must be > 0")
 
 

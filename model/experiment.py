@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from transcenter.model.config import (LossConfig, MatcherConfig, ModelConfig, TransCenterConfig,
-                                      _check, _check_choice, from_dict, to_flat_dict)
+                                      check, check_choice, from_dict, to_flat_dict)
 
 
 @dataclass(frozen=True)
@@ -31,13 +31,13 @@ class OptimConfig:
     def __post_init__(self) -> None:
         for name in ("lr", "backbone_lr", "weight_decay", "grad_clip"):
             v = getattr(self, name)
-            _check(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0, f"optim.{name}", v,
+            check(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0, f"optim.{name}", v,
                    "must be a finite number >= 0")
-        _check(self.lr > 0, "optim.lr", self.lr, "must be > 0")
-        _check_choice("optim.schedule", self.schedule, ("step", "cosine"))
+        check(self.lr > 0, "optim.lr", self.lr, "must be > 0")
+        check_choice("optim.schedule", self.schedule, ("step", "cosine"))
         for name in ("warmup_steps", "lr_drop_epoch"):
             v = getattr(self, name)
-            _check(isinstance(v, int) and v >= 0, f"optim.{name}", v, "must be an integer >= 0")
+            check(isinstance(v, int) and v >= 0, f"optim.{name}", v, "must be an integer >= 0")
 
 
 @dataclass(frozen=True)
@@ -57,15 +57,15 @@ class DataConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check_choice("data.name", self.name, ("synthetic", "voc", "coco"))
+        check_choice("data.name", self.name, ("synthetic", "voc", "coco"))
         if self.name != "synthetic":
-            _check(bool(self.root), "data.root", self.root, f"is required for data.name={self.name!r}")
+            check(bool(self.root), "data.root", self.root, f"is required for data.name={self.name!r}")
         for name in ("num_train", "num_val", "num_classes"):
             v = getattr(self, name)
-            _check(isinstance(v, int) and v >= 1, f"data.{name}", v, "must be an integer >= 1")
-        _check(isinstance(self.num_workers, int) and self.num_workers >= 0, "data.num_workers",
+            check(isinstance(v, int) and v >= 1, f"data.{name}", v, "must be an integer >= 1")
+        check(isinstance(self.num_workers, int) and self.num_workers >= 0, "data.num_workers",
                self.num_workers, "must be an integer >= 0")
-        _check(0.0 <= self.overlap_fraction <= 1.0, "data.overlap_fraction", self.overlap_fraction,
+        check(0.0 <= self.overlap_fraction <= 1.0, "data.overlap_fraction", self.overlap_fraction,
                "must be in [0, 1]")
 
 
@@ -84,8 +84,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_every"):
             v = getattr(self, name)
-            _check(isinstance(v, int) and v >= 1, f"train.{name}", v, "must be an integer >= 1")
-        _check_choice("train.device", self.device, ("auto", "cpu", "cuda"))
+            check(isinstance(v, int) and v >= 1, f"train.{name}", v, "must be an integer >= 1")
+        check_choice("train.device", self.device, ("auto", "cpu", "cuda"))
 
 
 @dataclass(frozen=True)
