@@ -154,13 +154,14 @@ def trial_driver(config: dict[str, Any], spec: StudySpec) -> None:
     trial_id = tune.get_context().get_trial_id()
     overrides = {**spec.overrides, **config}
     overrides.setdefault("train.threads", max(1, int(spec.resources.cpus_per_worker)))
-    trainer = build_trainer(name=trial_id, storage_path=f"{study_dir(spec)}/train",
+    train_dir = f"{study_dir(spec)}/train"
+    trainer = build_trainer(name=trial_id, storage_path=train_dir,
                             preset=spec.preset, overrides=overrides, resources=spec.resources,
                             max_failures=spec.max_failures, callbacks=[TuneReportCallback()],
                             fault=_fault_for(spec, overrides),
                             telemetry={"study": spec.name, "trial_id": trial_id})
     trainer.fit()
-    failure = read_text(f"{run_dir(f'{study_dir(spec)}/train', trial_id)}/{FAILURE_FILE}")
+    failure = read_text(f"{run_dir(train_dir, trial_id)}/{FAILURE_FILE}")
     if failure:
         raise TrialFailure(failure)
 

@@ -48,9 +48,14 @@ class Resources:
                              accelerator_type=self.accelerator_type)
 
 
+def _filesystem(path: str) -> tuple[pyarrow.fs.FileSystem, str]:
+    """Returns the pyarrow filesystem of ``path`` (local path or any pyarrow URI) and the path in it."""
+    return pyarrow.fs.FileSystem.from_uri(path if "://" in path else os.path.abspath(path))
+
+
 def write_text(path: str, text: str) -> None:
     """Writes ``text`` to ``path`` (local path or any pyarrow URI)."""
-    fs, p = pyarrow.fs.FileSystem.from_uri(path if "://" in path else os.path.abspath(path))
+    fs, p = _filesystem(path)
     fs.create_dir(os.path.dirname(p), recursive=True)
     with fs.open_output_stream(p) as f:
         f.write(text.encode())
@@ -58,7 +63,7 @@ def write_text(path: str, text: str) -> None:
 
 def read_text(path: str) -> str | None:
     """Returns the text at ``path`` (local path or any pyarrow URI), or None if there is none."""
-    fs, p = pyarrow.fs.FileSystem.from_uri(path if "://" in path else os.path.abspath(path))
+    fs, p = _filesystem(path)
     if fs.get_file_info(p).type == pyarrow.fs.FileType.NotFound:
         return None
     with fs.open_input_stream(p) as f:

@@ -53,7 +53,8 @@ def run_trial(loop_config: dict[str, Any]) -> None:
 
     Args:
         loop_config: ``{"preset": str | None, "overrides": {dotted: value}, "fault": dict | None,
-            "telemetry": {"study": str, "trial_id": str} | None}``.
+            "telemetry": {"study": str, "trial_id": str} | None, "run_dir": str, "fit_id": str}``
+            as :func:`transcenter.platform.trainer.build_trainer` makes it.
     """
     cfg = trial_config(loop_config.get("preset"), loop_config.get("overrides"))
     runner = TrialRunner(cfg, wrap_model=ray.train.torch.prepare_model,

@@ -8,9 +8,10 @@ import torch
 from transcenter.model.centernet import CenterNet, center_targets, extract_peaks
 from transcenter.model.config import ModelConfig, TransCenterConfig
 from transcenter.model.criterion import SetCriterion, build_criterion
-from transcenter.model.engine import AP_KEYS, TrialRunner
+from transcenter.model.engine import TrialRunner
 from transcenter.model.evaluate import recall_at_iou
 from transcenter.model.experiment import trial_config
+from transcenter.model.metric_names import AP_KEYS
 from transcenter.model.postprocess import postprocess
 from transcenter.model.transcenter import build_model
 

@@ -6,7 +6,7 @@ import pytest
 from ray import cloudpickle
 from ray.train import UserCallback
 
-from transcenter.model.engine import AP_KEYS, LOSS_KEYS
+from transcenter.model.metric_names import AP_KEYS, LOSS_KEYS
 from transcenter.platform.trainer import Resources, build_trainer
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
