@@ -7,7 +7,7 @@ STUDY ?= results/heatmap_size
 PORT ?= 8080
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install chromium test demo bench dashboard clean
+.PHONY: install chromium postgres test demo bench dashboard clean
 
 install: $(STAMP)
 
@@ -22,7 +22,12 @@ $(STAMP): pyproject.toml
 chromium:
 	@test -x /usr/bin/chromium || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
-test: install chromium
+# Debian's PostgreSQL server binaries for the tests that keep Optuna studies in PostgreSQL (each test
+# starts its own server in a temporary folder, as user postgres, and stops it).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq postgresql >/dev/null; }
+
+test: install chromium postgres
 	$(PY) -m pytest -q --durations=15
 
 demo: install
@@ -31,9 +36,10 @@ demo: install
 bench: install
 	for b in tests/bench/*.py; do $(PY) $$b || exit 1; done
 
-# optuna-dashboard on a study's Optuna DB, bound to 127.0.0.1 (STUDY=results/<name>).
+# optuna-dashboard on a study's Optuna DB, bound to 127.0.0.1 (STUDY=results/<name>, or the
+# study's --optuna-url).
 dashboard: install
-	$(PY) -m transcenter.dashboards.optuna_ui $(STUDY) --port $(PORT)
+	$(PY) -m transcenter.dashboards.optuna_ui '$(STUDY)' --port $(PORT)
 
 clean:
 	rm -rf $(VENV) results test-artifacts .pytest_cache

@@ -1,11 +1,12 @@
-"""optuna-dashboard on a study's Optuna DB: ``python -m transcenter.dashboards.optuna_ui <study dir>``.
+"""optuna-dashboard on a study's Optuna DB: ``python -m transcenter.dashboards.optuna_ui <study dir | URL>``.
 
 The live per-trial view of a running study: intermediate AP50 per epoch (the lower-limit curve),
 history, parallel coordinates and importance. The study's searcher writes its trials to
 ``sqlite:///<study dir>/optuna.db``; this serves optuna-dashboard on that DB, bound to 127.0.0.1 by
 default (reach a remote head node through an SSH tunnel). A directory without ``optuna.db`` is
 refused rather than given an empty new database, which is what optuna-dashboard would make of a
-mistyped path.
+mistyped path. A study on a database server (``--optuna-url``) is served from that URL; its
+password moves to ``PGPASSWORD`` and is never printed.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from transcenter.platform.uri import display, take_password
 
 OPTUNA_DB = "optuna.db"
 
@@ -30,12 +33,16 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 def study_storage_url(study_dir: str | Path) -> str:
-    """Returns ``sqlite:///<study dir>/optuna.db`` (absolute) for an existing study's Optuna DB.
+    """Returns the Optuna storage URL of a study: ``sqlite:///<study dir>/optuna.db`` (absolute)
+    for a local study directory, or ``study_dir`` itself when it is a database URL (without its
+    password, which goes to ``PGPASSWORD``).
 
     Raises:
         FileNotFoundError: If the directory has no ``optuna.db``; the message says what to pass.
     """
-    path = Path(study_dir).expanduser().resolve() / OPTUNA_DB
+    if "://" in str(study_dir) and not str(study_dir).startswith("file://"):
+        return take_password(str(study_dir))
+    path = Path(str(study_dir).removeprefix("file://")).expanduser().resolve() / OPTUNA_DB
     if not path.is_file():
         raise FileNotFoundError(
             f"no Optuna database at {path}: pass a local study directory <storage_path>/<study> "
@@ -59,7 +66,7 @@ def serve(storage_url: str, host: str = "127.0.0.1", port: int = 8080, verbose: 
     handler = WSGIRequestHandler if verbose else _QuietHandler
     with make_server(host, port, app, server_class=_ThreadedWSGIServer, handler_class=handler) as httpd:
         bound_host, bound_port = httpd.server_address[:2]
-        print(f"optuna-dashboard on {storage_url}: http://{bound_host}:{bound_port}/dashboard "
+        print(f"optuna-dashboard on {display(storage_url)}: http://{bound_host}:{bound_port}/dashboard "
               "(Ctrl-C to stop)", flush=True)
         try:
             httpd.serve_forever()
@@ -70,7 +77,8 @@ def serve(storage_url: str, host: str = "127.0.0.1", port: int = 8080, verbose: 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("study_dir", help="local <storage_path>/<study> holding optuna.db")
+    parser.add_argument("study_dir", help="local <storage_path>/<study> holding optuna.db, or the "
+                                          "study's --optuna-url (postgresql+psycopg://...)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080, help="port (default 8080; 0: any free one)")
     parser.add_argument("--verbose", action="store_true", help="log every request")

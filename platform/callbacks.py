@@ -18,14 +18,16 @@ _ERROR_LINE = re.compile(r"^\s*([\w.]*(?:Error|Exception|Failure)): (.+)$")
 
 
 def error_summary(text: str | None) -> str | None:
-    """Returns the innermost ``Type: message`` line of a (Ray-wrapped) traceback, or its tail."""
+    """Returns the innermost ``Type: message`` line of a (Ray-wrapped) traceback, or its tail; a
+    :class:`~transcenter.platform.errors.TrialFailure` is its message alone (it says what failed)."""
     if not text:
         return None
     lines = [m for m in (_ERROR_LINE.match(line) for line in text.splitlines()) if m]
     own = [m for m in lines if not m.group(1).startswith("ray.")]
     chosen = (own or lines)
     if chosen:
-        return f"{chosen[-1].group(1).rsplit('.', 1)[-1]}: {chosen[-1].group(2)}"[:2000]
+        kind, message = chosen[-1].group(1).rsplit(".", 1)[-1], chosen[-1].group(2)
+        return (message if kind == "TrialFailure" else f"{kind}: {message}")[:2000]
     return text.strip().splitlines()[-1][:2000]
 
 

@@ -13,9 +13,12 @@ from typing import Any
 import yaml
 
 from transcenter.model.experiment import PRESETS
+from transcenter.platform.errors import StudyError
 from transcenter.platform.search import SearchSpace
-from transcenter.platform.study import StudyError, StudySpec, optuna_url, run_study, study_dir
+from transcenter.platform.store import ResultStore
+from transcenter.platform.study import StudySpec, optuna_url, run_study, study_dir
 from transcenter.platform.trainer import Resources
+from transcenter.platform.uri import display, mask
 
 
 def build_parser(name: str, description: str, asha: bool) -> argparse.ArgumentParser:
@@ -43,7 +46,9 @@ def build_parser(name: str, description: str, asha: bool) -> argparse.ArgumentPa
     p.add_argument("--seed", type=int, default=0, help="sampler seed")
     p.add_argument("--storage-path", default="results",
                    help="local folder or URI (s3://, gs://, file://) (default %(default)s)")
-    p.add_argument("--optuna-url", help="SQLAlchemy URL of the Optuna study "
+    p.add_argument("--optuna-url", help="SQLAlchemy URL of the Optuna study, e.g. "
+                                        "postgresql+psycopg://user:password@host/db (the password "
+                                        "is never printed or stored; PGPASSWORD works too) "
                                         "(default sqlite:///<storage>/<name>/optuna.db)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted study")
     p.add_argument("--min-free-gb", type=float, default=1.0,
@@ -77,10 +82,25 @@ def spec_from_args(args: argparse.Namespace, space: SearchSpace, sampler: str,
                      resume=args.resume, seed=args.seed, min_free_gb=args.min_free_gb)
 
 
+def outcome(store: ResultStore) -> tuple[int, str]:
+    """Returns ``(exit code, one-line summary)`` of a finished study: 0 when every trial completed
+    or was stopped early, 1 when none completed or any failed (``4 completed, 2 error: <first>``)."""
+    trials = store.read_trials()
+    counts = trials["status"].value_counts().to_dict() if len(trials) else {}
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no trials"
+    errors = trials.loc[trials["status"] == "error", "error"].dropna() if len(trials) else []
+    if len(errors):
+        summary += f": {errors.iloc[0]}"
+    failed = counts.get("error", 0) > 0 or counts.get("completed", 0) == 0
+    return int(failed), mask(summary)
+
+
 def main(name: str, space: SearchSpace, description: str, sampler: str = "tpe",
          asha: bool = False, fixed: dict[str, Any] | None = None,
          argv: list[str] | None = None) -> int:
-    """Entry point of a study script; returns the process exit code.
+    """Entry point of a study script; returns the process exit code: 0 when every trial
+    completed (or was stopped early), 1 when a trial failed or none completed, 2 when the study
+    could not start.
 
     ``fixed`` sets config fields for every trial of this study unless ``--set`` says otherwise.
     """
@@ -89,20 +109,20 @@ def main(name: str, space: SearchSpace, description: str, sampler: str = "tpe",
     try:
         spec = spec_from_args(args, space, sampler, fixed)
         directory = study_dir(spec)
-        print(f"study {spec.name}: {spec.samples} trials x {spec.epochs} epochs -> {directory}")
+        print(f"study {spec.name}: {spec.samples} trials x {spec.epochs} epochs -> {mask(directory)}")
         print(f"  live: Ray dashboard http://127.0.0.1:8265 | "
-              f"optuna-dashboard {optuna_url(spec)} | tensorboard --logdir {directory}/tune")
+              f"optuna-dashboard {display(optuna_url(spec))} | tensorboard --logdir {mask(directory)}/tune")
         store = run_study(spec, args.address)
     except (StudyError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {mask(str(e))}", file=sys.stderr)
         return 2
-    trials = store.read_trials()
-    print(f"results: {directory}/epochs ({len(store.read_epochs())} epoch rows), "
-          f"{directory}/trials ({len(trials)} trials: "
-          f"{trials['status'].value_counts().to_dict() if len(trials) else {}})")
+    print(f"results: {mask(directory)}/epochs ({len(store.read_epochs())} epoch rows), "
+          f"{mask(directory)}/trials")
     if not args.no_report:
         from transcenter.dashboards.report import write_report
 
         path = write_report([directory], f"{directory}/report.html")
-        print(f"report: {path}")
-    return 0
+        print(f"report: {mask(str(path))}")
+    code, summary = outcome(store)
+    print(f"trials: {summary}", file=sys.stderr if code else sys.stdout)
+    return code

@@ -10,7 +10,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from transcenter.platform.study import WORKER_ENV, use_token_auth_if_available
+from transcenter.platform.compat import enable_token_auth_if_token_available
+from transcenter.platform.ray_connect import WORKER_ENV
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ def local_head(num_cpus: int = 2) -> Iterator[LocalCluster]:
         subprocess.run([ray_cli, "start", "--head", f"--port={port}", f"--num-cpus={num_cpus}",
                         "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
                         "--disable-usage-stats"], check=True, env=env, capture_output=True)
-        use_token_auth_if_available()  # the head made a token if there was none
+        enable_token_auth_if_token_available()  # the head made a token if there was none
         yield cluster
     finally:
         subprocess.run([ray_cli, "stop", "--force"], capture_output=True)

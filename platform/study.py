@@ -8,22 +8,23 @@ checkpoints).
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import socket
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pyarrow.fs as pafs
-import ray
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from transcenter.model.experiment import trial_config
+from transcenter.platform import uri
 from transcenter.platform.callbacks import ResultStoreCallback
+from transcenter.platform.compat import job_working_dir
+from transcenter.platform.errors import StudyError, TrialFailure
+from transcenter.platform.optuna_db import check_storage
+from transcenter.platform.ray_connect import connect
 from transcenter.platform.search import SearchSpace, make_searcher
 from transcenter.platform.store import ResultStore
 from transcenter.platform.trainer import (FAILURE_FILE, Resources, build_trainer, read_text,
@@ -35,21 +36,6 @@ logger = logging.getLogger(__name__)
 STUDY_PARAMS = ("model.head", "model.heatmap_size", "loss.alpha", "loss.beta", "loss.bg_weight",
                 "matcher.cost_class", "matcher.cost_l1", "matcher.cost_giou", "optim.lr",
                 "data.overlap_fraction")
-# Env of Ray's processes on clusters this package starts (one machine): slow 2-core machines need
-# minutes to start a worker group; a shorter controller poll notices a started or finished group
-# sooner; a machine's own cluster has no preemptible nodes to watch, and the watcher is one more
-# process per trial.
-WORKER_ENV = {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "300",
-              "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
-              "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
-
-
-class StudyError(RuntimeError):
-    """A study cannot start or go on; the message says why and what to do."""
-
-
-class TrialFailure(RuntimeError):
-    """A trial ended without finishing (diverged, out of memory); the message says where."""
 
 
 @dataclass(frozen=True)
@@ -69,8 +55,8 @@ class StudySpec:
     grace_period: int = 1
     reduction_factor: int = 2
     resources: Resources = field(default_factory=Resources)
-    storage_path: str = "results"
-    optuna_url: str | None = None
+    storage_path: str = "results"  # resolved at construction: absolute path or URI
+    optuna_url: str | None = None  # a password moves to PGPASSWORD at construction (uri.take_password)
     resume: bool = False
     seed: int = 0
     max_failures: int = 2
@@ -84,6 +70,9 @@ class StudySpec:
             raise ValueError(f"study name {self.name!r}: must be non-empty without '/'")
         if self.mode not in ("max", "min"):
             raise ValueError(f"mode={self.mode!r}: must be 'max' or 'min'")
+        object.__setattr__(self, "storage_path", resolve_storage(self.storage_path))
+        if self.optuna_url:
+            object.__setattr__(self, "optuna_url", uri.take_password(self.optuna_url))
         trial_config(self.preset, self.overrides)  # fixed fields first, then the searched ones
         self.space.validate(self.preset, self.overrides)
 
@@ -104,28 +93,40 @@ class StudySpec:
 
 
 def resolve_storage(path: str) -> str:
-    """Returns an absolute local path, or the URI unchanged (``s3://``, ``gs://``, ``file://``)."""
-    return path if "://" in path else str(Path(path).expanduser().resolve())
+    """Returns ``path`` as an absolute local path, or the URI unchanged (``s3://``, ``file://``).
+
+    Raises:
+        ValueError: For a relative path inside a ``ray job submit --working-dir`` copy, which Ray
+            unpacks into its temporary session folder.
+    """
+    copy = job_working_dir()
+    if copy and not uri.is_uri(path) and not Path(path).expanduser().is_absolute():
+        raise ValueError(f"--storage-path {path!r} is relative, and this job runs in Ray's "
+                         f"temporary copy of its working dir ({copy}), which `ray stop` deletes: "
+                         f"pass an absolute path (e.g. --storage-path \"$PWD/results\") or a URI "
+                         f"(s3://bucket/studies)")
+    return uri.resolve(path)
 
 
 def study_dir(spec: StudySpec) -> str:
-    return f"{resolve_storage(spec.storage_path).rstrip('/')}/{spec.name}"
+    """Returns ``<storage path>/<study name>`` (absolute path or URI)."""
+    return f"{spec.storage_path.rstrip('/')}/{spec.name}"
 
 
 def check_writable(directory: str, min_free_gb: float = 0.0) -> None:
     """Creates ``directory``, writes/removes a probe file and, for local storage, checks that
     ``min_free_gb`` GiB are free; raises :class:`StudyError` naming the path otherwise."""
     try:
-        fs, path = pafs.FileSystem.from_uri(directory)
+        fs, path = uri.filesystem(directory)
         fs.create_dir(path, recursive=True)
         probe = f"{path}/.write-probe-{uuid.uuid4().hex}"
         with fs.open_output_stream(probe) as f:
             f.write(b"x" * 4096)
         fs.delete_file(probe)
     except (OSError, ValueError) as e:
-        raise StudyError(f"storage path {directory!r} is not writable: {e}") from e
-    if "://" not in directory or directory.startswith("file://"):
-        free_gb = shutil.disk_usage(directory.removeprefix("file://")).free / 2**30
+        raise StudyError(f"storage path {uri.mask(directory)!r} is not writable: {uri.mask(str(e))}") from e
+    if uri.is_local(directory):
+        free_gb = shutil.disk_usage(uri.local_path(directory)).free / 2**30
         if free_gb < min_free_gb:
             raise StudyError(f"storage path {directory!r} has {free_gb:.2f} GiB free, less than "
                              f"the {min_free_gb} GiB a study needs (--min-free-gb)")
@@ -136,10 +137,10 @@ def optuna_url(spec: StudySpec) -> str:
     if spec.optuna_url:
         return spec.optuna_url
     directory = study_dir(spec)
-    if "://" in directory and not directory.startswith("file://"):
-        raise StudyError(f"storage {directory!r} is remote: pass --optuna-url (e.g. a PostgreSQL "
-                         f"URL) for the Optuna study")
-    return f"sqlite:///{directory.removeprefix('file://')}/optuna.db"
+    if not uri.is_local(directory):
+        raise StudyError(f"storage {uri.mask(directory)!r} is remote: pass --optuna-url (e.g. a "
+                         f"PostgreSQL URL) for the Optuna study")
+    return f"sqlite:///{uri.local_path(directory)}/optuna.db"
 
 
 def _fault_for(spec: StudySpec, overrides: dict[str, Any]) -> dict | None:
@@ -174,11 +175,13 @@ def _trainable(spec: StudySpec):
 
 
 def check_study(spec: StudySpec) -> None:
-    """Raises :class:`StudyError` before anything starts: unwritable storage, an existing study
-    without ``--resume``, or ``--resume`` with nothing to resume."""
+    """Raises :class:`StudyError` before anything starts: unwritable storage, an Optuna database
+    that cannot be opened, an existing study without ``--resume``, or ``--resume`` with nothing to
+    resume."""
     directory = study_dir(spec)
     check_writable(directory, spec.min_free_gb)
-    exists = (ResultStore(resolve_storage(spec.storage_path), spec.name).exists()
+    check_storage(optuna_url(spec))
+    exists = (ResultStore(spec.storage_path, spec.name).exists()
               or tune.Tuner.can_restore(f"{directory}/tune"))
     if spec.resume and not tune.Tuner.can_restore(f"{directory}/tune"):
         raise StudyError(f"--resume: no study to resume at {directory}/tune")
@@ -193,7 +196,7 @@ def build_tuner(spec: StudySpec) -> tune.Tuner:
     if spec.resume:
         return tune.Tuner.restore(f"{directory}/tune", trainable=_trainable(spec),
                                   resume_unfinished=True, resume_errored=False)
-    store = ResultStore(resolve_storage(spec.storage_path), spec.name)
+    store = ResultStore(spec.storage_path, spec.name)
     searcher = make_searcher(spec.space, spec.metric, spec.mode, optuna_url(spec), spec.name,
                              spec.epochs, spec.sampler, spec.seed)
     scheduler = (ASHAScheduler(time_attr="epoch", metric=spec.metric, mode=spec.mode,
@@ -211,55 +214,9 @@ def build_tuner(spec: StudySpec) -> tune.Tuner:
                                   verbose=1))
 
 
-def check_reachable(address: str, timeout_s: float = 5.0) -> None:
-    """Raises :class:`StudyError` unless ``[scheme://]host:port`` accepts a TCP connection.
-
-    ``ray.init`` on an address that does not answer retries for minutes; this answers in seconds.
-    """
-    if address == "auto":
-        return
-    hostport = address.split("://", 1)[-1].rstrip("/")
-    host, _, port = hostport.rpartition(":")
-    if not host or not port.isdigit():
-        raise StudyError(f"Ray address {address!r}: expected host:port")
-    try:
-        socket.create_connection((host, int(port)), timeout=timeout_s).close()
-    except OSError as e:
-        raise StudyError(f"cannot reach the Ray cluster at {address!r}: {e}") from e
-
-
-def use_token_auth_if_available() -> None:
-    """Turns on token authentication in this process when a token exists and nothing says otherwise.
-
-    Ray 2.60 does so for ``ray.init("auto")`` but never for an explicit address (argument or
-    ``RAY_ADDRESS``), and reads ``RAY_AUTH_MODE`` once, at import: a cluster started with its
-    default token auth would refuse us. Ray's own helper re-reads the config after setting it.
-    """
-    from ray._private.authentication.authentication_token_setup import (
-        maybe_enable_token_auth_if_token_available)
-
-    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
-
-
-def connect(address: str | None) -> None:
-    """Connects to ``address`` (or ``RAY_ADDRESS``, as under ``ray job submit``) or starts local Ray."""
-    if ray.is_initialized():
-        return
-    address = address or os.environ.get("RAY_ADDRESS")
-    try:
-        if address:
-            check_reachable(address)
-            use_token_auth_if_available()
-            ray.init(address=address)
-        else:
-            ray.init(runtime_env={"env_vars": WORKER_ENV})
-    except (ConnectionError, TimeoutError, RuntimeError) as e:
-        raise StudyError(f"cannot reach the Ray cluster at {address!r}: {e}") from e
-
-
 def run_study(spec: StudySpec, address: str | None = None) -> ResultStore:
     """Runs (or resumes) the study to the end and returns its result store."""
     check_study(spec)
     connect(address)
     build_tuner(spec).fit()
-    return ResultStore(resolve_storage(spec.storage_path), spec.name)
+    return ResultStore(spec.storage_path, spec.name)

@@ -17,6 +17,7 @@ from ray.train.torch import TorchTrainer
 from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
 
 from transcenter.model.experiment import trial_config
+from transcenter.platform import uri
 
 CHECKPOINT_FILE = "checkpoint.pt"
 FAILURE_FILE = "trial_failure.txt"  # in the run's folder: why a trial could not go on
@@ -48,14 +49,9 @@ class Resources:
                              accelerator_type=self.accelerator_type)
 
 
-def _filesystem(path: str) -> tuple[pyarrow.fs.FileSystem, str]:
-    """Returns the pyarrow filesystem of ``path`` (local path or any pyarrow URI) and the path in it."""
-    return pyarrow.fs.FileSystem.from_uri(path if "://" in path else os.path.abspath(path))
-
-
 def write_text(path: str, text: str) -> None:
     """Writes ``text`` to ``path`` (local path or any pyarrow URI)."""
-    fs, p = _filesystem(path)
+    fs, p = uri.filesystem(path)
     fs.create_dir(os.path.dirname(p), recursive=True)
     with fs.open_output_stream(p) as f:
         f.write(text.encode())
@@ -63,7 +59,7 @@ def write_text(path: str, text: str) -> None:
 
 def read_text(path: str) -> str | None:
     """Returns the text at ``path`` (local path or any pyarrow URI), or None if there is none."""
-    fs, p = _filesystem(path)
+    fs, p = uri.filesystem(path)
     if fs.get_file_info(p).type == pyarrow.fs.FileType.NotFound:
         return None
     with fs.open_input_stream(p) as f:

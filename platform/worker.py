@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,9 @@ def _maybe_inject_fault(fault: dict | None, epoch: int, when: str) -> None:
     """Test hook for fault-injection tests: once (a marker file remembers) at ``fault["epoch"]``.
 
     ``fault = {"epoch": int, "marker": path, "kind": ..., "when": "before" | "after"}`` where kind
-    ``raise`` raises, ``kill`` SIGKILLs the worker process, ``nan`` and ``oom`` raise what a
-    diverged or out-of-memory epoch raises. ``before`` fires as the epoch starts, ``after`` once it
+    ``raise`` raises a RuntimeError (an infrastructure fault: retried), ``kill`` SIGKILLs the worker
+    process, ``nan``, ``oom`` and ``missing_file`` raise what a diverged epoch, an out-of-memory
+    epoch and bad input raise. ``before`` fires as the epoch starts, ``after`` once it
     has trained but before it is reported.
     """
     if (not fault or fault.get("epoch") != epoch or fault.get("when", "after") != when
@@ -45,22 +47,57 @@ def _maybe_inject_fault(fault: dict | None, epoch: int, when: str) -> None:
         raise DivergedError(f"loss diverged (NaN/inf) at epoch {epoch}, step 1: loss_pos (injected)")
     if kind == "oom":
         raise torch.OutOfMemoryError(f"CUDA out of memory at epoch {epoch} (injected)")
+    if kind == "missing_file":
+        raise FileNotFoundError(f"injected: no such file at epoch {epoch}")
     raise RuntimeError(f"injected fault at epoch {epoch}")
+
+
+# Errors from the trial's own input (its configuration, its data set, a missing file): the same on
+# every retry, so the trial fails at once. Everything else (a lost worker or node, a collective that
+# timed out, a RuntimeError from CUDA or NCCL) is left to Ray Train's retries from the checkpoint.
+INPUT_ERRORS = (ValueError, TypeError, LookupError, FileNotFoundError, NotADirectoryError,
+                IsADirectoryError, PermissionError, ImportError, NotImplementedError)
 
 
 def run_trial(loop_config: dict[str, Any]) -> None:
     """Trains one trial on this worker, reporting every epoch to Ray Train.
+
+    A trial that cannot succeed on a retry (bad input, divergence, out of memory) ends the run
+    normally after rank 0 writes why to the run folder's :data:`FAILURE_FILE`; the driver reads it
+    and fails the trial. Any other exception goes to Ray Train, which retries from the checkpoint.
 
     Args:
         loop_config: ``{"preset": str | None, "overrides": {dotted: value}, "fault": dict | None,
             "telemetry": {"study": str, "trial_id": str} | None, "run_dir": str, "fit_id": str}``
             as :func:`transcenter.platform.trainer.build_trainer` makes it.
     """
+    rank = ray.train.get_context().get_world_rank()
+    epoch = 0  # the epoch being trained, for the failure message
+    try:
+        for epoch in _train(loop_config, rank):
+            pass
+    except DivergedError as e:
+        failure = f"diverged at epoch {epoch}: {e}"
+    except (torch.OutOfMemoryError, MemoryError) as e:
+        failure = f"out of memory at epoch {epoch}: {e}"
+    except INPUT_ERRORS as e:
+        where = f" at epoch {epoch}" if epoch else " before training"
+        failure = f"{type(e).__name__}{where}: {e}"
+    else:
+        return
+    # Not worth a retry from the checkpoint: end the run and tell the driver, which fails the
+    # trial (a Train result carries only checkpointed metrics).
+    if rank == 0:
+        write_text(f"{loop_config['run_dir']}/{FAILURE_FILE}", failure)
+
+
+def _train(loop_config: dict[str, Any], rank: int) -> Iterator[int]:
+    """Builds the runner (resuming from the latest checkpoint) and trains the remaining epochs;
+    yields each epoch's number (1-based) as it starts."""
     cfg = trial_config(loop_config.get("preset"), loop_config.get("overrides"))
     runner = TrialRunner(cfg, wrap_model=ray.train.torch.prepare_model,
                          wrap_loader=ray.train.torch.prepare_data_loader,
                          device=ray.train.torch.get_device())
-    rank = ray.train.get_context().get_world_rank()
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
@@ -74,17 +111,9 @@ def run_trial(loop_config: dict[str, Any]) -> None:
         ray.train.report(runner.last_metrics)
     gauges = _gauges(loop_config.get("telemetry")) if rank == 0 else None
     while runner.epoch < cfg.train.epochs:
-        try:
-            _maybe_inject_fault(loop_config.get("fault"), runner.epoch + 1, "before")
-            metrics = runner.run_epoch()
-        except (DivergedError, torch.OutOfMemoryError, MemoryError) as e:
-            # Not worth a retry from the checkpoint: end the run and tell the driver, which
-            # fails the trial (a Train result carries only checkpointed metrics).
-            kind = "out of memory" if not isinstance(e, DivergedError) else "diverged"
-            if rank == 0:
-                write_text(f"{loop_config['run_dir']}/{FAILURE_FILE}",
-                           f"{kind} at epoch {runner.epoch + 1}: {e}")
-            return
+        yield runner.epoch + 1
+        _maybe_inject_fault(loop_config.get("fault"), runner.epoch + 1, "before")
+        metrics = runner.run_epoch()
         _maybe_inject_fault(loop_config.get("fault"), runner.epoch, "after")
         if gauges is not None:
             gauges(metrics)

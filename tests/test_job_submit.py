@@ -1,17 +1,39 @@
-"""The real path: `ray job submit --working-dir . -- python studies/heatmap_size.py --preset smoke`
-against a local Ray head (the session's `ray start --head`). While the job runs, optuna-dashboard
-(as `make dashboard` starts it) shows the study's trials; afterwards the parquet rows are checked."""
+"""The README's cluster block, read from README.md and typed into a fresh shell as a new user would:
+``env -i`` with only PATH and a new, empty HOME, ``.venv`` activated, in a copy of the repository.
+It starts its own head (``ray start``), submits the smoke study with ``ray job submit`` and stops
+Ray; nothing comes from pytest's environment. While the job runs, optuna-dashboard (as
+``make dashboard`` starts it) shows the study's trials; afterwards every file of the study is under
+the storage path the block names, and the auth token never appears in the output."""
+import re
+import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from browser import get_json, optuna_dashboard
+from isolated import REPO, fresh_shell, kill
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+SMOKE_TRIALS, SMOKE_EPOCHS = 4, 2  # the heatmap-size grid; the smoke preset's epochs
+
+
+def readme_cluster_block() -> str:
+    """Returns the first bash block of the README's "On a cluster" section."""
+    section = (REPO / "README.md").read_text().split("### On a cluster: `ray job submit`", 1)[1]
+    return re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+
+
+def copy_of_repo(dest: Path) -> Path:
+    """Copies the files git tracks or would track (no .venv, no results) to ``dest``."""
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+                           cwd=REPO, capture_output=True, text=True, check=True).stdout.split("\0")
+    for name in filter(None, files):
+        if (REPO / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, dest / name)
+    return dest
 
 
 def _trials_seen_live(study_dir: Path, job: subprocess.Popen) -> list[dict]:
@@ -31,25 +53,31 @@ def _trials_seen_live(study_dir: Path, job: subprocess.Popen) -> list[dict]:
     return []
 
 
-def test_ray_job_submit_runs_a_smoke_study_watched_live(ray_cluster, tmp_path):
-    ray_cli = str(Path(sys.executable).with_name("ray"))
-    cmd = [ray_cli, "job", "submit", "--address", ray_cluster.dashboard_url, "--working-dir", ".",
-           "--", "python", "studies/heatmap_size.py", "--preset", "smoke", "--num-samples", "2",
-           "--epochs", "3", "--storage-path", str(tmp_path), "--set", "data.num_train=16",
-           "--set", "data.num_val=8"]
-    job = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def test_readme_cluster_block_runs_in_a_fresh_shell(tmp_path):
+    block = readme_cluster_block()
+    assert "ray job submit --working-dir ." in block and "studies/heatmap_size.py" in block
+    repo = copy_of_repo(tmp_path / "repo")
+    home = tmp_path / "home"
+    shell = fresh_shell(f"set -e\n{block}", cwd=repo, home=home, ray_tmp=tmp_path / "ray",
+                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    study = repo / "results" / "heatmap_size"
     try:
-        live = _trials_seen_live(tmp_path / "heatmap_size", job)
-        out = job.communicate(timeout=600)[0]
+        live = _trials_seen_live(study, shell)
+        out = shell.communicate(timeout=900)[0]
     finally:
-        if job.poll() is None:
-            job.kill()
-    assert job.returncode == 0, out[-4000:]
+        kill(shell)
+    assert shell.returncode == 0, out[-4000:]
+    assert "succeeded" in out
     assert live, "optuna-dashboard never showed a trial with AP50 while the study ran"
     assert all("model.heatmap_size" in {p["name"] for p in t["params"]} for t in live)
-    assert "succeeded" in out
-    assert f"results: {tmp_path}/heatmap_size/epochs (6 epoch rows)" in out
-    epochs = pd.read_parquet(tmp_path / "heatmap_size" / "epochs")
-    assert len(epochs) == 6 and not epochs.duplicated(["trial_id", "epoch"]).any()
-    assert epochs["model.heatmap_size"].nunique() == 2
-    assert (tmp_path / "heatmap_size" / "report.html").stat().st_size > 10_000
+    assert f"trials: {SMOKE_TRIALS} completed" in out
+
+    epochs = pd.read_parquet(study / "epochs")
+    assert len(epochs) == SMOKE_TRIALS * SMOKE_EPOCHS
+    assert not epochs.duplicated(["trial_id", "epoch"]).any()
+    assert epochs["model.heatmap_size"].nunique() == SMOKE_TRIALS
+    assert (study / "report.html").stat().st_size > 10_000
+    # Checkpoints live with the study, not in Ray's temporary copy of the working dir.
+    assert len(list((study / "train").glob("*/checkpoint_*/checkpoint.pt"))) == SMOKE_TRIALS
+    token = (home / ".ray" / "auth_token").read_text().strip()
+    assert len(token) >= 16 and token not in out

@@ -1,6 +1,7 @@
-"""Fault injection on local Ray: a SIGKILLed worker, a diverging trial and an out-of-memory trial in
-one study. The killed trial resumes from its checkpoint, the failing ones end at once as `error`
-with a message naming the epoch, the others go on, and no row is lost or duplicated."""
+"""Fault injection on local Ray: a SIGKILLed worker, a diverging trial, an out-of-memory trial and a
+trial whose input file vanished, in one study. The killed trial resumes from its checkpoint (Ray
+Train's retry); the failing ones end at once as `error`, with no retry (each fault fires once, so a
+retry would have completed them), naming the epoch; the others go on; no row is lost or duplicated."""
 import optuna
 import pytest
 
@@ -18,13 +19,16 @@ def test_faults_in_one_study(ray_cluster, tmp_path):
          "marker": str(tmp_path / "nan")},
         {"match": {"loss.cls_weight": 3.0}, "kind": "oom", "epoch": 1, "when": "before",
          "marker": str(tmp_path / "oom")},
+        {"match": {"loss.cls_weight": 4.0}, "kind": "missing_file", "epoch": 2, "when": "before",
+         "marker": str(tmp_path / "missing")},
     )
-    spec = StudySpec(name="faults", space=SearchSpace({"loss.cls_weight": Categorical([1.0, 2.0, 3.0])}),
+    space = SearchSpace({"loss.cls_weight": Categorical([1.0, 2.0, 3.0, 4.0])})
+    spec = StudySpec(name="faults", space=space,
                      sampler="grid", preset="smoke", faults=faults, max_concurrent_trials=2,
                      overrides={"data.num_train": 16, "data.num_val": 8, "train.epochs": 3,
                                 "train.threads": 1}, storage_path=str(tmp_path))
     store = run_study(spec)
-    assert all((tmp_path / m).exists() for m in ("kill", "nan", "oom"))  # every fault fired
+    assert all((tmp_path / m).exists() for m in ("kill", "nan", "oom", "missing"))  # every fault fired
     trials = store.read_trials().set_index("loss.cls_weight")
     epochs = store.read_epochs()
     assert not epochs.duplicated(["trial_id", "epoch"]).any()
@@ -42,7 +46,12 @@ def test_faults_in_one_study(ray_cluster, tmp_path):
     assert oom["status"] == "error" and "out of memory at epoch 1" in oom["error"]
     assert (epochs.trial_id == oom["trial_id"]).sum() == 0
 
+    bad_input = trials.loc[4.0]
+    assert bad_input["status"] == "error"
+    assert bad_input["error"] == "FileNotFoundError at epoch 2: injected: no such file at epoch 2"
+    assert sorted(epochs.loc[epochs.trial_id == bad_input["trial_id"], "epoch"]) == [1]
+
     ot = optuna.load_study(study_name="faults", storage=f"sqlite:///{tmp_path}/faults/optuna.db")
     states = {t.params["loss.cls_weight"]: t.state for t in ot.trials}
     assert states == {1.0: optuna.trial.TrialState.COMPLETE, 2.0: optuna.trial.TrialState.FAIL,
-                      3.0: optuna.trial.TrialState.FAIL}
+                      3.0: optuna.trial.TrialState.FAIL, 4.0: optuna.trial.TrialState.FAIL}

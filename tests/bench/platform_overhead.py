@@ -21,7 +21,8 @@ import ray
 from ray.util.state import list_workers
 
 from transcenter.platform.search import Categorical, SearchSpace
-from transcenter.platform.study import WORKER_ENV, StudySpec, run_study
+from transcenter.platform.ray_connect import WORKER_ENV
+from transcenter.platform.study import StudySpec, run_study
 
 
 def main() -> None:

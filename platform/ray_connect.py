@@ -1,0 +1,77 @@
+"""Connecting a study's driver to Ray: an explicit cluster, the one ``ray start`` recorded, or a
+fresh local one; each checked within seconds rather than retried for minutes."""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+import ray
+
+from transcenter.platform.compat import (enable_token_auth_if_token_available,
+                                         recorded_cluster_address)
+from transcenter.platform.errors import StudyError
+
+logger = logging.getLogger(__name__)
+
+# Env of Ray's processes on clusters this package starts (one machine): slow 2-core machines need
+# minutes to start a worker group; a shorter controller poll notices a started or finished group
+# sooner; a machine's own cluster has no preemptible nodes to watch, and the watcher is one more
+# process per trial.
+WORKER_ENV = {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "300",
+              "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
+              "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+
+
+def answers(address: str, timeout_s: float = 3.0) -> bool:
+    """True when ``[scheme://]host:port`` accepts a TCP connection within ``timeout_s`` seconds."""
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise StudyError(f"Ray address {address!r}: expected host:port")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError:
+        return False
+    return True
+
+
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Raises :class:`StudyError` unless ``[scheme://]host:port`` accepts a TCP connection."""
+    if address != "auto" and not answers(address, timeout_s):
+        raise StudyError(f"cannot reach the Ray cluster at {address!r}: nothing answers there "
+                         f"within {timeout_s:g} s")
+
+
+def _local_address() -> str:
+    """Returns the address ``ray.init()`` should take with no ``--address``/``RAY_ADDRESS``:
+    the cluster ``ray start`` recorded when it answers, else ``"local"`` (start a fresh one)."""
+    recorded, record_file = recorded_cluster_address()
+    if recorded is None:
+        return "local"
+    if answers(recorded):
+        return recorded
+    logger.warning("the Ray cluster recorded in %s (%s) does not answer: starting a fresh local "
+                   "Ray instead (`ray stop --force` clears the stale record)", record_file, recorded)
+    return "local"
+
+
+def connect(address: str | None) -> None:
+    """Connects to ``address`` (or ``RAY_ADDRESS``, as under ``ray job submit``), else to the
+    cluster ``ray start`` recorded, else starts a local Ray with :data:`WORKER_ENV`.
+
+    Raises:
+        StudyError: Within seconds when the given cluster does not answer.
+    """
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS") or _local_address()
+    try:
+        if address == "local":
+            ray.init(address="local", runtime_env={"env_vars": WORKER_ENV})
+            return
+        check_reachable(address)
+        enable_token_auth_if_token_available()
+        ray.init(address=address)
+    except (ConnectionError, TimeoutError, RuntimeError) as e:
+        raise StudyError(f"cannot reach the Ray cluster at {address!r}: {e}") from e

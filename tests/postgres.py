@@ -1,0 +1,96 @@
+"""A throwaway PostgreSQL server (Debian's ``postgresql`` binaries, as ``make test`` installs them).
+
+:func:`postgres_server` runs ``initdb`` and ``postgres`` as the ``postgres`` user (the server refuses
+to run as root) in a temporary folder, on a free port of 127.0.0.1, with password (SCRAM) logins
+only; it creates a role and a database for the tests, yields their URL, and stops the server by
+its pid.
+"""
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+USER, DATABASE = "studies", "studies"
+
+
+@dataclass(frozen=True)
+class Postgres:
+    host: str
+    port: int
+    password: str  # of USER
+
+    def url(self, password: str | None = None, database: str = DATABASE) -> str:
+        """Returns the SQLAlchemy URL of ``database``, with ``password`` (default: the right one)."""
+        return (f"postgresql+psycopg://{USER}:{password or self.password}@{self.host}:{self.port}"
+                f"/{database}")
+
+
+def _binaries() -> Path:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"))
+    if not found:
+        pytest.skip("Debian's postgresql is not installed (make test installs it)")
+    return Path(found[-1]).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _as_postgres(*cmd: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(["runuser", "-u", "postgres", "--", *cmd], check=True,
+                          capture_output=True, text=True, **kwargs)
+
+
+@contextlib.contextmanager
+def postgres_server(password: str) -> Iterator[Postgres]:
+    """Starts a PostgreSQL server with role and database ``studies`` (login ``password``)."""
+    bin_dir = _binaries()
+    uid = pwd.getpwnam("postgres").pw_uid
+    root = Path(tempfile.mkdtemp(prefix="pg-"))
+    data, sockets = root / "data", root / "sockets"
+    for d in (root, sockets):
+        d.mkdir(exist_ok=True)
+        os.chown(d, uid, -1)
+    pwfile = root / "pw"
+    pwfile.write_text(password)
+    os.chown(pwfile, uid, -1)
+    port = _free_port()
+    _as_postgres(str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=scram-sha-256",
+                 f"--pwfile={pwfile}", "--no-sync")
+    server = subprocess.Popen(
+        ["runuser", "-u", "postgres", "--", str(bin_dir / "postgres"), "-D", str(data),
+         "-p", str(port), "-h", "127.0.0.1", "-k", str(sockets), "-c", "fsync=off"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        env = {**os.environ, "PGPASSWORD": password}
+        deadline = time.monotonic() + 60
+        while subprocess.run([str(bin_dir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)],
+                             capture_output=True).returncode != 0:
+            assert server.poll() is None and time.monotonic() < deadline, "postgres did not start"
+            time.sleep(0.2)
+        psql = [str(bin_dir / "psql"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-c"]
+        _as_postgres(*psql, f"CREATE ROLE {USER} LOGIN PASSWORD '{password}'", env=env)
+        _as_postgres(*psql, f"CREATE DATABASE {DATABASE} OWNER {USER}", env=env)
+        yield Postgres("127.0.0.1", port, password)
+    finally:
+        server.terminate()  # runuser forwards it to postgres: a smart shutdown
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,135 @@
+"""What broke for a new user on the way to a cluster, each reproduced as the user met it (issue 12):
+checkpoints in Ray's temporary folder, a dead cluster that hung every later study, a password in
+the output, and a study whose every trial failed but that exited 0 after retrying the mistake."""
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+import sqlalchemy
+from isolated import REPO, fresh_shell, kill
+from postgres import postgres_server
+
+from transcenter.platform.search import Categorical, SearchSpace
+from transcenter.platform.study import StudySpec, run_study
+from transcenter.platform.uri import mask
+
+pytestmark = pytest.mark.slow
+TINY = ["--preset", "smoke", "--num-samples", "1", "--epochs", "1",
+        "--set", "data.num_train=8", "--set", "data.num_val=4"]
+SECRET = "Sekr1t-Pa55word"
+
+
+def _study(*args: str, cwd: Path, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "studies" / "heatmap_size.py"), *args],
+                          cwd=cwd, capture_output=True, text=True, timeout=600, **kwargs)
+
+
+@pytest.mark.ray
+def test_default_relative_storage_path_keeps_every_file_under_the_study(ray_cluster, tmp_path,
+                                                                         monkeypatch):
+    """Before: checkpoints went to <ray session>/artifacts/.../working_dirs/<trial>/results/."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    name = f"relative_{tmp_path.name}"
+    spec = StudySpec(name=name, space=SearchSpace({"model.heatmap_size": Categorical([16])}),
+                     sampler="grid", preset="smoke",
+                     overrides={"data.num_train": 8, "data.num_val": 4, "train.epochs": 2})
+    run_study(spec)
+    study = elsewhere / "results" / name
+    assert sorted(p.name for p in study.iterdir()) == ["epochs", "optuna.db", "train", "trials", "tune"]
+    assert len(list((study / "train").glob("*/checkpoint_*/checkpoint.pt"))) == 1
+    strays = [p for p in Path("/tmp/ray").glob(f"session_*/artifacts/**/{name}")]
+    assert strays == [], f"study files outside the storage path: {strays}"
+
+
+@pytest.mark.timeout(300)  # before the fix, ray.init retried the dead head for over 8 minutes
+def test_a_head_killed_by_sigkill_does_not_hang_the_next_local_study(tmp_path):
+    ray_tmp = tmp_path / "ray"  # /tmp/ray of both shells: the dead head's record stays there
+    head = fresh_shell("ray start --head --port=6379 --num-cpus=1 --include-dashboard=false "
+                       "--disable-usage-stats >/dev/null 2>&1 && echo started && sleep infinity",
+                       cwd=tmp_path, home=tmp_path / "home", ray_tmp=ray_tmp,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert head.stdout.readline().strip() == "started"
+    finally:
+        kill(head)  # SIGKILL: every process of that head dies without `ray stop`
+    assert (ray_tmp / "ray_current_cluster").read_text().strip().endswith(":6379")
+
+    work = tmp_path / "work"
+    work.mkdir()
+    shell = fresh_shell(f"python {REPO}/studies/heatmap_size.py " + " ".join(TINY) + " --no-report",
+                        cwd=work, home=tmp_path / "home", ray_tmp=ray_tmp,
+                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        out = shell.communicate(timeout=280)[0]
+    finally:
+        kill(shell)
+    assert shell.returncode == 0, out[-4000:]
+    assert "ray_current_cluster" in out and "does not answer: starting a fresh local Ray" in out
+    assert "trials: 1 completed" in out
+    assert len(pd.read_parquet(work / "results" / "heatmap_size" / "epochs")) == 1
+
+
+def _files_containing(root: Path, secret: bytes) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file() and secret in p.read_bytes()]
+
+
+@pytest.mark.ray
+def test_optuna_password_is_never_printed_or_stored(ray_cluster, tmp_path):
+    with postgres_server(SECRET) as pg:
+        # A database that refuses the login, or does not answer, is refused up front, masked.
+        for bad, reason in ((pg.url(password="wrong-" + SECRET), "password authentication failed"),
+                            (pg.url().replace(str(pg.port), "1"), "Connection refused")):
+            started = time.monotonic()
+            done = _study(*TINY, "--storage-path", str(tmp_path / "refused"), "--optuna-url", bad,
+                          "--address", ray_cluster.address, cwd=tmp_path)
+            assert done.returncode == 2 and time.monotonic() - started < 60
+            assert f"error: the Optuna database {mask(bad)} cannot be opened" in done.stderr
+            assert reason in done.stderr and "Traceback" not in done.stderr
+            assert SECRET not in done.stdout + done.stderr
+
+        storage = tmp_path / "results"
+        done = _study(*TINY, "--storage-path", str(storage), "--optuna-url", pg.url(),
+                      "--address", ray_cluster.address, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-4000:]
+        assert f"optuna-dashboard {pg.url(password='***')}" in done.stdout
+        assert SECRET not in done.stdout + done.stderr
+        assert _files_containing(storage, SECRET.encode()) == []  # parquet, tune state, report
+        logs = Path("/tmp/ray/session_latest/logs")
+        assert _files_containing(logs.resolve(), SECRET.encode()) == []
+
+        study = optuna.load_study(study_name="heatmap_size", storage=pg.url())
+        assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE]
+        assert SECRET not in _database_text(pg.url())  # every table: attrs, params, values
+
+
+def _database_text(url: str) -> str:
+    """Returns the text of every row of every table of the database at ``url``."""
+    engine = sqlalchemy.create_engine(url)
+    with engine.connect() as connection:
+        tables = sqlalchemy.inspect(connection).get_table_names()
+        assert "trial_user_attributes" in tables  # Optuna's schema
+        return repr([connection.exec_driver_sql(f"SELECT * FROM {t}").all() for t in tables])
+
+
+@pytest.mark.ray
+def test_a_study_whose_every_trial_failed_exits_nonzero_without_retries(ray_cluster, tmp_path):
+    """Before: 6 trials each failed 3 times (Train retries) on a VOC folder without splits, and
+    the study exited 0."""
+    data_root = tmp_path / "VOCdevkit"
+    (data_root / "VOC2007").mkdir(parents=True)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "studies" / "overlap.py"), "--data", "voc",
+         "--data-root", str(data_root), "--preset", "smoke", "--epochs", "1", "--num-samples", "2",
+         "--storage-path", str(tmp_path / "results"), "--address", ray_cluster.address],
+        capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1, done.stderr[-4000:]
+    summary = [line for line in done.stderr.splitlines() if line.startswith("trials: ")]
+    assert summary == [f"trials: 2 error: FileNotFoundError before training: "
+                       f"VOC split file not found: {data_root}/VOC2007/ImageSets/Main/trainval.txt"]
+    assert "Error count" not in done.stdout + done.stderr  # Ray Train never retried

@@ -1,0 +1,52 @@
+"""Storage locations and URL secrets: resolution, masking, and where a password may go."""
+import os
+
+import pytest
+
+from transcenter.platform import uri
+from transcenter.platform.search import SearchSpace
+from transcenter.platform.study import StudySpec
+
+
+@pytest.mark.parametrize("text, masked", [
+    ("postgresql+psycopg://user:PA55@db.example:5432/optuna",
+     "postgresql+psycopg://user:***@db.example:5432/optuna"),
+    ("live: optuna-dashboard postgresql://u:p@ss@h/db | x", "live: optuna-dashboard postgresql://u:***@h/db | x"),
+    ("s3://KEY:SECRET@bucket/studies", "s3://KEY:***@bucket/studies"),
+    ("sqlite:////tmp/results/s/optuna.db", "sqlite:////tmp/results/s/optuna.db"),
+    ("postgresql://user@host/db", "postgresql://user@host/db"),
+])
+def test_mask_hides_every_password(text, masked):
+    assert uri.mask(text) == masked
+
+
+def test_take_password_moves_a_postgres_password_to_pgpassword(monkeypatch):
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    clean = uri.take_password("postgresql+psycopg://tc:p%40ss@127.0.0.1:5432/studies?sslmode=disable")
+    assert clean == "postgresql+psycopg://tc@127.0.0.1:5432/studies?sslmode=disable"
+    assert os.environ["PGPASSWORD"] == "p@ss"
+    assert uri.display(clean) == "postgresql+psycopg://tc:***@127.0.0.1:5432/studies?sslmode=disable"
+
+
+def test_password_of_another_database_is_refused_masked():
+    with pytest.raises(ValueError, match=r"mysql://u:\*\*\*@h/db") as e:
+        uri.take_password("mysql://u:hunter2@h/db")
+    assert "hunter2" not in str(e.value)
+
+
+def test_relative_storage_path_is_resolved_once_where_the_study_starts(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    spec = StudySpec(name="s", space=SearchSpace(), preset="smoke", storage_path="results")
+    assert spec.storage_path == str(tmp_path / "results")
+    monkeypatch.chdir("/")
+    assert spec.storage_path == str(tmp_path / "results")  # the trial's directory does not matter
+
+
+def test_relative_storage_path_in_a_job_working_dir_copy_is_refused(tmp_path, monkeypatch):
+    copy = tmp_path / "session_x" / "runtime_resources" / "working_dir_files" / "_ray_pkg_ab12"
+    copy.mkdir(parents=True)
+    monkeypatch.chdir(copy)
+    with pytest.raises(ValueError, match=r"--storage-path 'results' is relative.*\$PWD/results"):
+        StudySpec(name="s", space=SearchSpace(), preset="smoke", storage_path="results")
+    absolute = StudySpec(name="s", space=SearchSpace(), preset="smoke", storage_path=str(tmp_path))
+    assert absolute.storage_path == str(tmp_path)
