@@ -1,6 +1,6 @@
 """A study's tables, computed from the result store's parquet alone (no Ray; a copied directory will do).
 
-AP metrics are in percent (0-100), as `transcenter.model.evaluate` reports them and the paper prints
+AP metrics are in percent (0-100), as `transcenter.model.evaluation.evaluate` reports them and the paper prints
 them, so the paper's numbers are put beside ours as written. Losses are per-epoch means as reported.
 """
 
@@ -14,14 +14,11 @@ import optuna
 import pandas as pd
 
 from transcenter.dashboards import paper
-from transcenter.platform.store import ResultStore, is_param_column
+from transcenter.store.results import COCO_AP_KEYS, OVERLAP_RECALL, ResultStore, is_param_column
 
 HEATMAP_SIZE = "model.heatmap_size"
 HEAD = "model.head"
-OVERLAP_RECALL = "overlap_recall"
-AP_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 TRIAL_KEY = ["study", "trial_id"]
-_LOG_SCALE_NAMES = ("lr", "learning_rate")
 StudyPaths = str | os.PathLike | Sequence[str | os.PathLike]  # one study directory or several
 
 
@@ -37,9 +34,14 @@ def load_study(path_or_paths: StudyPaths) -> pd.DataFrame:
 
     Returns:
         One row per trial-epoch, sorted by study, trial and epoch, typed as stored; the ``study``
-        column tells several studies apart.
+        column tells several studies apart. ``attrs["search_space"]`` holds the studies' search
+        spaces (each parameter's type, range and scale; see `ResultStore.read_meta`).
     """
-    return _load(path_or_paths, ResultStore.read_epochs, ["study", "trial_id", "epoch"])
+    df = _load(path_or_paths, ResultStore.read_epochs, ["study", "trial_id", "epoch"])
+    df.attrs["search_space"] = {name: spec for path in as_paths(path_or_paths)
+                                for name, spec in ResultStore.open(path).read_meta()
+                                .get("search_space", {}).items()}
+    return df
 
 
 def load_trials(path_or_paths: StudyPaths) -> pd.DataFrame:
@@ -52,9 +54,10 @@ def param_columns(df: pd.DataFrame) -> list[str]:
     return sorted(c for c in df.columns if is_param_column(c))
 
 
-def is_log_scale(name: str, values: pd.Series) -> bool:
-    """Tells whether a hyperparameter is searched on a log scale: a positive learning rate (``*.lr``)."""
-    return name.rsplit(".", 1)[-1] in _LOG_SCALE_NAMES and bool((values.dropna() > 0).all())
+def is_log_scale(df: pd.DataFrame, name: str) -> bool:
+    """Tells whether the study searched hyperparameter ``name`` on a log scale, as its search space
+    (stored in ``study.json``, carried in ``df.attrs["search_space"]`` by `load_study`) says."""
+    return bool(df.attrs.get("search_space", {}).get(name, {}).get("log", False))
 
 
 def lower_limit(
@@ -96,18 +99,18 @@ def upper_limit(df: pd.DataFrame, by: str = HEATMAP_SIZE, rank_by: str = "AP") -
         rank_by: The metric, higher is better, that picks the row; NaN rows are ignored.
 
     Returns:
-        Indexed by ``by``: ``study``, ``trial_id``, ``epoch`` of the chosen row and its `AP_METRICS`;
+        Indexed by ``by``: ``study``, ``trial_id``, ``epoch`` of the chosen row and its `COCO_AP_KEYS`;
         when grouping by heatmap size, also ``paper.<metric>`` (percent; NaN where the paper gives
         none).
     """
-    rows = _with_columns(df, [by, rank_by, *AP_METRICS])
+    rows = _with_columns(df, [by, rank_by, *COCO_AP_KEYS])
     rows = rows[np.isfinite(rows[rank_by])]
     best = rows.loc[rows.groupby(by)[rank_by].idxmax()]
-    table = best.set_index(by)[["study", "trial_id", "epoch", *AP_METRICS]]
+    table = best.set_index(by)[["study", "trial_id", "epoch", *COCO_AP_KEYS]]
     if by == HEATMAP_SIZE:
         reported = {size: {**paper.UPPER_LIMIT.get(size, {}), **paper.AP_BY_OBJECT_SIZE.get(size, {})}
                     for size in table.index}
-        for metric in AP_METRICS:
+        for metric in COCO_AP_KEYS:
             values = [reported[size].get(metric, np.nan) for size in table.index]
             table[f"paper.{metric}"] = np.asarray(values, dtype="float64")
     return table
@@ -181,7 +184,7 @@ def optuna_study(df: pd.DataFrame, target: str = "AP", params: Sequence[str] | N
 
     Each trial with a finite best ``target`` becomes a COMPLETE Optuna trial whose value is that best
     value. Distributions follow the column types: bool, int and str are categorical; floats are uniform
-    between the observed extremes, log-uniform where `is_log_scale`.
+    between the observed extremes, log-uniform where the study searched them so (`is_log_scale`).
 
     Args:
         df: Trial-epochs from `load_study`.
@@ -192,17 +195,21 @@ def optuna_study(df: pd.DataFrame, target: str = "AP", params: Sequence[str] | N
         The study, one trial per usable store trial.
 
     Raises:
-        NotEnoughTrials: With fewer than 2 usable trials or no varied hyperparameter.
+        NotEnoughTrials: With fewer than 2 usable trials, no varied hyperparameter, or a target
+            that does not vary (importance is undefined then).
     """
     trials = best_per_trial(df, target)
     trials = trials[np.isfinite(trials[f"best.{target}"])]
     if len(trials) < 2:
         raise NotEnoughTrials(f"needs >= 2 trials with a finite {target}, got {len(trials)}")
+    if trials[f"best.{target}"].nunique() == 1:
+        raise NotEnoughTrials(f"is undefined: the target does not vary (every trial's best "
+                              f"{target} is {trials[f'best.{target}'].iloc[0]:g})")
     if params is None:
         params = [p for p in param_columns(trials) if trials[p].nunique(dropna=True) > 1]
     if not params:
         raise NotEnoughTrials("needs at least one hyperparameter that varies")
-    distributions = {p: _distribution(p, trials[p].dropna()) for p in params}
+    distributions = {p: _distribution(trials[p].dropna(), is_log_scale(df, p)) for p in params}
     study = optuna.create_study(direction="maximize")
     study.add_trials([
         optuna.trial.create_trial(
@@ -234,7 +241,8 @@ def importance(
         Importance per hyperparameter (normalised to sum to 1), most important first.
 
     Raises:
-        NotEnoughTrials: With fewer than 2 usable trials or no varied hyperparameter.
+        NotEnoughTrials: With fewer than 2 usable trials, no varied hyperparameter, or a target
+            that does not vary.
     """
     study = optuna_study(df, target, params)
     scores = optuna.importance.get_param_importances(
@@ -285,10 +293,10 @@ def _with_columns(df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     return df.assign(**{c: pd.Series(dtype="float64") for c in columns if c not in df})
 
 
-def _distribution(name: str, values: pd.Series) -> optuna.distributions.BaseDistribution:
+def _distribution(values: pd.Series, log: bool) -> optuna.distributions.BaseDistribution:
     if pd.api.types.is_float_dtype(values.dtype):
         low, high = float(values.min()), float(values.max())
-        return optuna.distributions.FloatDistribution(low, high, log=is_log_scale(name, values))
+        return optuna.distributions.FloatDistribution(low, high, log=log and low > 0)
     return optuna.distributions.CategoricalDistribution(sorted(_native(v) for v in values.unique()))
 
 

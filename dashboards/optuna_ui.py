@@ -18,7 +18,7 @@ from pathlib import Path
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from transcenter.platform.uri import display, take_password
+from transcenter.store.uri import display, is_local, local_path, take_password
 
 OPTUNA_DB = "optuna.db"
 
@@ -40,9 +40,9 @@ def study_storage_url(study_dir: str | Path) -> str:
     Raises:
         FileNotFoundError: If the directory has no ``optuna.db``; the message says what to pass.
     """
-    if "://" in str(study_dir) and not str(study_dir).startswith("file://"):
+    if not is_local(str(study_dir)):
         return take_password(str(study_dir))
-    path = Path(str(study_dir).removeprefix("file://")).expanduser().resolve() / OPTUNA_DB
+    path = Path(local_path(str(study_dir))) / OPTUNA_DB
     if not path.is_file():
         raise FileNotFoundError(
             f"no Optuna database at {path}: pass a local study directory <storage_path>/<study> "

@@ -1,6 +1,6 @@
 """The paper's reported numbers, as printed (PASCAL VOC 07+12, 512x512, one A100).
 
-AP values are in percent (0-100), as in the paper and as `transcenter.model.evaluate` reports them
+AP values are in percent (0-100), as in the paper and as `transcenter.model.evaluation.evaluate` reports them
 and the result store holds them, so they are compared as written. Keys are heatmap sizes S (an S x S
 heatmap).
 """

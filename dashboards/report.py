@@ -147,14 +147,15 @@ def _search_section(tables: StudyTables) -> str:
     varied = [p for p in analysis.param_columns(search) if search[p].nunique(dropna=True) > 1]
     fixed = [f"{p} = {search[p].dropna().iloc[0]}" for p in analysis.param_columns(search)
              if p not in varied and search[p].notna().any()]
-    parts = [_img(_search_figure(search, varied))] if varied else [
+    log_scale = {p for p in varied if analysis.is_log_scale(tables.epochs, p)}
+    parts = [_img(_search_figure(search, varied, log_scale))] if varied else [
         _note("No hyperparameter takes two values among the trials with a finite AP50.")]
     if fixed:
         parts.append(_note("Fixed: " + ", ".join(fixed)))
     return "\n".join(parts)
 
 
-def _search_figure(search: pd.DataFrame, params: list[str]) -> Figure:
+def _search_figure(search: pd.DataFrame, params: list[str], log_scale: set[str]) -> Figure:
     ncols = min(3, len(params))
     nrows = -(-len(params) // ncols)
     fig = Figure(figsize=(4 * ncols, 3 * nrows), layout="constrained")
@@ -163,7 +164,7 @@ def _search_figure(search: pd.DataFrame, params: list[str]) -> Figure:
         values = search[name]
         if pd.api.types.is_float_dtype(values.dtype):
             ax.scatter(values, search["best.AP50"], s=12)
-            if analysis.is_log_scale(name, values):
+            if name in log_scale and (values > 0).all():
                 ax.set_xscale("log")
                 ax.xaxis.set_minor_formatter(NullFormatter())
         else:  # categorical: one column of points per value

@@ -15,7 +15,7 @@ import optuna
 import pandas as pd
 
 from transcenter.dashboards import analysis
-from transcenter.platform.store import ResultStore
+from transcenter.store.results import OVERLAP_RECALL, ResultStore
 
 
 OVERLAP_TITLE = ("Overlap recall vs. AP per head (paper Fig. 2): recall (%) of objects sharing "
@@ -66,8 +66,8 @@ def collect(
         raise ValueError(f"first_epochs must be >= 1, got {first_epochs}")
     epochs = analysis.load_study(paths)
     status = analysis.trial_status(epochs, analysis.load_trials(paths))
-    overlap = (analysis.head_comparison(epochs, by=by) if analysis.OVERLAP_RECALL in epochs
-               else f"The study reports no {analysis.OVERLAP_RECALL!r} (recorded since issue 8).")
+    overlap = (analysis.head_comparison(epochs, by=by) if OVERLAP_RECALL in epochs
+               else f"The study reports no {OVERLAP_RECALL!r} (recorded since issue 8).")
     if epochs.empty:
         lower = upper = losses = overlap = "No epoch has been recorded yet."
     elif by not in epochs:

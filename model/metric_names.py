@@ -1,7 +1,13 @@
-"""Names of the metrics an epoch reports; a light module (no torch) for the study driver."""
+"""Names of the metrics an epoch reports: the one list that the trainer, the study platform, the
+result store, telemetry and the dashboards import. A light module (no torch) for the study driver."""
 
 # Loss names a criterion reports (the CenterNet head has no loss_cls).
 LOSS_KEYS = ("loss", "loss_cls", "loss_pos", "loss_size", "loss_offset")
-# Evaluation metrics, 0-100: COCO AP, and recall of objects sharing their heatmap cell with a
-# same-class object (the paper's Fig. 2 case; NaN when the val split has none).
-AP_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "overlap_recall")
+# COCO AP, 0-100.
+COCO_AP_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+# Recall (0-100) of objects sharing their heatmap cell with a same-class object (the paper's
+# Fig. 2 case; NaN when the val split has none).
+OVERLAP_RECALL = "overlap_recall"
+AP_KEYS = COCO_AP_KEYS + (OVERLAP_RECALL,)
+# Training bookkeeping: learning rate, images per second over all workers, seconds of training.
+EXTRA_KEYS = ("lr", "images_per_s", "train_time_s")

@@ -8,12 +8,11 @@ from typing import Any
 
 from ray.tune import Callback
 
-from transcenter.model.metric_names import AP_KEYS, LOSS_KEYS
-from transcenter.platform.store import ResultStore
+from transcenter.model.metric_names import AP_KEYS, EXTRA_KEYS, LOSS_KEYS
+from transcenter.store.results import ResultStore
 
 logger = logging.getLogger(__name__)
 
-EXTRA_METRICS = ("lr", "images_per_s", "train_time_s")
 _ERROR_LINE = re.compile(r"^\s*([\w.]*(?:Error|Exception|Failure)): (.+)$")
 
 
@@ -48,7 +47,7 @@ class ResultStoreCallback(Callback):
 
     @staticmethod
     def _metrics(result: dict[str, Any]) -> dict[str, float]:
-        keys = LOSS_KEYS + AP_KEYS + EXTRA_METRICS
+        keys = LOSS_KEYS + AP_KEYS + EXTRA_KEYS
         return {k: float(result[k]) for k in keys if isinstance(result.get(k), (int, float))}
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:

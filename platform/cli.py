@@ -7,18 +7,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import subprocess
 import sys
 from typing import Any
 
-import yaml
-
-from transcenter.model.experiment import PRESETS
+from transcenter.model.training.experiment import PRESETS, parse_overrides
 from transcenter.platform.errors import StudyError
 from transcenter.platform.search import SearchSpace
-from transcenter.platform.store import ResultStore
 from transcenter.platform.study import StudySpec, optuna_url, run_study, study_dir
 from transcenter.platform.trainer import Resources
-from transcenter.platform.uri import display, mask
+from transcenter.store.results import ResultStore
+from transcenter.store.uri import display, mask
 
 
 def build_parser(name: str, description: str, asha: bool) -> argparse.ArgumentParser:
@@ -61,12 +60,7 @@ def build_parser(name: str, description: str, asha: bool) -> argparse.ArgumentPa
 def spec_from_args(args: argparse.Namespace, space: SearchSpace, sampler: str,
                    fixed: dict[str, Any] | None = None) -> StudySpec:
     """Returns the :class:`StudySpec` the parsed flags describe; ``--set`` overrides ``fixed``."""
-    overrides: dict[str, Any] = dict(fixed or {})
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set {item!r}: expected dotted.key=value")
-        overrides[key] = yaml.safe_load(value)
+    overrides: dict[str, Any] = {**(fixed or {}), **parse_overrides(args.set)}
     overrides["data.name"] = args.data
     if args.data_root:
         overrides["data.root"] = args.data_root
@@ -95,6 +89,17 @@ def outcome(store: ResultStore) -> tuple[int, str]:
     return int(failed), mask(summary)
 
 
+def write_report(directory: str) -> None:
+    """Writes ``<directory>/report.html`` with the dashboards' own command line (the platform
+    writes the result store and never imports the dashboards that read it)."""
+    done = subprocess.run([sys.executable, "-m", "transcenter.dashboards.report", directory,
+                           "-o", f"{directory}/report.html"], capture_output=True, text=True)
+    if done.returncode:
+        print(f"report: not written: {mask(done.stderr.strip()[-2000:])}", file=sys.stderr)
+    else:
+        print(f"report: {mask(done.stdout.strip().splitlines()[-1])}")
+
+
 def main(name: str, space: SearchSpace, description: str, sampler: str = "tpe",
          asha: bool = False, fixed: dict[str, Any] | None = None,
          argv: list[str] | None = None) -> int:
@@ -119,10 +124,7 @@ def main(name: str, space: SearchSpace, description: str, sampler: str = "tpe",
     print(f"results: {mask(directory)}/epochs ({len(store.read_epochs())} epoch rows), "
           f"{mask(directory)}/trials")
     if not args.no_report:
-        from transcenter.dashboards.report import write_report
-
-        path = write_report([directory], f"{directory}/report.html")
-        print(f"report: {mask(str(path))}")
+        write_report(directory)
     code, summary = outcome(store)
     print(f"trials: {summary}", file=sys.stderr if code else sys.stdout)
     return code

@@ -1,9 +1,90 @@
-"""Every use of a private Ray name, in one place.
+"""Every use of a private Ray or Optuna name, in one place.
 
-Each entry says why the platform needs it and which public API would replace it; an upgrade of
-Ray starts here.
+Each entry says why the platform needs it and which public API would replace it; an upgrade of Ray
+or Optuna starts here. On import this module checks the installed versions against the ones these
+workarounds were written for, and ``tests/test_compat.py`` has one test per workaround that fails
+when upstream changes the behaviour it relies on, naming the workaround to drop or redo.
 """
 from __future__ import annotations
+
+import os
+from importlib.metadata import version
+from typing import TYPE_CHECKING
+
+from ray.train.torch import TorchTrainer
+from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
+
+if TYPE_CHECKING:
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+WRITTEN_FOR = {"ray": "2.60", "optuna": "5"}  # release prefixes these workarounds were checked on
+
+
+def check_versions(ray_version: str, optuna_version: str) -> None:
+    """Raises ``ImportError`` naming both versions unless Ray and Optuna are the releases
+    (:data:`WRITTEN_FOR`) whose private behaviour this module relies on."""
+    found = {"ray": ray_version, "optuna": optuna_version}
+    off = [name for name, prefix in WRITTEN_FOR.items()
+           if found[name] != prefix and not found[name].startswith(prefix + ".")]
+    if off:
+        raise ImportError(
+            f"transcenter.platform was written for Ray {WRITTEN_FOR['ray']}.x and Optuna "
+            f"{WRITTEN_FOR['optuna']}.x, but Ray {ray_version} and Optuna {optuna_version} are "
+            f"installed: its workarounds in transcenter/platform/compat.py use their private APIs. "
+            f"Install the pinned versions (pip install -e .) or review compat.py and its tests "
+            f"(tests/test_compat.py) for the new release.")
+
+
+check_versions(version("ray"), version("optuna"))
+
+# Env of Ray's processes on clusters this package starts (one machine), read by Ray Train V2
+# (ray/train/v2/_internal/constants.py; no public config takes them): slow 2-core machines need
+# minutes to start a worker group; a shorter controller poll notices a started or finished group
+# sooner; a machine's own cluster has no preemptible nodes to watch, and the watcher is one more
+# process per trial. Public replacement: none in 2.60.
+WORKER_ENV = {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "300",
+              "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
+              "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+
+
+class LeanTorchTrainer(TorchTrainer):
+    """``TorchTrainer`` that skips Ray Data's callback when the trial passes no Ray Datasets.
+
+    Why: Ray 2.60 starts that callback's ``DatasetManager`` actor for every worker group, datasets
+    or not: one more Python process per trial, which a study pays for on every trial. Uses the
+    private ``_create_default_callbacks`` and ``DatasetsCallback``. Public replacement: Ray Train
+    creating the callback only when ``datasets`` is non-empty.
+    """
+
+    def _create_default_callbacks(self) -> list:
+        callbacks = super()._create_default_callbacks()
+        if self.datasets:
+            return callbacks
+        return [c for c in callbacks if not isinstance(c, DatasetsCallback)]
+
+
+# OptunaSearch keeps its Optuna study and trials in private attributes; the study's searcher
+# (platform/search.py) reads them to report per-epoch values and to tell Optuna PRUNED for trials a
+# scheduler stopped, which upstream records as COMPLETE with their early value. Public
+# replacement: OptunaSearch reporting intermediate values by a chosen step and mapping stopped
+# trials to PRUNED.
+
+def optuna_study(search: OptunaSearch) -> optuna.Study:
+    """Returns the Optuna study behind ``search``."""
+    return search._ot_study
+
+
+def open_optuna_trial(search: OptunaSearch, trial_id: str) -> optuna.Trial | None:
+    """Returns the Optuna trial of Tune trial ``trial_id`` while it is still open, else None."""
+    if trial_id in search._completed_trials:
+        return None
+    return search._ot_trials.get(trial_id)
+
+
+def close_optuna_trial(search: OptunaSearch, trial_id: str) -> None:
+    """Marks Tune trial ``trial_id`` as told, as upstream's ``on_trial_complete`` does."""
+    search._completed_trials.add(trial_id)
 
 
 def enable_token_auth_if_token_available() -> None:
@@ -44,7 +125,5 @@ def job_working_dir() -> str | None:
     ``ray stop`` and reboots remove. Public replacement: none (the job's runtime env does not say
     where its working dir was unpacked).
     """
-    import os
-
     cwd = os.getcwd()
     return cwd if f"{os.sep}runtime_resources{os.sep}working_dir_files{os.sep}" in cwd else None

@@ -1,12 +1,12 @@
 """The Optuna study's database: a check, before any trial starts, that it answers.
 
-Its URL never holds a password by the time it gets here: :func:`transcenter.platform.uri.take_password`
+Its URL never holds a password by the time it gets here: :func:`transcenter.store.uri.take_password`
 moved it to ``PGPASSWORD`` when the study spec was built.
 """
 from __future__ import annotations
 
 from transcenter.platform.errors import StudyError
-from transcenter.platform.uri import dialect, display, mask
+from transcenter.store.uri import dialect, display, mask
 
 
 def check_storage(url: str, timeout_s: int = 5) -> None:

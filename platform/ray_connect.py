@@ -8,20 +8,11 @@ import socket
 
 import ray
 
-from transcenter.platform.compat import (enable_token_auth_if_token_available,
+from transcenter.platform.compat import (WORKER_ENV, enable_token_auth_if_token_available,
                                          recorded_cluster_address)
 from transcenter.platform.errors import StudyError
 
 logger = logging.getLogger(__name__)
-
-# Env of Ray's processes on clusters this package starts (one machine): slow 2-core machines need
-# minutes to start a worker group; a shorter controller poll notices a started or finished group
-# sooner; a machine's own cluster has no preemptible nodes to watch, and the watcher is one more
-# process per trial.
-WORKER_ENV = {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "300",
-              "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
-              "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
-
 
 def answers(address: str, timeout_s: float = 3.0) -> bool:
     """True when ``[scheme://]host:port`` accepts a TCP connection within ``timeout_s`` seconds."""

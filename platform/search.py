@@ -14,7 +14,8 @@ from typing import Any
 import optuna
 from ray.tune.search.optuna import OptunaSearch
 
-from transcenter.model.experiment import trial_config
+from transcenter.model.training.experiment import trial_config
+from transcenter.platform.compat import close_optuna_trial, open_optuna_trial, optuna_study
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,16 @@ class Categorical:
     def extremes(self) -> tuple:
         return self.values
 
+    def describe(self) -> dict[str, Any]:
+        """Returns ``{"type": "categorical", "values": [...]}`` (JSON-serialisable)."""
+        return {"type": "categorical", "values": list(self.values)}
+
+    def store_type(self) -> str | None:
+        """Returns the result store's column type when the values mix ints and floats, else None."""
+        numbers = [v for v in self.values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        mixed = len(numbers) == len(self.values) and any(isinstance(v, float) for v in numbers)
+        return "float64" if mixed else None
+
 
 @dataclass(frozen=True)
 class Float:
@@ -56,6 +67,14 @@ class Float:
 
     def extremes(self) -> tuple:
         return (self.low, self.high)
+
+    def describe(self) -> dict[str, Any]:
+        """Returns ``{"type": "float", "low", "high", "log"}`` (JSON-serialisable)."""
+        return {"type": "float", "low": self.low, "high": self.high, "log": self.log}
+
+    def store_type(self) -> str:
+        """Returns the result store's column type: always float64."""
+        return "float64"
 
 
 @dataclass(frozen=True)
@@ -79,6 +98,14 @@ class SearchSpace:
         if bad:
             raise ValueError(f"grid sampler needs categorical parameters; {bad} are not")
         return {n: list(s.values) for n, s in self.params.items()}
+
+    def describe(self) -> dict[str, dict[str, Any]]:
+        """Returns each parameter's description, stored with the study (``study.json``)."""
+        return {name: spec.describe() for name, spec in self.params.items()}
+
+    def store_types(self) -> dict[str, str]:
+        """Returns the result store's declared column types of the parameters that need one."""
+        return {name: t for name, spec in self.params.items() if (t := spec.store_type())}
 
     @property
     def grid_size(self) -> int:
@@ -105,18 +132,18 @@ class StudySearch(OptunaSearch):
         self._reported: dict[str, set[int]] = {}  # epochs already reported, per trial
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
-            return
+        ot_trial = open_optuna_trial(self, trial_id)
         value, epoch = result.get(self.metric), result.get("epoch")
-        if value is None or epoch is None or not math.isfinite(value):
+        if ot_trial is None or value is None or epoch is None or not math.isfinite(value):
             return
         seen = self._reported.setdefault(trial_id, set())
         if int(epoch) not in seen:
-            self._ot_trials[trial_id].report(value, int(epoch))
+            ot_trial.report(value, int(epoch))
             seen.add(int(epoch))
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+        ot_trial = open_optuna_trial(self, trial_id)
+        if ot_trial is None:
             return
         if result:  # the result a scheduler stopped the trial on never went through on_trial_result
             self.on_trial_result(trial_id, result)
@@ -125,8 +152,8 @@ class StudySearch(OptunaSearch):
         if not stopped_early:
             super().on_trial_complete(trial_id, result, error)
             return
-        self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.PRUNED)
-        self._completed_trials.add(trial_id)
+        optuna_study(self).tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
+        close_optuna_trial(self, trial_id)
 
 
 def make_searcher(space: SearchSpace, metric: str, mode: str, storage_url: str, study_name: str,

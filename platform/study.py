@@ -2,8 +2,8 @@
 
 Layout under ``<storage-path>/<study>/``: ``epochs/`` and ``trials/`` (parquet, the contract the
 dashboards read), ``optuna.db`` (the Optuna study, for optuna-dashboard), ``tune/`` (Tune's
-experiment state, for ``--resume`` and TensorBoard) and ``train/<trial id>/`` (Ray Train runs and
-checkpoints).
+experiment state, for ``--resume`` and TensorBoard), ``train/<trial id>/`` (Ray Train runs and
+checkpoints) and ``study.json`` (the search space, for the dashboards).
 """
 from __future__ import annotations
 
@@ -18,24 +18,19 @@ from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-from transcenter.model.experiment import trial_config
-from transcenter.platform import uri
+from transcenter.model.training.experiment import trial_config
 from transcenter.platform.callbacks import ResultStoreCallback
 from transcenter.platform.compat import job_working_dir
 from transcenter.platform.errors import StudyError, TrialFailure
 from transcenter.platform.optuna_db import check_storage
 from transcenter.platform.ray_connect import connect
 from transcenter.platform.search import SearchSpace, make_searcher
-from transcenter.platform.store import ResultStore
-from transcenter.platform.trainer import (FAILURE_FILE, Resources, build_trainer, read_text,
-                                          run_dir)
+from transcenter.platform.trainer import Resources, build_trainer
+from transcenter.platform.trial_files import read_failure, run_dir
+from transcenter.store import uri
+from transcenter.store.results import ResultStore
 
 logger = logging.getLogger(__name__)
-
-# Hyperparameters every study stores as columns, searched or not (the dashboards group by them).
-STUDY_PARAMS = ("model.head", "model.heatmap_size", "loss.alpha", "loss.beta", "loss.bg_weight",
-                "matcher.cost_class", "matcher.cost_l1", "matcher.cost_giou", "optim.lr",
-                "data.overlap_fraction")
 
 
 @dataclass(frozen=True)
@@ -60,9 +55,6 @@ class StudySpec:
     resume: bool = False
     seed: int = 0
     max_failures: int = 2
-    # Fault injection for tests: each dict as platform.trainer documents it, plus an optional
-    # "match": {dotted name: value} selecting the trials it applies to (first match wins).
-    faults: tuple[dict, ...] = ()
     min_free_gb: float = 1.0  # refuse to start on local storage with less free disk
 
     def __post_init__(self) -> None:
@@ -143,13 +135,6 @@ def optuna_url(spec: StudySpec) -> str:
     return f"sqlite:///{uri.local_path(directory)}/optuna.db"
 
 
-def _fault_for(spec: StudySpec, overrides: dict[str, Any]) -> dict | None:
-    for fault in spec.faults:
-        if all(overrides.get(k) == v for k, v in fault.get("match", {}).items()):
-            return {k: v for k, v in fault.items() if k != "match"}
-    return None
-
-
 def trial_driver(config: dict[str, Any], spec: StudySpec) -> None:
     """Tune trainable of one trial: runs its TorchTrainer; epochs reach Tune via the callback."""
     trial_id = tune.get_context().get_trial_id()
@@ -159,10 +144,9 @@ def trial_driver(config: dict[str, Any], spec: StudySpec) -> None:
     trainer = build_trainer(name=trial_id, storage_path=train_dir,
                             preset=spec.preset, overrides=overrides, resources=spec.resources,
                             max_failures=spec.max_failures, callbacks=[TuneReportCallback()],
-                            fault=_fault_for(spec, overrides),
                             telemetry={"study": spec.name, "trial_id": trial_id})
     trainer.fit()
-    failure = read_text(f"{run_dir(train_dir, trial_id)}/{FAILURE_FILE}")
+    failure = read_failure(run_dir(train_dir, trial_id))
     if failure:
         raise TrialFailure(failure)
 
@@ -196,14 +180,19 @@ def build_tuner(spec: StudySpec) -> tune.Tuner:
     if spec.resume:
         return tune.Tuner.restore(f"{directory}/tune", trainable=_trainable(spec),
                                   resume_unfinished=True, resume_errored=False)
-    store = ResultStore(spec.storage_path, spec.name)
+    store = ResultStore(spec.storage_path, spec.name, param_types=spec.space.store_types())
+    store.write_meta({"search_space": spec.space.describe(), "metric": spec.metric,
+                      "mode": spec.mode, "sampler": spec.sampler, "preset": spec.preset})
     searcher = make_searcher(spec.space, spec.metric, spec.mode, optuna_url(spec), spec.name,
                              spec.epochs, spec.sampler, spec.seed)
     scheduler = (ASHAScheduler(time_attr="epoch", metric=spec.metric, mode=spec.mode,
                                max_t=spec.epochs + 1, grace_period=spec.grace_period,
                                reduction_factor=spec.reduction_factor)
                  if spec.asha else FIFOScheduler())
-    fixed = {k: v for k, v in spec.trial_defaults.to_flat_dict().items() if k in STUDY_PARAMS}
+    # Every scalar field of the trial configuration is a column, searched or not: the dashboards
+    # group by some (the heatmap size, the head) in any study.
+    fixed = {k: v for k, v in spec.trial_defaults.to_flat_dict().items()
+             if isinstance(v, (bool, int, float, str))}
     callback = ResultStoreCallback(store, spec.epochs, fixed)
     return tune.Tuner(
         _trainable(spec),

@@ -18,20 +18,13 @@ import numbers
 from collections.abc import Mapping
 from typing import Any
 
+from transcenter.model.metric_names import LOSS_KEYS
+
 logger = logging.getLogger(__name__)
 
 # Epoch metric key (as the trainer reports it) -> exported gauge name (Prometheus adds `ray_`).
-METRIC_NAMES: dict[str, str] = {
-    "AP50": "transcenter_ap50",
-    "AP": "transcenter_ap",
-    "loss": "transcenter_loss",
-    "loss_pos": "transcenter_loss_pos",
-    "loss_size": "transcenter_loss_size",
-    "loss_cls": "transcenter_loss_cls",
-    "loss_offset": "transcenter_loss_offset",
-    "images_per_s": "transcenter_images_per_s",
-    "epoch": "transcenter_epoch",
-}
+METRIC_NAMES: dict[str, str] = {key: f"transcenter_{key.lower()}"
+                                for key in ("AP50", "AP", *LOSS_KEYS, "images_per_s", "epoch")}
 DESCRIPTIONS: dict[str, str] = {
     "AP50": "AP at IoU 0.5 of the trial's last evaluated epoch, percent",
     "AP": "AP at IoU 0.5:0.95 of the trial's last evaluated epoch, percent",

@@ -6,7 +6,6 @@ process on a small machine) load only in the workers.
 """
 from __future__ import annotations
 
-import os
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -14,14 +13,10 @@ from typing import Any
 import pyarrow.fs
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
-from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
 
-from transcenter.model.experiment import trial_config
-from transcenter.platform import uri
-
-CHECKPOINT_FILE = "checkpoint.pt"
-FAILURE_FILE = "trial_failure.txt"  # in the run's folder: why a trial could not go on
-
+from transcenter.model.training.experiment import trial_config
+from transcenter.platform.compat import LeanTorchTrainer
+from transcenter.platform.trial_files import run_dir
 
 @dataclass(frozen=True)
 class Resources:
@@ -49,42 +44,6 @@ class Resources:
                              accelerator_type=self.accelerator_type)
 
 
-def write_text(path: str, text: str) -> None:
-    """Writes ``text`` to ``path`` (local path or any pyarrow URI)."""
-    fs, p = uri.filesystem(path)
-    fs.create_dir(os.path.dirname(p), recursive=True)
-    with fs.open_output_stream(p) as f:
-        f.write(text.encode())
-
-
-def read_text(path: str) -> str | None:
-    """Returns the text at ``path`` (local path or any pyarrow URI), or None if there is none."""
-    fs, p = uri.filesystem(path)
-    if fs.get_file_info(p).type == pyarrow.fs.FileType.NotFound:
-        return None
-    with fs.open_input_stream(p) as f:
-        return f.read().decode()
-
-
-def run_dir(storage_path: str, name: str) -> str:
-    """The folder of run ``name`` under ``storage_path`` (Ray Train's, shared with our files)."""
-    return f"{storage_path.rstrip('/')}/{name}"
-
-
-class _TorchTrainer(TorchTrainer):
-    """``TorchTrainer`` that skips Ray Data's callback when the trial passes no Ray Datasets.
-
-    Ray 2.60 starts that callback's ``DatasetManager`` actor for every worker group, datasets or
-    not: one more Python process per trial, which a study pays for on every trial.
-    """
-
-    def _create_default_callbacks(self) -> list:
-        callbacks = super()._create_default_callbacks()
-        if self.datasets:
-            return callbacks
-        return [c for c in callbacks if not isinstance(c, DatasetsCallback)]
-
-
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train worker function: :func:`transcenter.platform.worker.run_trial`, imported here in
     the worker so that pickling this function never loads the model in the driver."""
@@ -97,7 +56,7 @@ def build_trainer(name: str, storage_path: str, preset: str | None, overrides: d
                   resources: Resources = Resources(), max_failures: int = 2,
                   num_to_keep: int = 1, callbacks: list | None = None,
                   storage_filesystem: pyarrow.fs.FileSystem | None = None,
-                  fault: dict | None = None, telemetry: dict | None = None) -> TorchTrainer:
+                  telemetry: dict | None = None) -> TorchTrainer:
     """Returns a ``TorchTrainer`` for one trial.
 
     A stable ``name`` under ``storage_path`` lets Ray Train resume the run from its latest
@@ -109,9 +68,9 @@ def build_trainer(name: str, storage_path: str, preset: str | None, overrides: d
                            failure_config=FailureConfig(max_failures=max_failures),
                            checkpoint_config=CheckpointConfig(num_to_keep=num_to_keep),
                            callbacks=callbacks or [])
-    return _TorchTrainer(train_loop_per_worker,
-                        train_loop_config={"preset": preset, "overrides": overrides,
-                                           "fault": fault, "telemetry": telemetry,
+    return LeanTorchTrainer(train_loop_per_worker,
+                            train_loop_config={"preset": preset, "overrides": overrides,
+                                           "telemetry": telemetry,
                                            "run_dir": run_dir(storage_path, name),
                                            "fit_id": uuid.uuid4().hex},
                         scaling_config=resources.scaling_config(), run_config=run_config)

@@ -7,8 +7,6 @@ instead of restarting.
 """
 from __future__ import annotations
 
-import os
-import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,38 +16,12 @@ import ray.train
 import ray.train.torch
 import torch
 
-from transcenter.model.checkpoint import load_checkpoint, save_checkpoint
-from transcenter.model.engine import DivergedError, TrialRunner
-from transcenter.model.experiment import trial_config
-from transcenter.platform.trainer import CHECKPOINT_FILE, FAILURE_FILE, read_text, write_text
-
-
-def _maybe_inject_fault(fault: dict | None, epoch: int, when: str) -> None:
-    """Test hook for fault-injection tests: once (a marker file remembers) at ``fault["epoch"]``.
-
-    ``fault = {"epoch": int, "marker": path, "kind": ..., "when": "before" | "after"}`` where kind
-    ``raise`` raises a RuntimeError (an infrastructure fault: retried), ``kill`` SIGKILLs the worker
-    process, ``nan``, ``oom`` and ``missing_file`` raise what a diverged epoch, an out-of-memory
-    epoch and bad input raise. ``before`` fires as the epoch starts, ``after`` once it
-    has trained but before it is reported.
-    """
-    if (not fault or fault.get("epoch") != epoch or fault.get("when", "after") != when
-            or ray.train.get_context().get_world_rank() != 0):
-        return
-    marker = Path(fault["marker"])
-    if marker.exists():
-        return
-    marker.write_text(str(epoch))
-    kind = fault.get("kind", "raise")
-    if kind == "kill":
-        os.kill(os.getpid(), signal.SIGKILL)
-    if kind == "nan":
-        raise DivergedError(f"loss diverged (NaN/inf) at epoch {epoch}, step 1: loss_pos (injected)")
-    if kind == "oom":
-        raise torch.OutOfMemoryError(f"CUDA out of memory at epoch {epoch} (injected)")
-    if kind == "missing_file":
-        raise FileNotFoundError(f"injected: no such file at epoch {epoch}")
-    raise RuntimeError(f"injected fault at epoch {epoch}")
+from transcenter.model.training.checkpoint import load_checkpoint, save_checkpoint
+from transcenter.model.training.engine import DivergedError, TrialRunner
+from transcenter.model.training.experiment import trial_config
+from transcenter.platform import faults
+from transcenter.platform.trial_files import (CHECKPOINT_FILE, mark_started, started,
+                                              write_failure)
 
 
 # Errors from the trial's own input (its configuration, its data set, a missing file): the same on
@@ -63,11 +35,12 @@ def run_trial(loop_config: dict[str, Any]) -> None:
     """Trains one trial on this worker, reporting every epoch to Ray Train.
 
     A trial that cannot succeed on a retry (bad input, divergence, out of memory) ends the run
-    normally after rank 0 writes why to the run folder's :data:`FAILURE_FILE`; the driver reads it
-    and fails the trial. Any other exception goes to Ray Train, which retries from the checkpoint.
+    normally after rank 0 records why (the failure protocol of :mod:`transcenter.platform.trial_files`);
+    the driver fails the trial. Any other exception goes to Ray Train, which retries from the
+    checkpoint.
 
     Args:
-        loop_config: ``{"preset": str | None, "overrides": {dotted: value}, "fault": dict | None,
+        loop_config: ``{"preset": str | None, "overrides": {dotted: value},
             "telemetry": {"study": str, "trial_id": str} | None, "run_dir": str, "fit_id": str}``
             as :func:`transcenter.platform.trainer.build_trainer` makes it.
     """
@@ -85,10 +58,8 @@ def run_trial(loop_config: dict[str, Any]) -> None:
         failure = f"{type(e).__name__}{where}: {e}"
     else:
         return
-    # Not worth a retry from the checkpoint: end the run and tell the driver, which fails the
-    # trial (a Train result carries only checkpointed metrics).
     if rank == 0:
-        write_text(f"{loop_config['run_dir']}/{FAILURE_FILE}", failure)
+        write_failure(loop_config["run_dir"], failure)
 
 
 def _train(loop_config: dict[str, Any], rank: int) -> Iterator[int]:
@@ -110,11 +81,12 @@ def _train(loop_config: dict[str, Any], rank: int) -> Iterator[int]:
         # fit() (a worker died) skip this: that epoch was reported.
         ray.train.report(runner.last_metrics)
     gauges = _gauges(loop_config.get("telemetry")) if rank == 0 else None
+    fault = faults.fault_for(loop_config.get("overrides") or {})  # None unless a test switched it on
     while runner.epoch < cfg.train.epochs:
         yield runner.epoch + 1
-        _maybe_inject_fault(loop_config.get("fault"), runner.epoch + 1, "before")
+        faults.maybe_inject(fault, runner.epoch + 1, "before", rank)
         metrics = runner.run_epoch()
-        _maybe_inject_fault(loop_config.get("fault"), runner.epoch, "after")
+        faults.maybe_inject(fault, runner.epoch, "after", rank)
         if gauges is not None:
             gauges(metrics)
         with tempfile.TemporaryDirectory() as tmp:
@@ -131,12 +103,11 @@ def _first_start_of_fit(loop_config: dict[str, Any], rank: int) -> bool:
     Each ``fit()`` has its own id; rank 0 leaves a marker in the run folder after every rank
     has looked, so a group restarted within the same ``fit()`` sees it.
     """
-    marker = f"{loop_config['run_dir']}/fit-{loop_config['fit_id']}.started"
-    first = read_text(marker) is None
+    first = not started(loop_config["run_dir"], loop_config["fit_id"])
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
     if rank == 0 and first:
-        write_text(marker, "")
+        mark_started(loop_config["run_dir"], loop_config["fit_id"])
     return first
 
 

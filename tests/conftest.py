@@ -1,8 +1,18 @@
 """Shared fixtures. Tests stay deterministic by seeding; Ray tests share one local cluster."""
+import json
+import os
+import tempfile
+from pathlib import Path
+
 import pytest
 import torch
 
+from transcenter.platform import faults
+
 torch.set_num_threads(2)
+# Fault injection (platform/faults.py) for the session cluster's workers; empty unless a test
+# injects faults through the inject_faults fixture.
+FAULTS_FILE = Path(tempfile.gettempdir()) / f"transcenter-faults-{os.getpid()}.json"
 
 
 @pytest.fixture(autouse=True)
@@ -18,12 +28,22 @@ def ray_cluster():
     head. Ray is stopped at the end of the session.
     """
     import ray
+    from local_cluster import local_head
 
-    from transcenter.platform.local_cluster import local_head
-
-    with local_head(num_cpus=2) as cluster:
+    with local_head(num_cpus=2, env={faults.ENV: str(FAULTS_FILE)}) as cluster:
         ray.init(address=cluster.address)
         try:
             yield cluster
         finally:
             ray.shutdown()
+
+
+@pytest.fixture
+def inject_faults():
+    """Returns ``inject(list of faults)`` (see :mod:`transcenter.platform.faults`): the session
+    cluster's workers fire them until the test ends."""
+    def inject(fault_list: list[dict]) -> None:
+        FAULTS_FILE.write_text(json.dumps(fault_list))
+
+    yield inject
+    FAULTS_FILE.unlink(missing_ok=True)

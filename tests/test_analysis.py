@@ -7,7 +7,8 @@ import optuna
 import pytest
 
 from transcenter.dashboards import analysis
-from transcenter.platform.store import ResultStore
+from transcenter.platform.search import Categorical, Float
+from transcenter.store.results import ResultStore
 
 # trial: (heatmap size, AP50 per epoch, AP per epoch), in percent as the evaluator reports them
 PLANTED = {
@@ -95,6 +96,11 @@ def rigged_study(tmp_path, n=30):
     """AP depends on loss.alpha alone; lr, beta, heatmap size and a string option are noise."""
     rng = np.random.default_rng(0)
     store = ResultStore(str(tmp_path), "rigged")
+    store.write_meta({"search_space": {  # as a study writes it: its scale comes from here
+        "loss.alpha": Float(1, 3).describe(), "loss.beta": Float(2, 6).describe(),
+        "optim.lr": Float(1e-4, 1e-3, log=True).describe(),
+        "model.heatmap_size": Categorical([16, 32, 64, 128]).describe(),
+        "loss.bg_weight_mode": Categorical(["paper", "single"]).describe()}})
     for i in range(n):
         p = {"loss.alpha": float(rng.uniform(1, 3)), "loss.beta": float(rng.uniform(2, 6)),
              "optim.lr": float(10 ** rng.uniform(-4, -3)),
@@ -130,6 +136,24 @@ def test_rebuilt_study_distributions_and_values(tmp_path):
     assert distributions["optim.lr"].log and not distributions["loss.alpha"].log
     best = df.groupby("trial_id")["AP"].max().sort_index().tolist()
     assert [t.value for t in study.trials] == best
+
+
+def test_log_scale_comes_from_the_search_space_not_the_name(tmp_path):
+    store = ResultStore(str(tmp_path), "bg")
+    store.write_meta({"search_space": {"loss.bg_weight": Float(0.01, 1.0, log=True).describe(),
+                                       "optim.lr": Float(1e-4, 1e-3).describe()}})
+    for i, (bg, lr) in enumerate([(0.01, 1e-4), (0.1, 5e-4), (1.0, 1e-3)]):
+        store.record_epoch(f"t{i}", 1, {"loss.bg_weight": bg, "optim.lr": lr}, {"AP": 10.0 + i})
+    distributions = analysis.optuna_study(analysis.load_study(tmp_path / "bg")).trials[0].distributions
+    assert distributions["loss.bg_weight"].log and not distributions["optim.lr"].log
+
+
+def test_importance_over_a_constant_target_is_undefined(tmp_path):
+    store = ResultStore(str(tmp_path), "flat")
+    for i in range(4):
+        store.record_epoch(f"t{i}", 1, {"model.heatmap_size": 16 * 2 ** i}, {"AP": 0.0})
+    with pytest.raises(analysis.NotEnoughTrials, match="undefined: the target does not vary"):
+        analysis.importance(analysis.load_study(tmp_path / "flat"))
 
 
 def test_importance_refuses_too_little(study_dir, tmp_path):

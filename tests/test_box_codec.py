@@ -2,7 +2,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transcenter.model.box_codec import argmax_cells, decode_boxes, encode_boxes
+from transcenter.model.detector.box_codec import argmax_cells, decode_boxes, encode_boxes
 
 IMAGE = (512, 384)  # (H, W): non-square on purpose, R_x != R_y
 

@@ -5,15 +5,17 @@ import math
 import pytest
 import torch
 
-from transcenter.model.centernet import CenterNet, center_targets, extract_peaks
-from transcenter.model.config import ModelConfig, TransCenterConfig
-from transcenter.model.criterion import SetCriterion, build_criterion
-from transcenter.model.engine import TrialRunner
-from transcenter.model.evaluate import recall_at_iou
-from transcenter.model.experiment import trial_config
+from transcenter.model.detector.centernet.criterion import CenterNetCriterion
+from transcenter.model.detector.centernet.model import CenterNet
+from transcenter.model.detector.centernet.postprocess import extract_peaks
+from transcenter.model.detector.centernet.targets import center_targets
+from transcenter.model.detector.config import LossConfig, ModelConfig, TransCenterConfig
+from transcenter.model.detector.criterion import SetCriterion
+from transcenter.model.detector.registry import build_criterion, build_model, postprocess
+from transcenter.model.evaluation.evaluate import recall_at_iou
 from transcenter.model.metric_names import AP_KEYS
-from transcenter.model.postprocess import postprocess
-from transcenter.model.transcenter import build_model
+from transcenter.model.training.engine import TrialRunner
+from transcenter.model.training.experiment import trial_config
 
 SIZE = 64  # input pixels; S = 16 gives 4 px cells
 # Nested same-class boxes with one centre (32, 32): both in cell (8, 8); and one other object.
@@ -64,7 +66,7 @@ def test_transcenter_target_has_two_channels_and_decodes_both():
     cfg = _config("transcenter")
     model = build_model(cfg.model)
     with torch.no_grad():
-        qt = SetCriterion(cfg).build_targets(model(torch.rand(1, 3, SIZE, SIZE)), [NESTED],
+        qt = SetCriterion(cfg, model.offset_head).build_targets(model(torch.rand(1, 3, SIZE, SIZE)), [NESTED],
                                              (SIZE, SIZE))
     assert len(set(qt.query_idx.tolist())) == 3
     peaks = qt.pos_heatmaps[0].flatten(1).eq(1).sum(1)  # (N,) peaks per query channel
@@ -106,7 +108,7 @@ def test_centernet_forward_loss_backward_and_postprocess():
     assert out["heatmap_logits"].shape == (2, 3, 16, 16)
     assert out["sizes"].shape == out["offsets"].shape == (2, 2, 16, 16)
     targets = [NESTED, {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}]
-    losses = build_criterion(cfg)(out, targets, (SIZE, SIZE))
+    losses = build_criterion(cfg, model)(out, targets, (SIZE, SIZE))
     assert set(losses) == {"loss_pos", "loss_size", "loss_offset", "loss"}
     assert all(torch.isfinite(v) and v.item() > 0 for v in losses.values())
     losses["loss"].backward()
@@ -126,7 +128,7 @@ def test_centernet_regression_losses_are_l1_means_per_object_and_coordinate():
     ct = center_targets([NESTED], (SIZE, SIZE), 3, 16)
     out = {"heatmap_logits": _logit(ct.heatmaps), "sizes": torch.zeros(1, 2, 16, 16),
            "offsets": torch.zeros(1, 2, 16, 16)}
-    losses = build_criterion(cfg)(out, [NESTED], (SIZE, SIZE))
+    losses = CenterNetCriterion(cfg.model, cfg.loss)(out, [NESTED], (SIZE, SIZE))
     # Sizes in 4 px cells: (6, 6), (2, 2), (3, 2); offsets of centres (32, 32), (8, 8) -> all 0.
     assert losses["loss_size"].item() == pytest.approx((12 + 4 + 5) / 6)
     assert losses["loss_offset"].item() == 0.0
@@ -146,3 +148,13 @@ def test_engine_trains_and_evaluates_the_centernet_head():
     assert "loss_cls" not in row and math.isfinite(row["loss"])
     assert set(AP_KEYS) <= set(row)
     assert 0.0 <= row["overlap_recall"] <= 100.0  # every val image holds a nested pair
+
+
+def test_centernet_pos_weight_scales_its_heatmap_term_in_the_total_only():
+    cfg = _config("centernet")
+    out = {"heatmap_logits": torch.zeros(1, 3, 16, 16), "sizes": torch.zeros(1, 2, 16, 16),
+           "offsets": torch.zeros(1, 2, 16, 16)}
+    one = CenterNetCriterion(cfg.model, cfg.loss)(out, [NESTED], (SIZE, SIZE))
+    doubled = CenterNetCriterion(cfg.model, LossConfig(pos_weight=2.0))(out, [NESTED], (SIZE, SIZE))
+    assert doubled["loss_pos"].item() == pytest.approx(one["loss_pos"].item(), rel=1e-6)
+    assert (doubled["loss"] - one["loss"]).item() == pytest.approx(one["loss_pos"].item(), rel=1e-5)

@@ -4,12 +4,12 @@ import sys
 
 import pytest
 
-from transcenter.model.complexity import PAPER_TABLE1
+from transcenter.model.evaluation.complexity import PAPER_TABLE1
 
 
 @pytest.fixture(scope="module")
 def table():
-    out = subprocess.run([sys.executable, "-m", "transcenter.model.complexity", "--json"],
+    out = subprocess.run([sys.executable, "-m", "transcenter.model.evaluation.complexity", "--json"],
                          check=True, capture_output=True, text=True).stdout
     return json.loads(out)
 

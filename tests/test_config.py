@@ -1,7 +1,8 @@
 import pytest
 
-from transcenter.model.config import (LossConfig, MatcherConfig, ModelConfig, TransCenterConfig,
-                                      from_dict, to_flat_dict)
+from transcenter.model.detector.config import (LossConfig, MatcherConfig, ModelConfig,
+                                               TransCenterConfig, from_dict, to_flat_dict)
+from transcenter.model.training.experiment import parse_overrides
 
 
 @pytest.mark.parametrize("kwargs, field", [
@@ -22,6 +23,8 @@ def test_model_config_rejects_bad_values(kwargs, field):
     (LossConfig, {"alpha": -1.0}, "loss.alpha"),
     (LossConfig, {"bg_weight": -0.1}, "loss.bg_weight"),
     (LossConfig, {"bg_weight_mode": "double"}, "loss.bg_weight_mode"),
+    (LossConfig, {"pos_weight": -1.0}, "loss.pos_weight"),
+    (LossConfig, {"size_weight": float("nan")}, "loss.size_weight"),
     (MatcherConfig, {"cost_giou": -2.0}, "matcher.cost_giou"),
 ])
 def test_section_configs_reject_bad_values(cls, kwargs, field):
@@ -49,3 +52,21 @@ def test_from_dict_accepts_dotted_and_nested_and_rejects_unknown():
         from_dict(TransCenterConfig, {"loss.alpah": 1.0})
     with pytest.raises(ValueError, match="model.heatmap_size"):
         from_dict(TransCenterConfig, {"model.heatmap_size": 48})
+
+
+def test_heatmap_loss_weights_default_to_the_papers_one_and_are_addressable():
+    assert (LossConfig().pos_weight, LossConfig().size_weight) == (1.0, 1.0)
+    cfg = from_dict(TransCenterConfig, {"loss.pos_weight": 2.0, "loss.size_weight": 0.5})
+    assert (cfg.loss.pos_weight, cfg.loss.size_weight) == (2.0, 0.5)
+
+
+def test_parse_overrides_reads_yaml_scalars_and_rejects_malformed_items():
+    assert parse_overrides(["loss.alpha=3", "optim.lr=1.0e-4", "model.score=class", "x=[1, 2]",
+                            "model.backbone_weights=null", "optim.lr=1e-4"]) == {
+        "loss.alpha": 3, "optim.lr": 1e-4, "model.score": "class", "x": [1, 2],
+        "model.backbone_weights": None}
+    assert parse_overrides(["optim.lr=1e-4"])["optim.lr"] == 1e-4  # YAML 1.1 reads it as text
+    assert parse_overrides(["model.head=nan"])["model.head"] == "nan"
+    for bad in ("loss.alpha", "=3"):
+        with pytest.raises(ValueError, match=r"--set .*: expected dotted.key=value"):
+            parse_overrides([bad])

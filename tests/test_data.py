@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from transcenter.model.data import (COCODetection, SyntheticConfig, SyntheticScenes, VOCDetection, collate,
-                                    export_voc)
+from transcenter.model.data import (COCODetection, SyntheticConfig, SyntheticScenes, VOCDetection,
+                                    collate, export_voc)
 from transcenter.model.data.common import write_jpeg
 from transcenter.model.data.synthetic import main as synthetic_main
-from transcenter.model.evaluate import same_cell_mask
+from transcenter.model.evaluation.evaluate import same_cell_mask
 
 SMALL = SyntheticConfig(length=24, image_size=64, object_size=(0.1, 0.5), seed=3)
 VOC07 = [("2007", "trainval")]

@@ -3,10 +3,11 @@ import math
 import pytest
 import torch
 
-from transcenter.model.checkpoint import IncompatibleCheckpointError, load_checkpoint, save_checkpoint
-from transcenter.model.engine import DivergedError, TrialRunner
-from transcenter.model.experiment import trial_config
 from transcenter.model.metric_names import AP_KEYS, LOSS_KEYS
+from transcenter.model.training.checkpoint import (IncompatibleCheckpointError, load_checkpoint,
+                                                   save_checkpoint)
+from transcenter.model.training.engine import DivergedError, TrialRunner
+from transcenter.model.training.experiment import trial_config
 
 TINY = {"data.num_train": 16, "data.num_val": 8, "train.batch_size": 8}
 

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from transcenter.model.data import SyntheticConfig, SyntheticScenes, eval_transforms, make_target, to_original
-from transcenter.model.evaluate import (METRICS, evaluate, overlap_recall, recall_at_iou, same_cell_mask,
-                                        xyxy_to_xywh)
+from transcenter.model.data import (SyntheticConfig, SyntheticScenes, eval_transforms, make_target,
+                                    to_original)
+from transcenter.model.evaluation.evaluate import (METRICS, evaluate, overlap_recall, recall_at_iou,
+                                                   same_cell_mask, xyxy_to_xywh)
 
 CLASSES = ["a", "b", "c"]
 # One small (< 32² px), one medium and one large (> 96² px) object, so every size bucket is defined.

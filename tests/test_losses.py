@@ -3,12 +3,12 @@ import math
 import pytest
 import torch
 
-from transcenter.model.config import LossConfig, ModelConfig, TransCenterConfig
-from transcenter.model.criterion import SetCriterion
 from transcenter.model.data.common import drop_ignored
-from transcenter.model.gaussian import gaussian_radius, render_gaussians
-from transcenter.model.losses import classification_loss, gaussian_focal_loss, offset_loss
-from transcenter.model.transcenter import build_model
+from transcenter.model.detector.config import LossConfig, ModelConfig, TransCenterConfig
+from transcenter.model.detector.criterion import SetCriterion
+from transcenter.model.detector.gaussian import gaussian_radius, render_gaussians
+from transcenter.model.detector.losses import classification_loss, gaussian_focal_loss, offset_loss
+from transcenter.model.detector.registry import build_model
 
 
 def _sig(x):
@@ -82,7 +82,7 @@ def _tiny_config(**model):
 def test_gradients_reach_every_parameter(offset_features):
     cfg = _tiny_config(offset_features=offset_features)
     model = build_model(cfg.model)
-    crit = SetCriterion(cfg)
+    crit = SetCriterion(cfg, model.offset_head)
     images = torch.rand(2, 3, 64, 64)
     targets = [{"boxes": torch.tensor([[4.0, 4.0, 30.0, 40.0]]), "labels": torch.tensor([1])},
                {"boxes": torch.tensor([[10.0, 12.0, 60.0, 50.0], [0.0, 0.0, 8.0, 8.0]]),
@@ -105,7 +105,7 @@ def test_gradients_reach_every_parameter(offset_features):
 def test_same_class_objects_in_one_cell_get_distinct_channels():
     cfg = _tiny_config()
     model = build_model(cfg.model)
-    crit = SetCriterion(cfg)
+    crit = SetCriterion(cfg, model.offset_head)
     # Nested same-class boxes with the same centre: one cell, two objects.
     targets = [{"boxes": torch.tensor([[20.0, 20.0, 44.0, 44.0], [28.0, 28.0, 36.0, 36.0]]),
                 "labels": torch.tensor([1, 1])}]
@@ -131,7 +131,37 @@ def test_background_weight_normalises_heatmap_loss():
     model = build_model(cfg_lo.model).eval()
     out = model(torch.rand(1, 3, 64, 64))
     tgt = [{"boxes": torch.tensor([[4.0, 4.0, 30.0, 40.0]]), "labels": torch.tensor([1])}]
-    lo = SetCriterion(cfg_lo)(out, tgt, (64, 64))
-    hi = SetCriterion(cfg_hi)(out, tgt, (64, 64))
+    lo = SetCriterion(cfg_lo, model.offset_head)(out, tgt, (64, 64))
+    hi = SetCriterion(cfg_hi, model.offset_head)(out, tgt, (64, 64))
     # 1 positive, 5 negatives: normaliser 1 + 0.1*5 = 1.5 vs 1 + 5 = 6.
     assert lo["loss_pos"].item() == pytest.approx(hi["loss_pos"].item() * 6 / 1.5, rel=1e-5)
+
+
+@pytest.mark.parametrize("name, term", [("pos_weight", "loss_pos"), ("size_weight", "loss_size")])
+def test_heatmap_weight_scales_its_term_in_the_total_only(name, term):
+    cfg = _tiny_config()
+    model = build_model(cfg.model).eval()
+    with torch.no_grad():
+        out = model(torch.rand(1, 3, 64, 64))
+    tgt = [{"boxes": torch.tensor([[4.0, 4.0, 30.0, 40.0]]), "labels": torch.tensor([1])}]
+    one = SetCriterion(cfg, model.offset_head)(out, tgt, (64, 64))
+    doubled = SetCriterion(TransCenterConfig(model=cfg.model, loss=LossConfig(**{name: 2.0})),
+                           model.offset_head)(out, tgt, (64, 64))
+    assert doubled[term].item() == pytest.approx(one[term].item(), rel=1e-6)  # the loss itself
+    assert (doubled["loss"] - one["loss"]).item() == pytest.approx(one[term].item(), rel=1e-5)
+
+
+def test_weight_dict_names_every_weighted_loss_and_total_is_its_sum():
+    cfg = TransCenterConfig(model=_tiny_config().model,
+                            loss=LossConfig(cls_weight=0.5, pos_weight=2.0, size_weight=3.0,
+                                            offset_weight=4.0))
+    model = build_model(cfg.model).eval()
+    crit = SetCriterion(cfg, model.offset_head)
+    assert crit.weight_dict == {"loss_cls": 0.5, "loss_pos": 2.0, "loss_size": 3.0,
+                                "loss_offset": 4.0}
+    with torch.no_grad():
+        losses = crit(model(torch.rand(1, 3, 64, 64)),
+                      [{"boxes": torch.tensor([[4.0, 4.0, 30.0, 40.0]]), "labels": torch.tensor([1])}],
+                      (64, 64))
+    expect = sum(w * losses[k].item() for k, w in crit.weight_dict.items())
+    assert losses["loss"].item() == pytest.approx(expect, rel=1e-6)

@@ -2,11 +2,10 @@ import itertools
 
 import pytest
 import torch
-
-from transcenter.model.config import MatcherConfig
-from transcenter.model.matcher import HungarianMatcher
-from transcenter.model.box_codec import decode_boxes
 from torchvision.ops import box_convert, generalized_box_iou
+
+from transcenter.model.detector.config import MatcherConfig
+from transcenter.model.detector.matcher import HungarianMatcher
 
 
 def _random_boxes(n, size=256.0):

@@ -1,6 +1,7 @@
 """What broke for a new user on the way to a cluster, each reproduced as the user met it (issue 12):
 checkpoints in Ray's temporary folder, a dead cluster that hung every later study, a password in
 the output, and a study whose every trial failed but that exited 0 after retrying the mistake."""
+import json
 import subprocess
 import sys
 import time
@@ -15,7 +16,7 @@ from postgres import postgres_server
 
 from transcenter.platform.search import Categorical, SearchSpace
 from transcenter.platform.study import StudySpec, run_study
-from transcenter.platform.uri import mask
+from transcenter.store.uri import mask
 
 pytestmark = pytest.mark.slow
 TINY = ["--preset", "smoke", "--num-samples", "1", "--epochs", "1",
@@ -41,7 +42,10 @@ def test_default_relative_storage_path_keeps_every_file_under_the_study(ray_clus
                      overrides={"data.num_train": 8, "data.num_val": 4, "train.epochs": 2})
     run_study(spec)
     study = elsewhere / "results" / name
-    assert sorted(p.name for p in study.iterdir()) == ["epochs", "optuna.db", "train", "trials", "tune"]
+    assert sorted(p.name for p in study.iterdir()) == ["epochs", "optuna.db", "study.json", "train",
+                                                       "trials", "tune"]
+    meta = json.loads((study / "study.json").read_text())
+    assert meta["search_space"] == {"model.heatmap_size": {"type": "categorical", "values": [16]}}
     assert len(list((study / "train").glob("*/checkpoint_*/checkpoint.pt"))) == 1
     strays = [p for p in Path("/tmp/ray").glob(f"session_*/artifacts/**/{name}")]
     assert strays == [], f"study files outside the storage path: {strays}"

@@ -12,13 +12,12 @@ import pytest
 import torch
 from torch import nn
 
-from transcenter.model.criterion import SetCriterion
 from transcenter.model.data import SyntheticConfig, SyntheticScenes, collate
-from transcenter.model.engine import build_optimizer
-from transcenter.model.evaluate import recall_at_iou
-from transcenter.model.experiment import trial_config
-from transcenter.model.postprocess import postprocess
-from transcenter.model.transcenter import build_model
+from transcenter.model.detector.criterion import SetCriterion
+from transcenter.model.detector.registry import build_model, postprocess
+from transcenter.model.evaluation.evaluate import recall_at_iou
+from transcenter.model.training.engine import build_optimizer
+from transcenter.model.training.experiment import trial_config
 
 NUM_IMAGES = 8
 MAX_STEPS = 200  # ~0.2-0.3 s a step at batch 8 on 2 cores: well under 2 minutes even when used up
@@ -54,7 +53,7 @@ def test_small_model_overfits_eight_images():
     assert sum(len(t["labels"]) for t in targets) >= NUM_IMAGES
 
     model = build_model(cfg.model).train()
-    criterion = SetCriterion(cfg.detector)
+    criterion = SetCriterion(cfg.detector, model.offset_head)
     optimizer = build_optimizer(model, cfg.optim)
     start = time.perf_counter()
     recall, step, history = 0.0, 0, []

@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from transcenter.model.engine import TrialRunner
-from transcenter.model.experiment import trial_config
+from transcenter.model.training.engine import TrialRunner
+from transcenter.model.training.experiment import trial_config
 
 EPOCHS = 5  # the cpu preset's: 192 images, batch 8 -> 120 steps (~0.25-0.3 s each on 2 cores)
 MIN_TRANSCENTER = 60.0  # percent

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from transcenter.model.config import ModelConfig
-from transcenter.model.postprocess import postprocess
+from transcenter.model.detector.config import ModelConfig
+from transcenter.model.detector.registry import postprocess
 
 
 def _outputs(num_classes=2, n=3, s=16):

@@ -26,13 +26,14 @@ class EpochLog(UserCallback):
 
 
 @pytest.mark.parametrize("kind", ["raise"])  # SIGKILL: tests/test_reliability.py
-def test_two_workers_report_every_epoch_once_across_a_worker_failure(ray_cluster, tmp_path, kind):
+def test_two_workers_report_every_epoch_once_across_a_worker_failure(ray_cluster, inject_faults,
+                                                                     tmp_path, kind):
     log = tmp_path / "reports.jsonl"
+    inject_faults([{"epoch": 2, "marker": str(tmp_path / "fault"), "kind": kind}])
     trainer = build_trainer(
         name=f"run-{kind}", storage_path=str(tmp_path / "storage"), preset="smoke",
         overrides={"data.num_train": 16, "data.num_val": 8, "train.epochs": 3, "train.threads": 1},
-        resources=Resources(workers=2), max_failures=2, callbacks=[EpochLog(log)],
-        fault={"epoch": 2, "marker": str(tmp_path / "fault"), "kind": kind})
+        resources=Resources(workers=2), max_failures=2, callbacks=[EpochLog(log)])
     result = trainer.fit()
     assert (tmp_path / "fault").exists()  # the fault really fired
     reports = [json.loads(line) for line in log.read_text().splitlines()]

@@ -11,8 +11,8 @@ from transcenter.platform.study import StudySpec, run_study
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
-def test_faults_in_one_study(ray_cluster, tmp_path):
-    faults = (
+def test_faults_in_one_study(ray_cluster, inject_faults, tmp_path):
+    inject_faults([
         {"match": {"loss.cls_weight": 1.0}, "kind": "kill", "epoch": 2, "when": "after",
          "marker": str(tmp_path / "kill")},
         {"match": {"loss.cls_weight": 2.0}, "kind": "nan", "epoch": 2, "when": "before",
@@ -21,10 +21,10 @@ def test_faults_in_one_study(ray_cluster, tmp_path):
          "marker": str(tmp_path / "oom")},
         {"match": {"loss.cls_weight": 4.0}, "kind": "missing_file", "epoch": 2, "when": "before",
          "marker": str(tmp_path / "missing")},
-    )
+    ])
     space = SearchSpace({"loss.cls_weight": Categorical([1.0, 2.0, 3.0, 4.0])})
     spec = StudySpec(name="faults", space=space,
-                     sampler="grid", preset="smoke", faults=faults, max_concurrent_trials=2,
+                     sampler="grid", preset="smoke", max_concurrent_trials=2,
                      overrides={"data.num_train": 16, "data.num_val": 8, "train.epochs": 3,
                                 "train.threads": 1}, storage_path=str(tmp_path))
     store = run_study(spec)

@@ -7,7 +7,7 @@ from html.parser import HTMLParser
 import pytest
 
 from transcenter.dashboards import report, summary
-from transcenter.platform.store import ResultStore
+from transcenter.store.results import ResultStore
 
 SIZES = (16, 32, 64, 128)
 

@@ -9,7 +9,7 @@ import pytest
 from browser import ARTIFACTS, Browser, require_chromium
 
 from transcenter.dashboards import report
-from transcenter.platform.store import ResultStore
+from transcenter.store.results import ResultStore
 
 SIZES = (16, 32, 64, 128)
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow.fs as pafs
 import pytest
 
-from transcenter.platform.store import REQUIRED_METRICS, ResultStore, flatten_params
+from transcenter.store.results import REQUIRED_METRICS, ResultStore, flatten_params
 
 PARAMS = {"model": {"heatmap_size": 32}, "loss": {"alpha": 2.0, "beta": 4.0, "bg_weight": 0.1},
           "matcher.cost_class": 1.0, "matcher.cost_l1": 5.0, "matcher.cost_giou": 2.0,
@@ -148,7 +148,7 @@ def test_writer_killed_between_write_and_rename(tmp_path):
     script = textwrap.dedent(f"""
         import os, signal
         import pyarrow.fs as pafs
-        from transcenter.platform.store import ResultStore
+        from transcenter.store.results import ResultStore
         class Killed(pafs.LocalFileSystem):
             def move(self, src, dest):
                 os.kill(os.getpid(), signal.SIGKILL)

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from transcenter.platform.search import Categorical, SearchSpace
-from transcenter.platform.store import ResultStore
+from transcenter.store.results import ResultStore
 from transcenter.platform.study import StudySpec, run_study
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]

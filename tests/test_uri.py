@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from transcenter.platform import uri
+from transcenter.store import uri
 from transcenter.platform.search import SearchSpace
 from transcenter.platform.study import StudySpec
 

@@ -18,9 +18,12 @@ from pathlib import Path
 
 import ray
 
-from transcenter.platform.local_cluster import local_head
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the local head helper
+from local_cluster import local_head  # noqa: E402
+
+from transcenter.platform import faults as fault_injection
 from transcenter.platform.search import Categorical, SearchSpace
-from transcenter.platform.store import ResultStore
+from transcenter.store.results import ResultStore
 from transcenter.platform.study import StudySpec, run_study
 
 EPOCHS = 3
@@ -37,13 +40,14 @@ def _counts(store: ResultStore, expected: int) -> dict:
 
 def trial_faults(root: Path) -> tuple[dict, int]:
     """Worker SIGKILL, NaN at epoch 2 and OOM at epoch 1 in one study with a healthy trial."""
-    faults = ({"match": {"loss.cls_weight": 1.0}, "kind": "kill", "epoch": 2, "marker": str(root / "k")},
+    faults = [{"match": {"loss.cls_weight": 1.0}, "kind": "kill", "epoch": 2, "marker": str(root / "k")},
               {"match": {"loss.cls_weight": 2.0}, "kind": "nan", "epoch": 2, "when": "before",
                "marker": str(root / "n")},
               {"match": {"loss.cls_weight": 3.0}, "kind": "oom", "epoch": 1, "when": "before",
-               "marker": str(root / "o")})
+               "marker": str(root / "o")}]
+    (root / "faults.json").write_text(json.dumps(faults))  # the head's workers read it
     spec = StudySpec(name="trial_faults", space=SearchSpace({"loss.cls_weight": Categorical(
-        [1.0, 2.0, 3.0, 4.0])}), sampler="grid", preset="smoke", faults=faults,
+        [1.0, 2.0, 3.0, 4.0])}), sampler="grid", preset="smoke",
         overrides=SMALL, storage_path=str(root))
     store = run_study(spec)
     expected = EPOCHS + 1 + 0 + EPOCHS  # killed resumes to the end; NaN keeps epoch 1; OOM none
@@ -72,7 +76,8 @@ def driver_kill(root: Path, address: str) -> dict:
 
 def main() -> None:
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp, local_head() as cluster:
+    with tempfile.TemporaryDirectory() as tmp, \
+            local_head(env={fault_injection.ENV: f"{tmp}/faults.json"}) as cluster:
         root = Path(tmp)
         ray.init(address=cluster.address)
         faults, fired = trial_faults(root)

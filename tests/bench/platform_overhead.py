@@ -21,7 +21,7 @@ import ray
 from ray.util.state import list_workers
 
 from transcenter.platform.search import Categorical, SearchSpace
-from transcenter.platform.ray_connect import WORKER_ENV
+from transcenter.platform.compat import WORKER_ENV
 from transcenter.platform.study import StudySpec, run_study
 
 

@@ -14,7 +14,7 @@ Runs:
 * ``paper`` (CUDA only): ResNet-50, 512 px, S=64, N=100, batch 16, bf16 autocast, synthetic scenes
   through the preset's 8 loader workers; reports peak ``torch.cuda.max_memory_allocated`` and MFU
   against ``--peak-tflops`` (989: H100 SXM bf16 dense), with training FLOPs taken as
-  3 × forward MACs × 2 (``transcenter.model.complexity.count``).
+  3 × forward MACs × 2 (``transcenter.model.evaluation.complexity.count``).
 * ``share_n100_s64``: the share of ``matcher_targets`` in a step at N=100, S=64 (goal <= 5 %). From
   the ``paper`` run on CUDA; on CPU from the paper head and transformer (d=256, 6+6 layers, N=100,
   S=64 from a 16×16 encoder map, exactly as at 512 px) on a ResNet-50 cut at stride 16 at a
@@ -35,9 +35,9 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from transcenter.model.complexity import count
-from transcenter.model.engine import TrialRunner
-from transcenter.model.experiment import PRESETS, TrialConfig, trial_config
+from transcenter.model.evaluation.complexity import count
+from transcenter.model.training.engine import TrialRunner
+from transcenter.model.training.experiment import PRESETS, TrialConfig, trial_config
 
 SEGMENTS = ("data", "forward", "matcher_targets", "loss", "backward", "optimizer")
 SHARE_GOAL = 0.05

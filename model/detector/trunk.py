@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from transcenter.model.backbone import build_backbone
-from transcenter.model.config import ModelConfig
-from transcenter.model.heads import Upsampler
-from transcenter.model.position_encoding import sine_position_encoding
-from transcenter.model.transformer import Transformer
+from transcenter.model.detector.backbone import build_backbone
+from transcenter.model.detector.config import ModelConfig
+from transcenter.model.detector.heads import Upsampler
+from transcenter.model.detector.position_encoding import sine_position_encoding
+from transcenter.model.detector.transformer import Transformer
 
 
 class Trunk(nn.Module):

@@ -6,8 +6,9 @@ from pathlib import Path
 from torch.utils.data import Dataset
 
 from transcenter.model.data import (TEST_SPLITS, TRAIN_SPLITS, COCODetection, SyntheticConfig,
-                                    SyntheticScenes, VOCDetection, eval_transforms, train_transforms)
-from transcenter.model.experiment import DataConfig
+                                    SyntheticScenes, VOCDetection, eval_transforms,
+                                    train_transforms)
+from transcenter.model.training.experiment import DataConfig
 
 
 def build_datasets(data: DataConfig, input_size: int) -> tuple[Dataset, Dataset]:

@@ -78,3 +78,9 @@ def offset_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         Scalar fp32 sum (0 when ``M = 0``).
     """
     return F.smooth_l1_loss(pred.float(), target.float(), reduction="sum")
+
+
+def weighted_total(losses: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
+    """Returns the scalar ``Σ_k weights[k] · losses[k]`` over the keys of ``weights`` (a criterion's
+    DETR-style ``weight_dict``); terms are added in ``weights``' order."""
+    return sum(w * losses[k] for k, w in weights.items())

@@ -6,14 +6,16 @@ Layout (a contract that users and `transcenter.dashboards` rely on)::
     <storage_path>/<study>/trials/<trial_id>.parquet   one row: the trial's summary
 
 so ``pandas.read_parquet("<storage_path>/<study>/epochs")`` reads every trial-epoch with no project
-code. Columns:
+code; ``<storage_path>/<study>/study.json`` holds the study's metadata, e.g. ``search_space``:
+``{dotted name: {"type": "float", "low": .., "high": .., "log": bool} | {"type": "categorical",
+"values": [..]}}`` (the scale the dashboards' importance analysis uses). Columns:
 
 - epochs: ``study, trial_id, status`` (str), ``epoch`` (int64, 1-based), ``time_s`` (float64, wall
   seconds of that epoch), one column per hyperparameter under its dotted name, then the metrics
   (float64): always the `REQUIRED_METRICS` (null where not reported), then any extra ones.
 - trials: ``study, trial_id, status, error`` (str, error null unless given), ``n_epochs`` (int64), the
   hyperparameters, ``final.<metric>`` (the last epoch), ``best.<metric>`` and ``best_epoch`` (the
-  epoch with the highest ``best_metric``; null when that metric was never finite).
+  epoch with the highest ``AP`` (`BEST_METRIC`); null when that metric was never finite).
 
 One file per trial, rewritten whole on every write, rather than one file per trial-epoch: a retried or
 resumed epoch replaces its row by key (no duplicates, no compaction step), a study of T trials is T
@@ -47,7 +49,6 @@ import posixpath
 import re
 import uuid
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -57,13 +58,17 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from transcenter.store import uri
+
+# The metric vocabulary of the store, re-exported for its readers (the dashboards).
+from transcenter.model.metric_names import COCO_AP_KEYS, LOSS_KEYS, OVERLAP_RECALL  # noqa: F401
+
 logger = logging.getLogger(__name__)
 
 STATUSES = ("running", "completed", "stopped", "error")
-REQUIRED_METRICS = (
-    "loss", "loss_cls", "loss_pos", "loss_size", "loss_offset",
-    "AP", "AP50", "AP75", "APs", "APm", "APl",
-)
+META_FILE = "study.json"
+BEST_METRIC = "AP"  # picks a trial's best epoch: higher is better
+REQUIRED_METRICS = LOSS_KEYS + COCO_AP_KEYS
 EPOCH_COLUMNS = {
     "study": pa.string(), "trial_id": pa.string(), "epoch": pa.int64(),
     "status": pa.string(), "time_s": pa.float64(),
@@ -147,7 +152,6 @@ class ResultStore:
         filesystem: A pyarrow filesystem; by default resolved from ``storage_path``.
         param_types: Declared types of hyperparameters by dotted name: ``"bool"``, ``"int64"``,
             ``"float64"`` or ``"string"``; undeclared ones are typed after their value.
-        best_metric: The metric, higher is better, that picks a trial's best epoch.
     """
 
     def __init__(
@@ -156,28 +160,24 @@ class ResultStore:
         study: str,
         filesystem: pafs.FileSystem | None = None,
         param_types: Mapping[str, str] | None = None,
-        best_metric: str = "AP",
     ) -> None:
         _check_name("study", study)
         unknown = {t for t in (param_types or {}).values()} - set(_PARAM_TYPES)
         if unknown:
             raise ValueError(f"param_types: unknown types {sorted(unknown)}, use {sorted(_PARAM_TYPES)}")
         if filesystem is None:
-            if "://" not in storage_path:
-                storage_path = str(Path(storage_path).expanduser().resolve())
-            filesystem, storage_path = pafs.FileSystem.from_uri(storage_path)
+            filesystem, storage_path = uri.filesystem(storage_path)
         self.filesystem = filesystem
         self.study = study
         self.root = posixpath.join(storage_path, study) if storage_path else study
         self.param_types = {k: _PARAM_TYPES[v] for k, v in (param_types or {}).items()}
-        self.best_metric = best_metric
 
     @classmethod
     def open(cls, study_dir: str, filesystem: pafs.FileSystem | None = None) -> ResultStore:
         """Opens an existing study directory ``<storage_path>/<study>`` (local path or URI)."""
         study_dir = study_dir.rstrip("/")
-        if "://" not in study_dir and filesystem is None:
-            study_dir = str(Path(study_dir).expanduser().resolve())
+        if filesystem is None:
+            study_dir = uri.resolve(study_dir)
         parent, study = posixpath.split(study_dir)
         return cls(parent, study, filesystem=filesystem)
 
@@ -256,7 +256,7 @@ class ResultStore:
         old = self._read_trial_epochs(trial_id)
         epochs = old.to_pandas() if old is not None else pd.DataFrame(
             {c: pd.Series(dtype="float64") for c in ("epoch", *REQUIRED_METRICS)})
-        summary = summarize_epochs(epochs, self.best_metric)
+        summary = summarize_epochs(epochs, BEST_METRIC)
         row.update(summary)
         types.update({name: pa.float64() for name in summary if name.startswith(SUMMARY_PREFIXES)})
         types["best_epoch"] = pa.int64()
@@ -270,6 +270,20 @@ class ResultStore:
     def read_trials(self) -> pd.DataFrame:
         """Returns one row per trial, sorted by trial (empty if none)."""
         return self._read("trials", TRIAL_COLUMNS, ["trial_id"])
+
+    def write_meta(self, meta: Mapping[str, Any]) -> None:
+        """Writes the study's metadata (JSON-serialisable; e.g. ``search_space``, see the module
+        docstring) to ``<study>/study.json``, atomically, replacing what was there."""
+        self._write_bytes_atomic(json.dumps(meta, indent=1, sort_keys=True).encode(),
+                                 posixpath.join(self.root, META_FILE))
+
+    def read_meta(self) -> dict[str, Any]:
+        """Returns the study's metadata, ``{}`` for a study that has none."""
+        path = posixpath.join(self.root, META_FILE)
+        if self.filesystem.get_file_info(path).type == pafs.FileType.NotFound:
+            return {}
+        with self.filesystem.open_input_stream(path) as f:
+            return json.loads(f.read())
 
     def _read(self, kind: str, columns: Mapping[str, pa.DataType], order: list[str]) -> pd.DataFrame:
         table = read_parquet_dir(self.filesystem, self._dir(kind))
@@ -298,20 +312,26 @@ class ResultStore:
         return posixpath.join(self._dir(kind), f"{trial_id}.parquet")
 
     def _write_atomic(self, table: pa.Table, path: str) -> None:
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        self._write_bytes_atomic(sink.getvalue().to_pybytes(), path)
+        logger.debug("wrote %d rows to %s", table.num_rows, path)
+
+    def _write_bytes_atomic(self, data: bytes, path: str) -> None:
+        """Writes ``data`` to a hidden temporary name beside ``path``, then moves it there."""
         directory, name = posixpath.split(path)
         self.filesystem.create_dir(directory, recursive=True)
         tmp = posixpath.join(directory, f".{name}.tmp-{uuid.uuid4().hex}")
         try:
-            with self.filesystem.open_output_stream(tmp) as sink:
-                pq.write_table(table, sink)
+            with self.filesystem.open_output_stream(tmp) as out:
+                out.write(data)
             self.filesystem.move(tmp, path)
         except BaseException:
             _delete_quietly(self.filesystem, tmp)
             raise
-        logger.debug("wrote %d rows to %s", table.num_rows, path)
 
 
-def summarize_epochs(epochs: pd.DataFrame, best_metric: str = "AP") -> dict[str, Any]:
+def summarize_epochs(epochs: pd.DataFrame, best_metric: str = BEST_METRIC) -> dict[str, Any]:
     """Summarises one trial's epochs.
 
     Args:

@@ -6,7 +6,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 from torchvision.ops import box_convert, generalized_box_iou
 
-from transcenter.model.config import MatcherConfig
+from transcenter.model.detector.config import MatcherConfig
 
 
 class HungarianMatcher(nn.Module):

@@ -18,15 +18,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler
 from tqdm.auto import tqdm
 
-from transcenter.model.checkpoint import check_compatible
-from transcenter.model.criterion import build_criterion
 from transcenter.model.data import collate, to_original
-from transcenter.model.datasets import build_datasets
-from transcenter.model.evaluate import evaluate, overlap_recall
-from transcenter.model.experiment import OptimConfig, TrialConfig
-from transcenter.model.metric_names import AP_KEYS, LOSS_KEYS
-from transcenter.model.postprocess import postprocess
-from transcenter.model.transcenter import build_model
+from transcenter.model.detector.registry import build_criterion, build_model, postprocess
+from transcenter.model.evaluation.evaluate import evaluate, overlap_recall
+from transcenter.model.metric_names import AP_KEYS
+from transcenter.model.training.checkpoint import check_compatible
+from transcenter.model.training.datasets import build_datasets
+from transcenter.model.training.experiment import OptimConfig, TrialConfig
 
 
 class DivergedError(FloatingPointError):
@@ -129,10 +127,10 @@ class TrialRunner:
         self._generator = torch.Generator()
         self.train_loader = wrap_loader(self._loader(self.train_set, train=True))
         self.val_loader = wrap_loader(self._loader(self.val_set, train=False))
-        self.model = build_model(c.model).to(self.device)
-        self.optimizer = build_optimizer(self.model, c.optim)
-        self.model = wrap_model(self.model)
-        self.criterion = build_criterion(c.detector)
+        model = build_model(c.model).to(self.device)
+        self.optimizer = build_optimizer(model, c.optim)
+        self.criterion = build_criterion(c.detector, model)  # shares the unwrapped model's heads
+        self.model = wrap_model(model)
         self.scheduler = build_scheduler(self.optimizer, c.optim, len(self.train_loader),
                                          c.train.epochs)
         self.epoch = 0  # epochs completed
@@ -179,8 +177,7 @@ class TrialRunner:
                        for t in targets]
             with self._autocast():
                 outputs = self.model(batch)
-            _check_finite(outputs, tuple(k for k, v in outputs.items() if torch.is_tensor(v)),
-                          "model output", epoch, step)
+            _check_finite(outputs, tuple(outputs), "model output", epoch, step)
             losses = self.criterion(outputs, targets, self.image_size)
             _check_finite(losses, tuple(losses), "loss", epoch, step)
             self.optimizer.zero_grad(set_to_none=True)

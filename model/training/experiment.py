@@ -12,8 +12,9 @@ from typing import Any
 
 import yaml
 
-from transcenter.model.config import (LossConfig, MatcherConfig, ModelConfig, TransCenterConfig,
-                                      check, check_choice, from_dict, to_flat_dict)
+from transcenter.model.detector.config import (LossConfig, MatcherConfig, ModelConfig,
+                                               TransCenterConfig, check, check_choice, from_dict,
+                                               to_flat_dict)
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,34 @@ def trial_config(preset: str | None = None, overrides: dict[str, Any] | None = N
             raise ValueError(f"preset={preset!r}: must be one of {sorted(PRESETS)}")
         cfg = from_dict(TrialConfig, PRESETS[preset], cfg)
     return from_dict(TrialConfig, overrides or {}, cfg)
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """Returns ``{dotted.key: value}`` for command-line ``--set`` items ``dotted.key=value``; values
+    are read with ``yaml.safe_load``: ``3`` → int, ``1.0e-4`` → float, ``[1, 2]`` → list, ``null``
+    → None; a number YAML 1.1 reads as text (``1e-4``, without the dot) is a float too.
+
+    Raises:
+        ValueError: an item has no ``=`` or an empty key, naming it.
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set {item!r}: expected dotted.key=value")
+        out[key] = _number_or_text(yaml.safe_load(value))
+    return out
+
+
+def _number_or_text(value: Any) -> Any:
+    """Returns ``value`` as a float when it is text that reads as a finite number (``"1e-4"``)."""
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+        return number if math.isfinite(number) else value
+    return value
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

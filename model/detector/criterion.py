@@ -6,14 +6,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from transcenter.model.box_codec import argmax_cells, decode_boxes, encode_boxes, to_heatmap_coords
-from transcenter.model.centernet import CenterNetCriterion
-from transcenter.model.config import TransCenterConfig
 from transcenter.model.data.common import drop_ignored
-from transcenter.model.gaussian import object_radius, render_gaussians
-from transcenter.model.losses import (classification_loss, gaussian_focal_loss, global_count,
-                                      offset_loss)
-from transcenter.model.matcher import HungarianMatcher
+from transcenter.model.detector.box_codec import encode_boxes, to_heatmap_coords
+from transcenter.model.detector.config import TransCenterConfig
+from transcenter.model.detector.gaussian import object_radius, render_gaussians
+from transcenter.model.detector.heads import OffsetHead
+from transcenter.model.detector.losses import (classification_loss, gaussian_focal_loss,
+                                               global_count, offset_loss, weighted_total)
+from transcenter.model.detector.matcher import HungarianMatcher
+from transcenter.model.detector.postprocess import decode_predictions
 
 
 @dataclass
@@ -34,23 +35,26 @@ class QueryTargets:
     offsets: torch.Tensor
 
 
-def decode_predictions(outputs: dict, image_size: tuple[int, int], heatmap_size: int,
-                       encoding: str) -> torch.Tensor:
-    """Returns ``(B, N, 4)`` xyxy pixel boxes from argmax position/size cells and offsets."""
-    pos_cells, _ = argmax_cells(outputs["pos_logits"].detach())  # (B, N, 2)
-    size_cells, _ = argmax_cells(outputs["size_logits"].detach())  # (B, N, 2)
-    return decode_boxes(pos_cells, size_cells, outputs["offsets"].detach(), image_size,
-                        heatmap_size, encoding)
-
-
 class SetCriterion(nn.Module):
     """Computes ``loss_cls`` (Eq. 3), ``loss_pos`` / ``loss_size`` (Eq. 4), ``loss_offset`` and
-    their weighted sum ``loss``, normalised as paper.md settings 2 and 7 specify."""
+    their weighted sum ``loss`` (:attr:`weight_dict`), normalised as paper.md settings 2 and 7
+    specify.
 
-    def __init__(self, config: TransCenterConfig):
+    Args:
+        config: the model, loss and matcher sections.
+        offset_head: the model's own :class:`OffsetHead` (shared, not a copy): the offset loss
+            evaluates it at each matched query's ground-truth position cell, from the model's
+            ``query_states`` and ``features`` outputs.
+    """
+
+    def __init__(self, config: TransCenterConfig, offset_head: OffsetHead):
         super().__init__()
         self.config = config
         self.matcher = HungarianMatcher(config.matcher)
+        self.offset_head = offset_head
+        lc = config.loss
+        self.weight_dict = {"loss_cls": lc.cls_weight, "loss_pos": lc.pos_weight,
+                            "loss_size": lc.size_weight, "loss_offset": lc.offset_weight}
 
     @torch.no_grad()
     def build_targets(self, outputs: dict, targets: list[dict], image_size: tuple[int, int]
@@ -105,16 +109,9 @@ class SetCriterion(nn.Module):
                                            lc.beta) / hm_norm
             loss_size = gaussian_focal_loss(outputs["size_logits"], qt.size_heatmaps, lc.alpha,
                                             lc.beta) / hm_norm
-            pred_off = outputs["offsets_at"](qt.batch_idx, qt.query_idx, qt.pos_cells)  # (M, 4)
+            pred_off = self.offset_head(outputs["query_states"], outputs["features"], qt.batch_idx,
+                                        qt.query_idx, qt.pos_cells)  # (M, 4)
             loss_offset = offset_loss(pred_off, qt.offsets) / num_pos
-        total = (lc.cls_weight * loss_cls + loss_pos + loss_size + lc.offset_weight * loss_offset)
-        return {"loss_cls": loss_cls, "loss_pos": loss_pos, "loss_size": loss_size,
-                "loss_offset": loss_offset, "loss": total}
-
-
-def build_criterion(config: TransCenterConfig) -> SetCriterion | CenterNetCriterion:
-    """Returns the criterion of ``config.model.head`` (model, loss and matcher sections):
-    TransCenter's :class:`SetCriterion` or the CenterNet baseline's :class:`CenterNetCriterion`."""
-    if config.model.head == "centernet":
-        return CenterNetCriterion(config.model, config.loss)
-    return SetCriterion(config)
+        losses = {"loss_cls": loss_cls, "loss_pos": loss_pos, "loss_size": loss_size,
+                  "loss_offset": loss_offset}
+        return {**losses, "loss": weighted_total(losses, self.weight_dict)}

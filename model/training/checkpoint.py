@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from transcenter.model.experiment import config_diff
+from transcenter.model.training.experiment import config_diff
 
 
 class IncompatibleCheckpointError(ValueError):

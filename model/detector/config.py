@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 BACKBONES = ("resnet18", "resnet34", "resnet50")
+# Names of the heads in transcenter.model.detector.registry (kept here, torch-free, to validate).
 HEADS = ("transcenter", "centernet")
 
 
@@ -47,9 +48,9 @@ class ModelConfig:
 
     ``head`` picks the detector on the shared backbone, encoder and upsampler: ``"transcenter"``
     (the paper: decoder queries with their own heatmaps) or ``"centernet"`` (the baseline of
-    :mod:`transcenter.model.centernet`: per-class centre heatmaps, no decoder). The CenterNet head
-    ignores ``num_queries``, ``num_decoder_layers``, ``offset_encoding``, ``offset_features`` and
-    ``score``.
+    :mod:`transcenter.model.detector.centernet`: per-class centre heatmaps, no decoder); see
+    :mod:`transcenter.model.detector.registry`. The CenterNet head ignores ``num_queries``,
+    ``num_decoder_layers``, ``offset_encoding``, ``offset_features`` and ``score``.
     """
 
     head: str = "transcenter"  # "transcenter" (paper) or "centernet" (baseline, issue 8)
@@ -120,9 +121,11 @@ class ModelConfig:
 class LossConfig:
     """Loss weights and target rendering (paper §3.5, Eq. 3-5).
 
-    The CenterNet head uses ``alpha``, ``beta``, ``min_overlap`` and ``min_radius`` for its focal
-    loss and Gaussians, ``offset_weight`` for its L1 offset loss and ``wh_weight`` for its L1 size
-    loss; the other fields are TransCenter's.
+    The total loss is ``cls_weight·loss_cls + pos_weight·loss_pos + size_weight·loss_size +
+    offset_weight·loss_offset`` (the paper weighs both heatmap losses 1). The CenterNet head uses
+    ``alpha``, ``beta``, ``min_overlap`` and ``min_radius`` for its focal loss and Gaussians,
+    ``pos_weight`` for its centre-heatmap loss, ``offset_weight`` for its L1 offset loss and
+    ``wh_weight`` for its L1 size loss; the other fields are TransCenter's.
     """
 
     alpha: float = 2.0
@@ -130,14 +133,16 @@ class LossConfig:
     bg_weight: float = 0.1
     bg_weight_mode: str = "paper"  # "paper": w_bg twice as Eq. 3 reads; "single": once
     cls_weight: float = 1.0
+    pos_weight: float = 1.0  # position-heatmap focal loss (CenterNet: its centre heatmaps)
+    size_weight: float = 1.0  # size-heatmap focal loss (TransCenter only)
     offset_weight: float = 1.0
     wh_weight: float = 0.1  # CenterNet head only: its L1 width/height loss weight (CenterNet's 0.1)
     min_overlap: float = 0.7
     min_radius: int = 0
 
     def __post_init__(self) -> None:
-        _check_nonneg(self, "loss", ("alpha", "beta", "bg_weight", "cls_weight", "offset_weight",
-                                     "wh_weight", "min_radius"))
+        _check_nonneg(self, "loss", ("alpha", "beta", "bg_weight", "cls_weight", "pos_weight",
+                                     "size_weight", "offset_weight", "wh_weight", "min_radius"))
         check_choice("loss.bg_weight_mode", self.bg_weight_mode, ("paper", "single"))
         check(0.0 < self.min_overlap < 1.0, "loss.min_overlap", self.min_overlap,
                "must be in (0, 1)")

@@ -1,6 +1,6 @@
 """Train one trial from the command line, without Ray.
 
-    python -m transcenter.model.train --preset cpu --set model.heatmap_size=32 --epochs 5 \\
+    python -m transcenter.model.training.train --preset cpu --set model.heatmap_size=32 --epochs 5 \\
         --output runs/s32
 
 Config precedence: defaults < ``--preset`` < ``--config`` YAML < ``--set`` < ``--epochs``. Each epoch's
@@ -14,26 +14,13 @@ import json
 import sys
 from pathlib import Path
 
-import yaml
-
-from transcenter.model.checkpoint import load_checkpoint, save_checkpoint
-from transcenter.model.engine import TrialRunner
-from transcenter.model.experiment import PRESETS, load_yaml, trial_config
-
-
-def parse_set(items: list[str]) -> dict:
-    """Parses ``key=value`` pairs; values are read as YAML scalars (``3`` → int, ``1e-4`` → float)."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--set {item!r}: expected dotted.key=value")
-        out[key] = yaml.safe_load(value)
-    return out
+from transcenter.model.training.checkpoint import load_checkpoint, save_checkpoint
+from transcenter.model.training.engine import TrialRunner
+from transcenter.model.training.experiment import PRESETS, load_yaml, parse_overrides, trial_config
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m transcenter.model.train",
+    p = argparse.ArgumentParser(prog="python -m transcenter.model.training.train",
                                 description="Train one TransCenter trial (no Ray).")
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     p.add_argument("--config", help="YAML file of (dotted or nested) config overrides")
@@ -44,11 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", action="store_true", help="continue from <output>/checkpoint.pt")
     args = p.parse_args(argv)
 
-    overrides = load_yaml(args.config) if args.config else {}
-    overrides.update(parse_set(args.set))
-    if args.epochs is not None:
-        overrides["train.epochs"] = args.epochs
     try:
+        overrides = load_yaml(args.config) if args.config else {}
+        overrides.update(parse_overrides(args.set))
+        if args.epochs is not None:
+            overrides["train.epochs"] = args.epochs
         cfg = trial_config(args.preset, overrides)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -1,6 +1,6 @@
 """Parameter and MAC counts of the paper configuration (Table 1).
 
-``python -m transcenter.model.complexity --json`` prints a JSON list of
+``python -m transcenter.model.evaluation.complexity --json`` prints a JSON list of
 ``{"heatmap_size", "params", "macs"}`` for S = 16, 32, 64, 128 at 512×512 with ResNet-50 and
 VOC's 20 classes. MACs come from ``torch.utils.flop_counter.FlopCounterMode`` (2 FLOPs per MAC),
 run in train mode under the MATH attention backend so attention is counted on CPU.
@@ -15,8 +15,8 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from transcenter.model.config import ModelConfig
-from transcenter.model.transcenter import build_model
+from transcenter.model.detector.config import ModelConfig
+from transcenter.model.detector.registry import build_model
 
 PAPER_TABLE1 = {16: (45.79e6, 25.07e9), 32: (46.84e6, 28.81e9), 64: (47.89e6, 43.74e9),
                 128: (48.94e6, 103.46e9)}

@@ -10,8 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from transcenter.platform.compat import enable_token_auth_if_token_available
-from transcenter.platform.ray_connect import WORKER_ENV
+from transcenter.platform.compat import WORKER_ENV, enable_token_auth_if_token_available
 
 
 @dataclass(frozen=True)
@@ -28,17 +27,18 @@ def free_port() -> int:
 
 
 @contextmanager
-def local_head(num_cpus: int = 2) -> Iterator[LocalCluster]:
+def local_head(num_cpus: int = 2, env: dict[str, str] | None = None) -> Iterator[LocalCluster]:
     """Starts a Ray head (dashboard and job server on 127.0.0.1) and stops Ray on exit.
 
     Ray canonicalises 127.0.0.1 to the node's IP, where the GCS listens, so the address uses it.
-    Job entrypoints' ``python`` is this interpreter, as with an activated virtualenv.
+    Job entrypoints' ``python`` is this interpreter, as with an activated virtualenv. ``env`` is
+    added to the environment of Ray's processes (e.g. ``TRANSCENTER_FAULTS``).
     """
     from ray.util import get_node_ip_address
 
     ray_cli = str(Path(sys.executable).with_name("ray"))
     port, dash = free_port(), free_port()
-    env = {**os.environ, **WORKER_ENV,
+    env = {**os.environ, **WORKER_ENV, **(env or {}),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     cluster = LocalCluster(f"{get_node_ip_address()}:{port}", f"http://127.0.0.1:{dash}")
     try:

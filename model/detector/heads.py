@@ -1,4 +1,4 @@
-"""Heads on top of the transformer: upsampler + convolutional map branches, class and offset heads."""
+"""Heads on top of the transformer: upsampler, convolutional map branches and the offset head."""
 from __future__ import annotations
 
 import torch
@@ -52,16 +52,36 @@ class HeatmapBranch(nn.Module):
         return self.net(x)  # (B, width, S, S) -> (B, out_channels, S, S)
 
 
-class MLP(nn.Module):
-    """``num_layers`` linear layers with ReLU between them."""
+class OffsetHead(nn.Module):
+    """Regresses offsets ``(o_x, o_y, o_w, o_h)`` of given queries at given position cells: a
+    ``num_layers``-layer MLP (ReLU between layers) on the query's decoder state, concatenated with
+    the upsampled feature at the cell when ``cell_dim > 0`` (``offset_features="query+cell"``,
+    paper.md setting 9; the paper's ``"query"`` reads the decoder state alone).
 
-    def __init__(self, d_in: int, hidden: int, d_out: int, num_layers: int = 3):
+    The model calls it at each query's argmax cell; the criterion calls it at the matched
+    ground-truth cell, which differs from the argmax cell only in what ``"query+cell"`` reads.
+    """
+
+    def __init__(self, d_model: int, cell_dim: int, num_layers: int = 3):
         super().__init__()
-        dims = [d_in] + [hidden] * (num_layers - 1)
+        self.use_cell = cell_dim > 0
+        dims = [d_model + cell_dim] + [d_model] * (num_layers - 1)
         layers: list[nn.Module] = []
         for a, b in zip(dims[:-1], dims[1:]):
             layers += [nn.Linear(a, b), nn.ReLU(inplace=True)]
-        self.net = nn.Sequential(*layers, nn.Linear(dims[-1], d_out))
+        self.net = nn.Sequential(*layers, nn.Linear(dims[-1], 4))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+    def forward(self, query_states: torch.Tensor, features: torch.Tensor, batch_idx: torch.Tensor,
+                query_idx: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+        """Returns ``(M, 4)`` offsets (heatmap cells, Eq. 1/2 encoded as ``model.offset_encoding``).
+
+        Args:
+            query_states: ``(B, N, d)`` decoder output.
+            features: ``(B, W, S, S)`` upsampled features (read only when ``use_cell``).
+            batch_idx, query_idx: ``(M,)`` which image and query each row is.
+            cells: ``(M, 2)`` long position cells ``(x, y)`` to evaluate at.
+        """
+        x = query_states[batch_idx, query_idx]  # (M, d)
+        if self.use_cell:
+            x = torch.cat([x, gather_cells(features, batch_idx, cells)], dim=-1)  # (M, d + W)
+        return self.net(x)  # (M, 4)

@@ -1,0 +1,70 @@
+"""A trial's files beside Ray Train's in its run folder ``<study>/train/<trial id>/``, and the
+protocol between the trial's driver and its workers. Both sides import this module; neither imports
+the other.
+
+- **Checkpoint**: rank 0 saves :data:`CHECKPOINT_FILE` into every reported Ray Train checkpoint; a
+  restarted worker group loads the latest one and continues the epoch count.
+- **Failure**: a trial that cannot succeed on a retry (its own input is bad, its loss diverged, it
+  ran out of memory) must not go back to Ray Train, which would retry it from the checkpoint. Rank 0
+  writes one line saying why (``"<what> at epoch <n>: <message>"``) with :func:`write_failure` and
+  every rank returns normally; the driver's ``fit()`` then ends, the driver calls
+  :func:`read_failure` and raises ``TrialFailure`` with that line, so Tune records the trial as an
+  error and Optuna as FAIL.
+- **Start marker**: each ``fit()`` has an id; the first worker group of a fit leaves
+  ``fit-<id>.started`` (:func:`mark_started`), so a group restarted within the same fit knows that
+  its checkpoint's epoch was already reported.
+
+Paths are local paths or any pyarrow URI (the run folder lives wherever the study's storage is).
+"""
+from __future__ import annotations
+
+import posixpath
+
+import pyarrow.fs
+
+from transcenter.store import uri
+
+CHECKPOINT_FILE = "checkpoint.pt"
+FAILURE_FILE = "trial_failure.txt"
+
+
+def run_dir(storage_path: str, name: str) -> str:
+    """Returns the folder of run ``name`` under ``storage_path`` (Ray Train's, shared with ours)."""
+    return f"{storage_path.rstrip('/')}/{name}"
+
+
+def write_text(path: str, text: str) -> None:
+    """Writes ``text`` to ``path``, creating its folder."""
+    fs, p = uri.filesystem(path)
+    fs.create_dir(posixpath.dirname(p), recursive=True)
+    with fs.open_output_stream(p) as f:
+        f.write(text.encode())
+
+
+def read_text(path: str) -> str | None:
+    """Returns the text at ``path``, or None if there is no such file."""
+    fs, p = uri.filesystem(path)
+    if fs.get_file_info(p).type == pyarrow.fs.FileType.NotFound:
+        return None
+    with fs.open_input_stream(p) as f:
+        return f.read().decode()
+
+
+def write_failure(run: str, why: str) -> None:
+    """Records why the trial in run folder ``run`` cannot go on (rank 0 only)."""
+    write_text(f"{run}/{FAILURE_FILE}", why)
+
+
+def read_failure(run: str) -> str | None:
+    """Returns why the trial in run folder ``run`` could not go on, or None if it could."""
+    return read_text(f"{run}/{FAILURE_FILE}")
+
+
+def started(run: str, fit_id: str) -> bool:
+    """True when a worker group of fit ``fit_id`` has already started in run folder ``run``."""
+    return read_text(f"{run}/fit-{fit_id}.started") is not None
+
+
+def mark_started(run: str, fit_id: str) -> None:
+    """Records that a worker group of fit ``fit_id`` started in run folder ``run``."""
+    write_text(f"{run}/fit-{fit_id}.started", "")

@@ -1,0 +1,100 @@
+"""One test per workaround in platform/compat.py: each fails when upstream Ray or Optuna changes the
+behaviour the workaround relies on, so an upgrade says which workaround to drop or redo."""
+import inspect
+import os
+import subprocess
+import sys
+
+import optuna
+import pytest
+import ray
+import ray._private.worker
+import ray.train.v2._internal.constants as train_constants
+from ray.train import ScalingConfig
+from ray.train.torch import TorchTrainer
+from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
+from ray.tune.search.optuna import OptunaSearch
+
+from transcenter.platform import compat
+from transcenter.platform.search import Float, SearchSpace
+
+
+def test_other_ray_or_optuna_versions_are_refused_naming_both():
+    compat.check_versions("2.60.0", "5.0.1")  # the pinned ones
+    with pytest.raises(ImportError, match=r"written for Ray 2\.60\.x and Optuna 5\.x, but Ray "
+                                          r"2\.61\.0 and Optuna 5\.0\.1 are installed"):
+        compat.check_versions("2.61.0", "5.0.1")
+    with pytest.raises(ImportError, match=r"but Ray 2\.60\.0 and Optuna 6\.0\.0 are installed"):
+        compat.check_versions("2.60.0", "6.0.0")
+
+
+def _noop(config):
+    pass
+
+
+def test_upstream_still_adds_the_dataset_callback_without_datasets():
+    """LeanTorchTrainer: drop it once TorchTrainer stops adding Ray Data's callback (and with it a
+    DatasetManager actor per worker group) for trials without datasets."""
+    upstream = TorchTrainer(_noop, scaling_config=ScalingConfig(num_workers=1))
+    assert any(isinstance(c, DatasetsCallback) for c in upstream._create_default_callbacks())
+    lean = compat.LeanTorchTrainer(_noop, scaling_config=ScalingConfig(num_workers=1))
+    assert not any(isinstance(c, DatasetsCallback) for c in lean._create_default_callbacks())
+
+
+def test_upstream_optuna_search_still_records_stopped_trials_as_complete():
+    """StudySearch + the OptunaSearch accessors: drop them once upstream tells Optuna PRUNED for a
+    trial a scheduler stopped early (today: COMPLETE with the early value)."""
+    search = OptunaSearch(space=SearchSpace({"x": Float(0.0, 1.0)}), metric="AP50", mode="max",
+                          seed=0)
+    search.suggest("t1")
+    assert compat.open_optuna_trial(search, "t1") is not None
+    search.on_trial_result("t1", {"AP50": 3.0, "training_iteration": 1, "epoch": 1})
+    search.on_trial_complete("t1", {"AP50": 3.0, "training_iteration": 1, "epoch": 1})  # stopped at 1
+    assert [t.state for t in compat.optuna_study(search).trials] == [optuna.trial.TrialState.COMPLETE]
+    assert compat.open_optuna_trial(search, "t1") is None  # told: the accessors follow upstream
+
+
+def test_ray_init_still_skips_token_auth_for_an_explicit_address():
+    """enable_token_auth_if_token_available: drop it once ray.init(address=...) honours a token."""
+    source = inspect.getsource(ray._private.worker.init)
+    assert 'if address in (None, "auto"):' in source
+    assert "maybe_enable_token_auth_if_token_available" in source
+
+
+def test_token_helper_turns_token_auth_on_when_a_token_exists(tmp_path):
+    (tmp_path / ".ray").mkdir()
+    (tmp_path / ".ray" / "auth_token").write_text("t" * 32)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")} | {"HOME": str(tmp_path)}
+    code = ("import os; from transcenter.platform.compat import enable_token_auth_if_token_available"
+            " as f; f(); print(os.environ.get('RAY_AUTH_MODE'))")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.stdout.strip() == "token", done.stderr[-2000:]
+
+
+def test_ray_init_still_connects_to_the_recorded_cluster(tmp_path, monkeypatch):
+    """recorded_cluster_address: ray.init() with no address reads the same record we check."""
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "ray" / "ray_current_cluster").write_text("10.9.8.7:6379")
+    assert compat.recorded_cluster_address() == ("10.9.8.7:6379", str(tmp_path / "ray" / "ray_current_cluster"))
+    upstream = ray._private.services.get_ray_address_from_environment(None, None)
+    assert upstream == "10.9.8.7:6379"
+
+
+def test_ray_train_still_reads_the_worker_env_knobs():
+    """WORKER_ENV: every knob is still one Ray Train reads."""
+    known = {v for k, v in vars(train_constants).items() if k.endswith("_ENV_VAR")}
+    assert set(compat.WORKER_ENV) <= known
+
+
+def test_job_working_dirs_are_still_unpacked_where_we_look(tmp_path, monkeypatch):
+    """job_working_dir: Ray unpacks --working-dir under runtime_resources/working_dir_files."""
+    import ray._private.runtime_env.working_dir as working_dir
+
+    assert '"working_dir_files"' in inspect.getsource(working_dir)
+    copy = tmp_path / "runtime_resources" / "working_dir_files" / "_ray_pkg_0"
+    copy.mkdir(parents=True)
+    monkeypatch.chdir(copy)
+    assert compat.job_working_dir() == str(copy)
+    monkeypatch.chdir(tmp_path)
+    assert compat.job_working_dir() is None
