@@ -14,6 +14,7 @@ import html
 import io
 import logging
 import os
+import posixpath
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from transcenter.dashboards import analysis, summary
 from transcenter.dashboards.summary import StudyTables, collect
+from transcenter.store import uri
 
 logger = logging.getLogger(__name__)
 
@@ -43,17 +45,17 @@ def write_report(
     output: str | os.PathLike,
     by: str = analysis.HEATMAP_SIZE,
     first_epochs: int = 3,
-) -> Path:
+) -> Path | str:
     """Writes the HTML report of one or more study directories.
 
     Args:
         paths: Study directories (``<storage_path>/<study>``, local or URI).
-        output: The HTML file to write; its directory is created.
+        output: The HTML file to write, a local path or URI (``s3://``); its directory is created.
         by: The hyperparameter the per-value curves and tables are grouped by.
         first_epochs: The lower-limit curves cover epochs 1 to this.
 
     Returns:
-        The path of the written file.
+        The absolute path of the written file, or its URI.
     """
     tables = collect(paths, by=by, first_epochs=first_epochs)
     studies = sorted(set(tables.status["study"])) or [Path(p).name for p in analysis.as_paths(paths)]
@@ -79,11 +81,13 @@ def write_report(
                 f"<h1>{html.escape(title)}</h1>\n<p>{len(tables.epochs)} trial-epochs; "
                 f"{html.escape(overview)}. AP values are in percent (0-100), as the paper prints them."
                 f"</p>\n{body}</body></html>\n")
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(document, encoding="utf-8")
-    logger.info("wrote report %s", output)
-    return output
+    location = uri.resolve(os.fspath(output))
+    filesystem, path = uri.filesystem(location)
+    filesystem.create_dir(posixpath.dirname(path), recursive=True)
+    with filesystem.open_output_stream(path) as out:
+        out.write(document.encode("utf-8"))
+    logger.info("wrote report %s", uri.mask(location))
+    return Path(location) if uri.is_local(location) else location
 
 
 def _note(text: str) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 from ray.tune import Callback
 
 from transcenter.model.metric_names import AP_KEYS, EXTRA_KEYS, LOSS_KEYS
+from transcenter.platform.trial_files import NODE_KEY
 from transcenter.store.results import ResultStore
 
 logger = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ class ResultStoreCallback(Callback):
             return
         self.store.record_epoch(trial.trial_id, int(result["epoch"]), self._params(trial),
                                 self._metrics(result), status="running",
-                                time_s=result.get("time_s"))
+                                time_s=result.get("time_s"), node_ip=result.get(NODE_KEY))
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         last = trial.last_result or {}
@@ -63,7 +64,8 @@ class ResultStoreCallback(Callback):
         status = "completed" if epoch >= self.total_epochs else "stopped"
         if epoch:
             self.store.record_epoch(trial.trial_id, epoch, self._params(trial), self._metrics(last),
-                                    status=status, time_s=last.get("time_s"))
+                                    status=status, time_s=last.get("time_s"),
+                                    node_ip=last.get(NODE_KEY))
         self.store.record_trial(trial.trial_id, self._params(trial), status)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:

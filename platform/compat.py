@@ -48,6 +48,13 @@ WORKER_ENV = {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "300",
               "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
 
 
+# A resource only the head node has (Ray adds it to every head). Trial drivers ask for a sliver of
+# it, so they and the Train controllers Ray Train pins beside them live on the head and survive the
+# loss of a worker node; only Train workers run on worker nodes. Public replacement: a documented
+# head-node label or resource (Ray's own Serve uses this name the same way).
+HEAD_NODE_RESOURCE = "node:__internal_head__"
+
+
 class LeanTorchTrainer(TorchTrainer):
     """``TorchTrainer`` that skips Ray Data's callback when the trial passes no Ray Datasets.
 

@@ -5,14 +5,18 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from transcenter.platform.compat import (WORKER_ENV, enable_token_auth_if_token_available,
                                          recorded_cluster_address)
 from transcenter.platform.errors import StudyError
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 def answers(address: str, timeout_s: float = 3.0) -> bool:
     """True when ``[scheme://]host:port`` accepts a TCP connection within ``timeout_s`` seconds."""
@@ -66,3 +70,16 @@ def connect(address: str | None) -> None:
         ray.init(address=address)
     except (ConnectionError, TimeoutError, RuntimeError) as e:
         raise StudyError(f"cannot reach the Ray cluster at {address!r}: {e}") from e
+
+
+def on_every_node(fn: Callable[..., T], *args: Any) -> dict[str, T]:
+    """Runs ``fn(*args)`` once on every alive node of the connected cluster (no CPU taken) and
+    returns ``{node address: result}``; ``{}`` on a single-node cluster, where the driver's own
+    checks already ran on that node."""
+    nodes = [n for n in ray.nodes() if n["Alive"]]
+    if len(nodes) < 2:
+        return {}
+    remote = ray.remote(num_cpus=0)(fn)
+    refs = {n["NodeManagerAddress"]: remote.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+        n["NodeID"], soft=False)).remote(*args) for n in nodes}
+    return {node: ray.get(ref, timeout=120) for node, ref in refs.items()}

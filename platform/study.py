@@ -20,14 +20,15 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from transcenter.model.training.experiment import trial_config
 from transcenter.platform.callbacks import ResultStoreCallback
-from transcenter.platform.compat import job_working_dir
+from transcenter.platform.compat import HEAD_NODE_RESOURCE, job_working_dir
 from transcenter.platform.errors import StudyError, TrialFailure
 from transcenter.platform.optuna_db import check_storage
-from transcenter.platform.ray_connect import connect
+from transcenter.platform.ray_connect import answers, connect, on_every_node
 from transcenter.platform.search import SearchSpace, make_searcher
 from transcenter.platform.trainer import Resources, build_trainer
 from transcenter.platform.trial_files import read_failure, run_dir
 from transcenter.store import uri
+from transcenter.store.uri import delete_file, read_text, write_text
 from transcenter.store.results import ResultStore
 
 logger = logging.getLogger(__name__)
@@ -91,6 +92,10 @@ def resolve_storage(path: str) -> str:
         ValueError: For a relative path inside a ``ray job submit --working-dir`` copy, which Ray
             unpacks into its temporary session folder.
     """
+    if uri.has_credentials(path):
+        raise ValueError(f"--storage-path {uri.mask(path)}: credentials in the URI would be stored "
+                         f"with every trial; give them the standard way instead (for S3: "
+                         f"AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY on every node, or an IAM role)")
     copy = job_working_dir()
     if copy and not uri.is_uri(path) and not Path(path).expanduser().is_absolute():
         raise ValueError(f"--storage-path {path!r} is relative, and this job runs in Ray's "
@@ -107,7 +112,12 @@ def study_dir(spec: StudySpec) -> str:
 
 def check_writable(directory: str, min_free_gb: float = 0.0) -> None:
     """Creates ``directory``, writes/removes a probe file and, for local storage, checks that
-    ``min_free_gb`` GiB are free; raises :class:`StudyError` naming the path otherwise."""
+    ``min_free_gb`` GiB are free; raises :class:`StudyError` naming the path otherwise (within
+    seconds for an object store whose endpoint does not answer)."""
+    endpoint = uri.object_store_endpoint(directory)
+    if endpoint and not answers(endpoint):
+        raise StudyError(f"storage path {uri.mask(directory)!r}: the object store at {endpoint} "
+                         f"does not answer")
     try:
         fs, path = uri.filesystem(directory)
         fs.create_dir(path, recursive=True)
@@ -152,10 +162,11 @@ def trial_driver(config: dict[str, Any], spec: StudySpec) -> None:
 
 
 def _trainable(spec: StudySpec):
-    # The driver only waits on its TorchTrainer, whose workers reserve the CPUs/GPUs.
-    # A bundle may not be empty: reserve a token of memory instead of a CPU.
+    # The driver only waits on its TorchTrainer, whose workers reserve the CPUs/GPUs: it takes no
+    # CPU, a token of memory and a sliver of the head node (drivers stay there when a worker node
+    # is lost).
     return tune.with_resources(tune.with_parameters(trial_driver, spec=spec),
-                               {"cpu": 0, "memory": 64 * 2**20})
+                               {"cpu": 0, "memory": 64 * 2**20, HEAD_NODE_RESOURCE: 0.001})
 
 
 def check_study(spec: StudySpec) -> None:
@@ -203,9 +214,41 @@ def build_tuner(spec: StudySpec) -> tune.Tuner:
                                   verbose=1))
 
 
+def check_nodes_reach(spec: StudySpec) -> None:
+    """Raises :class:`StudyError` naming the nodes of the Ray cluster that do not see the study's
+    storage as the driver does (a folder local to the driver's machine, an object store a node has
+    no credentials or route for): the driver leaves a marker file there, every node must read it
+    and write beside it. A single-node cluster is not probed."""
+    directory = study_dir(spec)
+    marker = f"{directory}/.reach-{uuid.uuid4().hex}"
+    write_text(marker, "")
+    try:
+        answers_by_node = on_every_node(_probe_storage, marker)
+    finally:
+        delete_file(marker)
+    bad = {node: why for node, why in answers_by_node.items() if why}
+    if bad:
+        raise StudyError(f"storage path {uri.mask(directory)!r} is not shared by every Ray node: "
+                         + "; ".join(f"node {node}: {why}" for node, why in sorted(bad.items())))
+
+
+def _probe_storage(marker: str) -> str | None:
+    """Returns why this node does not see the driver's ``marker`` file or cannot write beside
+    it, or None."""
+    try:
+        if read_text(marker) is None:
+            return ("the driver's files are not there (a folder local to the driver's machine? "
+                    "use shared storage such as s3://)")
+        check_writable(marker.rsplit("/", 1)[0])
+    except (StudyError, OSError) as e:
+        return uri.mask(str(e))
+    return None
+
+
 def run_study(spec: StudySpec, address: str | None = None) -> ResultStore:
     """Runs (or resumes) the study to the end and returns its result store."""
     check_study(spec)
     connect(address)
+    check_nodes_reach(spec)
     build_tuner(spec).fit()
     return ResultStore(spec.storage_path, spec.name)

@@ -18,36 +18,18 @@ Paths are local paths or any pyarrow URI (the run folder lives wherever the stud
 """
 from __future__ import annotations
 
-import posixpath
-
-import pyarrow.fs
-
-from transcenter.store import uri
+from transcenter.store.uri import read_text, write_text
 
 CHECKPOINT_FILE = "checkpoint.pt"
 FAILURE_FILE = "trial_failure.txt"
+# Key of every epoch report naming the Ray node of the rank-0 worker that trained it (Tune's own
+# "node_ip" is the trial driver's).
+NODE_KEY = "train_node_ip"
 
 
 def run_dir(storage_path: str, name: str) -> str:
     """Returns the folder of run ``name`` under ``storage_path`` (Ray Train's, shared with ours)."""
     return f"{storage_path.rstrip('/')}/{name}"
-
-
-def write_text(path: str, text: str) -> None:
-    """Writes ``text`` to ``path``, creating its folder."""
-    fs, p = uri.filesystem(path)
-    fs.create_dir(posixpath.dirname(p), recursive=True)
-    with fs.open_output_stream(p) as f:
-        f.write(text.encode())
-
-
-def read_text(path: str) -> str | None:
-    """Returns the text at ``path``, or None if there is no such file."""
-    fs, p = uri.filesystem(path)
-    if fs.get_file_info(p).type == pyarrow.fs.FileType.NotFound:
-        return None
-    with fs.open_input_stream(p) as f:
-        return f.read().decode()
 
 
 def write_failure(run: str, why: str) -> None:

@@ -11,9 +11,10 @@ code; ``<storage_path>/<study>/study.json`` holds the study's metadata, e.g. ``s
 "values": [..]}}`` (the scale the dashboards' importance analysis uses). Columns:
 
 - epochs: ``study, trial_id, status`` (str), ``epoch`` (int64, 1-based), ``time_s`` (float64, wall
-  seconds of that epoch), one column per hyperparameter under its dotted name, then the metrics
+  seconds of that epoch), ``node_ip`` (str, the Ray node that trained it; null if unknown), one column per hyperparameter under its dotted name, then the metrics
   (float64): always the `REQUIRED_METRICS` (null where not reported), then any extra ones.
-- trials: ``study, trial_id, status, error`` (str, error null unless given), ``n_epochs`` (int64), the
+- trials: ``study, trial_id, status, error`` (str, error null unless given), ``n_epochs`` (int64),
+  ``node_ip`` (str, the node of its last stored epoch), the
   hyperparameters, ``final.<metric>`` (the last epoch), ``best.<metric>`` and ``best_epoch`` (the
   epoch with the highest ``AP`` (`BEST_METRIC`); null when that metric was never finite).
 
@@ -71,11 +72,11 @@ BEST_METRIC = "AP"  # picks a trial's best epoch: higher is better
 REQUIRED_METRICS = LOSS_KEYS + COCO_AP_KEYS
 EPOCH_COLUMNS = {
     "study": pa.string(), "trial_id": pa.string(), "epoch": pa.int64(),
-    "status": pa.string(), "time_s": pa.float64(),
+    "status": pa.string(), "time_s": pa.float64(), "node_ip": pa.string(),
 }
 TRIAL_COLUMNS = {
     "study": pa.string(), "trial_id": pa.string(), "status": pa.string(),
-    "error": pa.string(), "n_epochs": pa.int64(),
+    "error": pa.string(), "n_epochs": pa.int64(), "node_ip": pa.string(),
 }
 SUMMARY_PREFIXES = ("final.", "best.")
 _PARAM_TYPES = {"bool": pa.bool_(), "int64": pa.int64(), "float64": pa.float64(), "string": pa.string()}
@@ -193,6 +194,7 @@ class ResultStore:
         metrics: Mapping[str, Any],
         status: str = "running",
         time_s: float | None = None,
+        node_ip: str | None = None,
     ) -> None:
         """Stores one epoch of a trial, replacing an earlier row of the same epoch.
 
@@ -204,6 +206,7 @@ class ResultStore:
                 stored as null.
             status: One of `STATUSES`.
             time_s: Wall time of this epoch in seconds.
+            node_ip: The address of the Ray node that trained this epoch (rank 0).
 
         Raises:
             ValueError: On a bad name, epoch, status, parameter or non-numeric metric.
@@ -214,7 +217,7 @@ class ResultStore:
         _check_status(trial_id, status)
         where = f"trial {trial_id}, epoch {epoch}"
         row = {"study": self.study, "trial_id": trial_id, "epoch": int(epoch), "status": status,
-               "time_s": None if time_s is None else float(time_s)}
+               "time_s": None if time_s is None else float(time_s), "node_ip": node_ip}
         types = dict(EPOCH_COLUMNS)
         self._add_params(row, types, params, where)
         for name in REQUIRED_METRICS:
@@ -258,6 +261,8 @@ class ResultStore:
             {c: pd.Series(dtype="float64") for c in ("epoch", *REQUIRED_METRICS)})
         summary = summarize_epochs(epochs, BEST_METRIC)
         row.update(summary)
+        nodes = epochs.sort_values("epoch")["node_ip"].dropna() if "node_ip" in epochs else []
+        row["node_ip"] = str(nodes.iloc[-1]) if len(nodes) else None
         types.update({name: pa.float64() for name in summary if name.startswith(SUMMARY_PREFIXES)})
         types["best_epoch"] = pa.int64()
         table = pa.Table.from_pylist([row], schema=pa.schema(types))

@@ -16,6 +16,7 @@ else has none. Other databases must take their password from their client's own 
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -24,8 +25,9 @@ import pyarrow.fs as pafs
 
 MASK = "***"
 PASSWORD_ENV = "PGPASSWORD"
-# scheme://user:password@ — the password runs to the last '@' before the host part.
-_CREDENTIALS = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*:)(?P<secret>[^\s/]*)@")
+# scheme://user:password@ — the password runs to the last '@' of the URL (a secret may hold '/' or
+# '@' that its owner did not percent-encode; masking too much is safe).
+_CREDENTIALS = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*:)(?P<secret>\S*)@")
 
 
 def is_uri(location: str) -> bool:
@@ -48,11 +50,49 @@ def filesystem(location: str) -> tuple[pafs.FileSystem, str]:
     return pafs.FileSystem.from_uri(resolve(location))
 
 
+def object_store_endpoint(location: str) -> str | None:
+    """Returns ``host:port`` of the S3 endpoint that ``location`` (``s3://...``) goes to when one
+    is configured (``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``, as pyarrow reads them), else
+    None (AWS itself, or not an S3 location)."""
+    if not location.startswith("s3://"):
+        return None
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if not endpoint:
+        return None
+    parts = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.hostname}:{port}"
+
+
 def local_path(location: str) -> str:
     """Returns the local path of a local ``location`` (``file://`` stripped), absolute."""
     if not is_local(location):
         raise ValueError(f"{mask(location)!r} is not a local path")
     return resolve(location.removeprefix("file://"))
+
+
+def write_text(path: str, text: str) -> None:
+    """Writes ``text`` to ``path``, creating its folder."""
+    fs, p = filesystem(path)
+    fs.create_dir(posixpath.dirname(p), recursive=True)
+    with fs.open_output_stream(p) as f:
+        f.write(text.encode())
+
+
+def read_text(path: str) -> str | None:
+    """Returns the text at ``path``, or None if there is no such file."""
+    fs, p = filesystem(path)
+    if fs.get_file_info(p).type == pafs.FileType.NotFound:
+        return None
+    with fs.open_input_stream(p) as f:
+        return f.read().decode()
+
+
+def delete_file(path: str) -> None:
+    """Deletes the file at ``path`` if there is one."""
+    fs, p = filesystem(path)
+    if fs.get_file_info(p).type != pafs.FileType.NotFound:
+        fs.delete_file(p)
 
 
 def mask(text: str) -> str:
@@ -69,6 +109,11 @@ def display(url: str) -> str:
     if dialect(url) == "postgresql" and parts.username and os.environ.get(PASSWORD_ENV):
         return url.replace(f"//{parts.username}@", f"//{parts.username}:{MASK}@", 1)
     return url
+
+
+def has_credentials(location: str) -> bool:
+    """True when ``location`` holds ``user:password@`` (however the password is written)."""
+    return _CREDENTIALS.search(location) is not None
 
 
 def split_password(url: str) -> tuple[str, str | None]:

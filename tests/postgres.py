@@ -44,9 +44,9 @@ def _binaries() -> Path:
     return Path(found[-1]).parent
 
 
-def _free_port() -> int:
+def _free_port(host: str) -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
@@ -56,8 +56,10 @@ def _as_postgres(*cmd: str, **kwargs) -> subprocess.CompletedProcess:
 
 
 @contextlib.contextmanager
-def postgres_server(password: str) -> Iterator[Postgres]:
-    """Starts a PostgreSQL server with role and database ``studies`` (login ``password``)."""
+def postgres_server(password: str, host: str = "127.0.0.1",
+                    clients: str | None = None) -> Iterator[Postgres]:
+    """Starts a PostgreSQL server on ``host`` with role and database ``studies`` (login
+    ``password``), accepting password logins from loopback and the ``clients`` CIDR."""
     bin_dir = _binaries()
     uid = pwd.getpwnam("postgres").pw_uid
     root = Path(tempfile.mkdtemp(prefix="pg-"))
@@ -68,12 +70,16 @@ def postgres_server(password: str) -> Iterator[Postgres]:
     pwfile = root / "pw"
     pwfile.write_text(password)
     os.chown(pwfile, uid, -1)
-    port = _free_port()
+    port = _free_port(host)
     _as_postgres(str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=scram-sha-256",
                  f"--pwfile={pwfile}", "--no-sync")
+    if clients:
+        with open(data / "pg_hba.conf", "a") as hba:
+            hba.write(f"host all all {clients} scram-sha-256\n")
     server = subprocess.Popen(
         ["runuser", "-u", "postgres", "--", str(bin_dir / "postgres"), "-D", str(data),
-         "-p", str(port), "-h", "127.0.0.1", "-k", str(sockets), "-c", "fsync=off"],
+         "-p", str(port), "-h", ",".join(dict.fromkeys(["127.0.0.1", host])), "-k", str(sockets),
+         "-c", "fsync=off"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         env = {**os.environ, "PGPASSWORD": password}
@@ -85,7 +91,7 @@ def postgres_server(password: str) -> Iterator[Postgres]:
         psql = [str(bin_dir / "psql"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-c"]
         _as_postgres(*psql, f"CREATE ROLE {USER} LOGIN PASSWORD '{password}'", env=env)
         _as_postgres(*psql, f"CREATE DATABASE {DATABASE} OWNER {USER}", env=env)
-        yield Postgres("127.0.0.1", port, password)
+        yield Postgres(host, port, password)
     finally:
         server.terminate()  # runuser forwards it to postgres: a smart shutdown
         try:

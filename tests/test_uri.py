@@ -13,6 +13,7 @@ from transcenter.platform.study import StudySpec
      "postgresql+psycopg://user:***@db.example:5432/optuna"),
     ("live: optuna-dashboard postgresql://u:p@ss@h/db | x", "live: optuna-dashboard postgresql://u:***@h/db | x"),
     ("s3://KEY:SECRET@bucket/studies", "s3://KEY:***@bucket/studies"),
+    ("'s3://AKIA:Wg45A+S03g/3WMB1@studies/x' due to", "'s3://AKIA:***@studies/x' due to"),
     ("sqlite:////tmp/results/s/optuna.db", "sqlite:////tmp/results/s/optuna.db"),
     ("postgresql://user@host/db", "postgresql://user@host/db"),
 ])

@@ -1,0 +1,175 @@
+"""A multi-node Ray cluster on one machine: each node in its own Linux network namespace.
+
+Layout (all addresses on a bridge this module creates, never anything outside the machine)::
+
+    host (root namespace)   10.211.0.1   the tests, an S3 server (moto), PostgreSQL, ray job submit
+    tc-head                 10.211.0.10  Ray head: GCS, dashboard + job server, study drivers
+    tc-w1, tc-w2            10.211.0.11+ Ray worker nodes, 1 CPU each: the trials' Train workers
+
+Each node also has a private ``/tmp/ray`` (its own mount namespace), as separate machines would:
+nothing a node writes there is visible to another, so a study must keep its files in object
+storage. Nodes are started with ``ray start`` and stopped by killing every process in their
+namespace by pid (``ip netns pids``), which is also how a test loses a node. Needs root (CI is).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transcenter.platform.compat import WORKER_ENV
+
+SUBNET = "10.211.0"
+HOST_IP = f"{SUBNET}.1"
+BRIDGE = "tcbr0"
+VENV_BIN = Path(sys.executable).parent
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
+
+
+@dataclass
+class Node:
+    name: str  # namespace name, e.g. "tc-w1"
+    ip: str
+
+    def pids(self) -> list[int]:
+        out = subprocess.run(["ip", "netns", "pids", self.name], capture_output=True, text=True)
+        return [int(p) for p in out.stdout.split()]
+
+    def kill(self) -> int:
+        """SIGKILLs every process of this node; returns how many there were."""
+        pids = self.pids()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return len(pids)
+
+    def run(self, command: str, env: dict[str, str], **kwargs) -> subprocess.CompletedProcess:
+        """Runs ``command`` (bash) in this node's namespaces with ``env`` and a private /tmp/ray."""
+        script = f"mkdir -p /tmp/ray && mount -t tmpfs tmpfs /tmp/ray && exec {command}"
+        setup = ["ip", "netns", "exec", self.name, "unshare", "--mount", "--propagation", "private",
+                 "bash", "-c", script]
+        return subprocess.run(setup, env=env, capture_output=True, text=True, **kwargs)
+
+
+@dataclass
+class NetnsCluster:
+    head: Node
+    workers: list[Node]
+    env: dict[str, str] = field(default_factory=dict)  # of every Ray node's processes
+
+    @property
+    def address(self) -> str:
+        return f"{self.head.ip}:6379"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://{self.head.ip}:8265"
+
+    def stop(self) -> None:
+        for node in [*self.workers, self.head]:
+            node.kill()
+
+
+def _teardown_network(names: list[str]) -> None:
+    for name in names:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+        subprocess.run(["ip", "link", "del", f"v{name}"], capture_output=True)
+    subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True)
+
+
+def _network(names: list[str]) -> list[Node]:
+    """Creates the bridge (with the host's address) and one namespace per name, veth-attached."""
+    _teardown_network(names)  # a run killed before its teardown
+    _ip("link", "add", BRIDGE, "type", "bridge")
+    _ip("addr", "add", f"{HOST_IP}/24", "dev", BRIDGE)
+    _ip("link", "set", BRIDGE, "up")
+    nodes = []
+    for i, name in enumerate(names):
+        address = f"{SUBNET}.{10 + i}"
+        _ip("netns", "add", name)
+        _ip("link", "add", f"v{name}", "type", "veth", "peer", "name", "eth0", "netns", name)
+        _ip("link", "set", f"v{name}", "master", BRIDGE, "up")
+        _ip("-n", name, "addr", "add", f"{address}/24", "dev", "eth0")
+        _ip("-n", name, "link", "set", "eth0", "up")
+        _ip("-n", name, "link", "set", "lo", "up")
+        nodes.append(Node(name, address))
+    return nodes
+
+
+def _ray(node: Node, args: str, env: dict[str, str]) -> None:
+    done = node.run(f"{VENV_BIN}/ray start {args} --disable-usage-stats", env, timeout=300)
+    if done.returncode:
+        raise RuntimeError(f"ray start on {node.name} failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
+
+
+@contextlib.contextmanager
+def namespaces(nodes: int) -> Iterator[list[Node]]:
+    """Creates the bridge (the host's address :data:`HOST_IP`) and ``nodes`` namespaces: the first
+    is the head (``tc-head``), the others workers (``tc-w1``, ...). On exit every process in them
+    is killed and the network deleted."""
+    names = ["tc-head"] + [f"tc-w{i}" for i in range(1, nodes)]
+    made = _network(names)
+    try:
+        yield made
+    finally:
+        for node in made:
+            node.kill()
+        time.sleep(1)
+        _teardown_network(names)
+
+
+@contextlib.contextmanager
+def start_ray_nodes(nodes: list[Node], env: dict[str, str] | None = None) -> Iterator[NetnsCluster]:
+    """Starts a Ray head on ``nodes[0]`` (no CPUs: it runs the study drivers) and a worker node
+    with 1 CPU on each of the others; stops them all on exit.
+
+    ``env`` is added to every node's environment (object-store credentials, PGPASSWORD, ...); Ray's
+    token authentication is on, with this user's token (``~/.ray/auth_token``, made if missing).
+    """
+    node_env = {**os.environ, **WORKER_ENV, **(env or {}), "RAY_AUTH_MODE": "token",
+                "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    subprocess.run([str(VENV_BIN / "ray"), "get-auth-token", "--generate"], env=node_env,
+                   capture_output=True, check=True)
+    cluster = NetnsCluster(nodes[0], nodes[1:], node_env)
+    try:
+        _ray(cluster.head, f"--head --node-ip-address={cluster.head.ip} --port=6379 --num-cpus=0 "
+                           f"--dashboard-host={cluster.head.ip} --dashboard-port=8265", node_env)
+        for node in cluster.workers:
+            _ray(node, f"--address={cluster.address} --node-ip-address={node.ip} --num-cpus=1",
+                 node_env)
+        _wait_for_nodes(cluster, len(nodes))
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def alive_nodes(cluster: NetnsCluster) -> list[str]:
+    """Returns the addresses of the cluster's alive nodes, asked from outside (the State API of
+    the head's dashboard, as ``ray list nodes`` does)."""
+    done = subprocess.run([str(VENV_BIN / "ray"), "list", "nodes", "--address",
+                           cluster.dashboard_url, "--format", "json", "--filter", "state=ALIVE"],
+                          env=cluster.env, capture_output=True, text=True)
+    if done.returncode:
+        return []
+    return sorted(n["node_ip"] for n in json.loads(done.stdout))
+
+
+def _wait_for_nodes(cluster: NetnsCluster, expected: int, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        alive = alive_nodes(cluster)
+        if len(alive) == expected:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{expected} Ray nodes did not come up: alive {alive}")
+        time.sleep(2)
