@@ -134,3 +134,52 @@ def job_working_dir() -> str | None:
     """
     cwd = os.getcwd()
     return cwd if f"{os.sep}runtime_resources{os.sep}working_dir_files{os.sep}" in cwd else None
+
+
+def remove_placement_groups_of_ended_jobs() -> int:
+    """Removes the placement groups that jobs which have ended (failed, stopped, succeeded) left
+    behind; returns how many. Needs the State API (the dashboard); does nothing without it.
+
+    Why: when a study driver is SIGKILLed, Ray 2.60 can leave the placement group of a trial's Train
+    worker group CREATED after the job has failed, holding the CPUs/GPUs that trial had, so the
+    resumed study (``--resume``) waits for resources forever. Only non-detached groups of jobs the
+    State API lists as ended are removed: by Ray's own rules they should be gone. Public
+    replacement: Ray removing them when the creating job ends (an upstream fix).
+    """
+    import ray
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+    from ray.util.state import list_jobs, list_placement_groups
+
+    try:
+        ended = {j.job_id for j in list_jobs(limit=10_000, raise_on_missing_output=False)
+                 if j.job_id and j.status in ("FAILED", "STOPPED", "SUCCEEDED")}
+        groups = list_placement_groups(limit=10_000, detail=True, raise_on_missing_output=False)
+    except Exception:  # noqa: BLE001 - no dashboard / State API on this cluster
+        return 0
+    leaked = [g for g in groups if g.creator_job_id in ended and not g.is_detached
+              and g.state in ("CREATED", "PENDING", "RESCHEDULING")]
+    for group in leaked:
+        remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(
+            group.placement_group_id))))
+    return len(leaked)
+
+
+# Credentials that must never travel in a runtime env (Ray's runtime-env agent writes every runtime
+# env it creates, env_vars included, to its log in clear text).
+SECRET_ENV_VARS = frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                             "AWS_SECURITY_TOKEN"})
+
+
+def keep_secrets_out_of_runtime_envs() -> None:
+    """Stops Ray Tune from copying the driver's AWS credentials into every trial actor's runtime env.
+
+    Why: Ray Tune 2.60 propagates them (``ray.tune.execution.class_cache.ENV_VARS_TO_PROPAGATE``),
+    and the runtime-env agent logs each runtime env in clear text, so the secret key lands in
+    ``/tmp/ray/session_*/logs/runtime_env_agent.log`` on every node. The trial drivers run on the
+    head, whose environment has the credentials the cluster gives every node (an IAM role, or the
+    variables set where ``ray start`` runs), so nothing needs the copy. Public replacement: a Tune
+    option not to propagate them, or the agent not logging env_vars.
+    """
+    from ray.tune.execution import class_cache
+
+    class_cache.ENV_VARS_TO_PROPAGATE = frozenset(class_cache.ENV_VARS_TO_PROPAGATE) - SECRET_ENV_VARS

@@ -20,7 +20,9 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from transcenter.model.training.experiment import trial_config
 from transcenter.platform.callbacks import ResultStoreCallback
-from transcenter.platform.compat import HEAD_NODE_RESOURCE, job_working_dir
+from transcenter.platform.compat import (HEAD_NODE_RESOURCE, job_working_dir,
+                                         keep_secrets_out_of_runtime_envs,
+                                         remove_placement_groups_of_ended_jobs)
 from transcenter.platform.errors import StudyError, TrialFailure
 from transcenter.platform.optuna_db import check_storage
 from transcenter.platform.ray_connect import answers, connect, on_every_node
@@ -249,6 +251,11 @@ def run_study(spec: StudySpec, address: str | None = None) -> ResultStore:
     """Runs (or resumes) the study to the end and returns its result store."""
     check_study(spec)
     connect(address)
+    removed = remove_placement_groups_of_ended_jobs()
+    if removed:
+        logger.warning("removed %d placement group(s) that ended jobs left holding resources",
+                       removed)
     check_nodes_reach(spec)
+    keep_secrets_out_of_runtime_envs()
     build_tuner(spec).fit()
     return ResultStore(spec.storage_path, spec.name)

@@ -35,6 +35,8 @@ from typing import Any
 
 import pytest
 
+from procs import stop
+
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -278,12 +280,7 @@ def optuna_dashboard(study_dir: str | Path) -> Iterator[str]:
         assert url, f"the dashboard did not start on 127.0.0.1: {line!r}"
         yield url.group(0)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop(process)
         process.stdout.close()
 
 

@@ -24,12 +24,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from postgres import Postgres, postgres_server
+from s3_server import S3, s3_server
+
 from transcenter.platform.compat import WORKER_ENV
+from transcenter.store.results import ResultStore
 
 SUBNET = "10.211.0"
 HOST_IP = f"{SUBNET}.1"
 BRIDGE = "tcbr0"
 VENV_BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _ip(*args: str) -> None:
@@ -82,6 +87,7 @@ class NetnsCluster:
 
 def _teardown_network(names: list[str]) -> None:
     for name in names:
+        Node(name, "").kill()
         subprocess.run(["ip", "netns", "del", name], capture_output=True)
         subprocess.run(["ip", "link", "del", f"v{name}"], capture_output=True)
     subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True)
@@ -173,3 +179,55 @@ def _wait_for_nodes(cluster: NetnsCluster, expected: int, timeout_s: float = 120
         if time.monotonic() > deadline:
             raise RuntimeError(f"{expected} Ray nodes did not come up: alive {alive}")
         time.sleep(2)
+
+
+@contextlib.contextmanager
+def study_cluster(workers: int, pg_password: str) -> Iterator[tuple[NetnsCluster, S3, Postgres]]:
+    """A Ray head and ``workers`` worker nodes with the parts a production cluster has: S3 (moto,
+    on the host) and PostgreSQL (on the host); every node gets the S3 credentials and
+    ``PGPASSWORD``, as a cluster's secrets would give them."""
+    with namespaces(1 + workers) as nodes, \
+            postgres_server(pg_password, host=HOST_IP, clients=f"{SUBNET}.0/24") as pg, \
+            s3_server(HOST_IP) as s3, \
+            start_ray_nodes(nodes, {**s3.env, "PGPASSWORD": pg_password}) as cluster:
+        yield cluster, s3, pg
+
+
+def submit(cluster: NetnsCluster, *args: str) -> subprocess.Popen:
+    """Starts ``ray job submit`` of a smoke heatmap-size study from the host; output on stdout."""
+    cmd = [str(VENV_BIN / "ray"), "job", "submit", "--address", cluster.dashboard_url,
+           "--working-dir", ".", "--", "python", "studies/heatmap_size.py", "--preset", "smoke",
+           "--set", "data.num_train=16", "--set", "data.num_val=8", *args]
+    return subprocess.Popen(cmd, cwd=REPO, env=cluster.env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+@dataclass
+class NodeLossRun:
+    returncode: int
+    output: str
+    store: ResultStore
+    killed: bool  # the node died mid-study
+    wall_s: float
+
+
+def node_loss_study(cluster: NetnsCluster, s3: S3, pg: Postgres, name: str, trials: int,
+                    epochs: int) -> NodeLossRun:
+    """Runs a study on S3 + PostgreSQL and SIGKILLs every process of the first worker node as soon
+    as a trial there has an epoch in S3; returns once the study has ended."""
+    store = ResultStore(f"{s3.bucket}/studies", name, filesystem=s3.filesystem())
+    victim, killed = cluster.workers[0], False
+    started = time.monotonic()
+    job = submit(cluster, "--name", name, "--num-samples", str(trials), "--epochs", str(epochs),
+                 "--storage-path", f"s3://{s3.bucket}/studies",
+                 "--optuna-url", f"postgresql+psycopg://studies@{pg.host}:{pg.port}/studies")
+    try:
+        while job.poll() is None and not killed:
+            if (store.read_epochs()["node_ip"] == victim.ip).any():
+                killed = victim.kill() > 0
+            time.sleep(1)
+        output = job.communicate(timeout=900)[0]
+    finally:
+        if job.poll() is None:
+            job.kill()
+    return NodeLossRun(job.returncode, output, store, killed, time.monotonic() - started)

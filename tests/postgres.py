@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from procs import stop
+
 USER, DATABASE = "studies", "studies"
 
 
@@ -93,10 +95,5 @@ def postgres_server(password: str, host: str = "127.0.0.1",
         _as_postgres(*psql, f"CREATE DATABASE {DATABASE} OWNER {USER}", env=env)
         yield Postgres(host, port, password)
     finally:
-        server.terminate()  # runuser forwards it to postgres: a smart shutdown
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop(server, grace_s=30)  # runuser forwards SIGTERM to postgres: a smart shutdown
         shutil.rmtree(root, ignore_errors=True)

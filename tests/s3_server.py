@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from procs import stop
+
 SETUP_ACTIONS = 4  # create_user, put_user_policy, create_access_key, create_bucket
 REGION = "us-east-1"
 
@@ -28,6 +30,13 @@ class S3:
     bucket: str
     access_key: str
     secret_key: str
+
+    def filesystem(self):
+        """Returns a pyarrow ``S3FileSystem`` on this server (paths: ``<bucket>/<key>``)."""
+        import pyarrow.fs as pafs
+
+        return pafs.S3FileSystem(endpoint_override=self.endpoint, access_key=self.access_key,
+                                 secret_key=self.secret_key, region=REGION)
 
     @property
     def env(self) -> dict[str, str]:
@@ -76,9 +85,4 @@ def s3_server(host: str = "127.0.0.1", bucket: str = "studies") -> Iterator[S3]:
                      aws_secret_access_key=s3.secret_key).create_bucket(Bucket=bucket)
         yield s3
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop(server)

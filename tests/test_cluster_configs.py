@@ -86,3 +86,24 @@ def test_entrypoint_names_an_existing_study():
     if not (ROOT / script).is_file():
         pytest.skip(f"{script} is not written yet (the study scripts land separately)")
     assert (ROOT / script).parent == ROOT / "studies"
+
+
+def test_entrypoints_are_valid_study_commands_on_object_storage_and_postgres():
+    """The documented commands parse as the study CLI reads them: S3 storage, a PostgreSQL Optuna
+    URL without a password (PGPASSWORD comes from the cluster's secrets)."""
+    from transcenter.platform.cli import build_parser
+    from transcenter.store.uri import dialect, split_password
+
+    header = (CLUSTER / "a100.yaml").read_text().split("cluster_name:", 1)[0]
+    launcher = " ".join(line.lstrip("# ").rstrip("\\ ") for line in header.splitlines()
+                        if "studies/heatmap_size.py" in line or line.lstrip("# ").startswith("--"))
+    for command in (load("rayjob.yaml")["spec"]["entrypoint"], launcher):
+        args = shlex.split(command)
+        parsed = build_parser("heatmap_size", "", asha=False).parse_args(
+            args[args.index("studies/heatmap_size.py") + 1:])
+        assert parsed.storage_path.startswith("s3://")
+        assert dialect(parsed.optuna_url) == "postgresql"
+        assert split_password(parsed.optuna_url)[1] is None
+    head = load("rayjob.yaml")["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
+    assert any(e["name"] == "PGPASSWORD" and "secretKeyRef" in e["valueFrom"]
+               for e in head["containers"][0]["env"])

@@ -98,3 +98,14 @@ def test_job_working_dirs_are_still_unpacked_where_we_look(tmp_path, monkeypatch
     assert compat.job_working_dir() == str(copy)
     monkeypatch.chdir(tmp_path)
     assert compat.job_working_dir() is None
+
+
+def test_tune_still_propagates_aws_credentials_into_runtime_envs():
+    """keep_secrets_out_of_runtime_envs: drop it once Tune stops copying the driver's AWS keys into
+    trial actors' runtime envs (which Ray's runtime-env agent logs in clear text)."""
+    from ray.tune.execution import class_cache
+
+    assert '"AWS_SECRET_ACCESS_KEY",' in inspect.getsource(class_cache)
+    compat.keep_secrets_out_of_runtime_envs()
+    assert not compat.SECRET_ENV_VARS & class_cache.ENV_VARS_TO_PROPAGATE
+    assert "PL_DISABLE_FORK" in class_cache.DEFAULT_ENV_VARS  # the rest is untouched

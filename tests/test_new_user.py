@@ -11,6 +11,7 @@ import optuna
 import pandas as pd
 import pytest
 import sqlalchemy
+from browser import get_json, optuna_dashboard
 from isolated import REPO, fresh_shell, kill
 from postgres import postgres_server
 
@@ -110,6 +111,11 @@ def test_optuna_password_is_never_printed_or_stored(ray_cluster, tmp_path):
         study = optuna.load_study(study_name="heatmap_size", storage=pg.url())
         assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE]
         assert SECRET not in _database_text(pg.url())  # every table: attrs, params, values
+
+        # `make dashboard STUDY=<the URL>`: optuna-dashboard serves the study from PostgreSQL.
+        with optuna_dashboard(pg.url()) as dashboard:
+            studies = get_json(f"{dashboard}/api/studies")["study_summaries"]
+            assert [s["study_name"] for s in studies] == ["heatmap_size"]
 
 
 def _database_text(url: str) -> str:

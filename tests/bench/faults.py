@@ -1,7 +1,8 @@
 """Fault matrix, run once on a local Ray head: prints one JSON object.
 
-Injects a SIGKILLed Train worker, a diverging trial (NaN), an out-of-memory trial, and a study
-driver SIGKILLed mid-study then resumed with ``--resume``; reports faults injected, studies
+Injects a SIGKILLed Train worker, a diverging trial (NaN), an out-of-memory trial, a study
+driver SIGKILLed mid-study then resumed with ``--resume``, and (``node_lost``) a worker node of a
+three-node cluster on S3 + PostgreSQL SIGKILLed mid-study (needs root); reports faults injected, studies
 completed, parquet rows expected vs found, duplicated and lost rows (the target is 0 and 0).
 
     python tests/bench/faults.py
@@ -20,6 +21,7 @@ import ray
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the local head helper
 from local_cluster import local_head  # noqa: E402
+from netns_cluster import node_loss_study, study_cluster  # noqa: E402
 
 from transcenter.platform import faults as fault_injection
 from transcenter.platform.search import Categorical, SearchSpace
@@ -31,7 +33,8 @@ SMALL = {"data.num_train": 16, "data.num_val": 8, "train.epochs": EPOCHS, "train
 STUDY_SCRIPT = Path(__file__).resolve().parents[2] / "studies" / "heatmap_size.py"
 
 
-def _counts(store: ResultStore, expected: int) -> dict:
+def row_counts(store: ResultStore, expected: int) -> dict:
+    """Rows expected, found, duplicated and lost in a study's store."""
     epochs = store.read_epochs()
     unique = len(epochs.drop_duplicates(["trial_id", "epoch"]))
     return {"expected": expected, "found": len(epochs), "duplicates": len(epochs) - unique,
@@ -53,7 +56,7 @@ def trial_faults(root: Path) -> tuple[dict, int]:
     expected = EPOCHS + 1 + 0 + EPOCHS  # killed resumes to the end; NaN keeps epoch 1; OOM none
     statuses = sorted(store.read_trials()["status"])
     fired = sum((root / m).exists() for m in "kno")
-    return {**_counts(store, expected), "statuses": statuses}, fired
+    return {**row_counts(store, expected), "statuses": statuses}, fired
 
 
 def driver_kill(root: Path, address: str) -> dict:
@@ -70,8 +73,16 @@ def driver_kill(root: Path, address: str) -> dict:
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     resumed = subprocess.run(cmd + ["--resume"], capture_output=True, text=True)
-    return {**_counts(store, 3 * EPOCHS), "killed_mid_study": killed,
+    return {**row_counts(store, 3 * EPOCHS), "killed_mid_study": killed,
             "resume_exit_code": resumed.returncode}
+
+
+def node_lost() -> dict:
+    """SIGKILL every process of a worker node of a three-node cluster mid-study (S3 + PostgreSQL)."""
+    with study_cluster(workers=2, pg_password="bench-secret") as (cluster, s3, pg):
+        run = node_loss_study(cluster, s3, pg, "node_lost", 4, EPOCHS)
+    return {**row_counts(run.store, 4 * EPOCHS), "killed": run.killed,
+            "completed": run.returncode == 0}
 
 
 def main() -> None:
@@ -83,13 +94,15 @@ def main() -> None:
         faults, fired = trial_faults(root)
         ray.shutdown()
         driver = driver_kill(root, cluster.address)
+    node = node_lost()
+    runs = (faults, driver, node)
     print(json.dumps({
-        "faults_injected": fired + int(driver["killed_mid_study"]),
-        "studies_completed": 1 + int(driver["resume_exit_code"] == 0),
-        "rows_expected": faults["expected"] + driver["expected"],
-        "rows_found": faults["found"] + driver["found"],
-        "duplicates": faults["duplicates"] + driver["duplicates"],
-        "lost_rows": faults["lost"] + driver["lost"],
+        "faults_injected": fired + int(driver["killed_mid_study"]) + int(node["killed"]),
+        "studies_completed": 1 + int(driver["resume_exit_code"] == 0) + int(node["completed"]),
+        "rows_expected": sum(r["expected"] for r in runs),
+        "rows_found": sum(r["found"] for r in runs),
+        "duplicates": sum(r["duplicates"] for r in runs),
+        "lost_rows": sum(r["lost"] for r in runs),
         "trial_statuses": faults["statuses"],
         "wall_s": round(time.perf_counter() - start, 1)}))
 
