@@ -25,8 +25,8 @@ def main() -> None:
     args = parser.parse_args()
     with study_cluster(workers=2, pg_password="bench-secret") as (cluster, s3, pg):
         run = node_loss_study(cluster, s3, pg, "bench", args.trials, args.epochs)
-    epochs = run.store.read_epochs()
-    rows = row_counts(run.store, args.trials * args.epochs)
+        epochs = run.store.read_epochs()  # while the S3 server is up
+        rows = row_counts(run.store, args.trials * args.epochs)
     per_node = epochs.groupby("node_ip")["trial_id"].nunique().to_dict()
     print(json.dumps({
         "nodes": 1 + len(cluster.workers), "trials": args.trials,

@@ -81,8 +81,8 @@ def node_lost() -> dict:
     """SIGKILL every process of a worker node of a three-node cluster mid-study (S3 + PostgreSQL)."""
     with study_cluster(workers=2, pg_password="bench-secret") as (cluster, s3, pg):
         run = node_loss_study(cluster, s3, pg, "node_lost", 4, EPOCHS)
-    return {**row_counts(run.store, 4 * EPOCHS), "killed": run.killed,
-            "completed": run.returncode == 0}
+        return {**row_counts(run.store, 4 * EPOCHS), "killed": run.killed,
+                "completed": run.returncode == 0}
 
 
 def main() -> None:
