@@ -18,6 +18,7 @@ from transcenter.platform.errors import StudyError
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
+
 def answers(address: str, timeout_s: float = 3.0) -> bool:
     """True when ``[scheme://]host:port`` accepts a TCP connection within ``timeout_s`` seconds."""
     hostport = address.split("://", 1)[-1].rstrip("/")
@@ -60,25 +61,30 @@ def connect(address: str | None) -> None:
     """
     if ray.is_initialized():
         return
-    address = address or os.environ.get("RAY_ADDRESS") or _local_address()
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        check_reachable(address)
+    else:
+        address = _local_address()  # checked there
     try:
         if address == "local":
             ray.init(address="local", runtime_env={"env_vars": WORKER_ENV})
             return
-        check_reachable(address)
         enable_token_auth_if_token_available()
         ray.init(address=address)
     except (ConnectionError, TimeoutError, RuntimeError) as e:
         raise StudyError(f"cannot reach the Ray cluster at {address!r}: {e}") from e
 
 
+def alive_nodes() -> list[dict[str, Any]]:
+    """Returns ``ray.nodes()`` entries of the connected cluster's alive nodes."""
+    return [n for n in ray.nodes() if n["Alive"]]
+
+
 def on_every_node(fn: Callable[..., T], *args: Any) -> dict[str, T]:
     """Runs ``fn(*args)`` once on every alive node of the connected cluster (no CPU taken) and
-    returns ``{node address: result}``; ``{}`` on a single-node cluster, where the driver's own
-    checks already ran on that node."""
-    nodes = [n for n in ray.nodes() if n["Alive"]]
-    if len(nodes) < 2:
-        return {}
+    returns ``{node address: result}``."""
+    nodes = alive_nodes()
     remote = ray.remote(num_cpus=0)(fn)
     refs = {n["NodeManagerAddress"]: remote.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
         n["NodeID"], soft=False)).remote(*args) for n in nodes}

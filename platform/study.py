@@ -25,7 +25,7 @@ from transcenter.platform.compat import (HEAD_NODE_RESOURCE, job_working_dir,
                                          remove_placement_groups_of_ended_jobs)
 from transcenter.platform.errors import StudyError, TrialFailure
 from transcenter.platform.optuna_db import check_storage
-from transcenter.platform.ray_connect import answers, connect, on_every_node
+from transcenter.platform.ray_connect import alive_nodes, answers, connect, on_every_node
 from transcenter.platform.search import SearchSpace, make_searcher
 from transcenter.platform.trainer import Resources, build_trainer
 from transcenter.platform.trial_files import read_failure, run_dir
@@ -220,7 +220,9 @@ def check_nodes_reach(spec: StudySpec) -> None:
     """Raises :class:`StudyError` naming the nodes of the Ray cluster that do not see the study's
     storage as the driver does (a folder local to the driver's machine, an object store a node has
     no credentials or route for): the driver leaves a marker file there, every node must read it
-    and write beside it. A single-node cluster is not probed."""
+    and write beside it. A single-node cluster is not probed: the driver's own checks ran there."""
+    if len(alive_nodes()) < 2:
+        return
     directory = study_dir(spec)
     marker = f"{directory}/.reach-{uuid.uuid4().hex}"
     write_text(marker, "")
