@@ -7,7 +7,9 @@ them, so the paper's numbers are put beside ours as written. Losses are per-epoc
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import optuna
@@ -20,6 +22,9 @@ HEATMAP_SIZE = "model.heatmap_size"
 HEAD = "model.head"
 TRIAL_KEY = ["study", "trial_id"]
 StudyPaths = str | os.PathLike | Sequence[str | os.PathLike]  # one study directory or several
+# Per-class metric columns: AP50_class<k> is the COCO AP50 (percent) of class k, NaN where the val
+# split has no object of that class; study.json's ``class_names`` names k.
+CLASS_AP50 = re.compile(r"AP50_class(\d+)")
 
 
 class NotEnoughTrials(ValueError):
@@ -42,6 +47,17 @@ def load_study(path_or_paths: StudyPaths) -> pd.DataFrame:
                                 for name, spec in ResultStore.open(path).read_meta()
                                 .get("search_space", {}).items()}
     return df
+
+
+def load_meta(path_or_paths: StudyPaths) -> dict[str, dict[str, Any]]:
+    """Reads the metadata (``study.json``) of one or more study directories.
+
+    Returns:
+        Study name (the ``study`` column of the store's tables) -> its metadata, ``{}`` when the
+        study has none.
+    """
+    stores = [ResultStore.open(path) for path in as_paths(path_or_paths)]
+    return {store.study: store.read_meta() for store in stores}
 
 
 def load_trials(path_or_paths: StudyPaths) -> pd.DataFrame:
@@ -177,6 +193,65 @@ def best_per_trial(df: pd.DataFrame, metric: str = "AP50") -> pd.DataFrame:
     table[f"best.{metric}"] = grouped[metric].max()
     table["n_epochs"] = grouped.size()
     return table.reset_index()
+
+
+def best_trial(status: pd.DataFrame, metric: str = "AP") -> pd.Series | None:
+    """The trial with the highest finite ``best.<metric>`` (ties: the first in the table's order).
+
+    Args:
+        status: Trials from `trial_status`.
+        metric: Higher is better.
+
+    Returns:
+        That trial's row (``study``, ``trial_id``, ``best_epoch``, ...), or None when no trial has
+        a finite value.
+    """
+    values = pd.to_numeric(status[f"best.{metric}"], errors="coerce") if len(status) else None
+    if values is None or not np.isfinite(values).any():
+        return None
+    return status.loc[values.where(np.isfinite(values)).idxmax()]
+
+
+def class_ap_columns(df: pd.DataFrame) -> dict[int, str]:
+    """Class index -> its per-class AP50 column (``AP50_class<k>``) in a store table, by index."""
+    found = {int(m.group(1)): c for c in df.columns if (m := CLASS_AP50.fullmatch(c))}
+    return dict(sorted(found.items()))
+
+
+def class_ap50(
+    df: pd.DataFrame,
+    study: str,
+    trial_id: str,
+    epoch: int,
+    class_names: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Per-class AP50 of one trial-epoch, weakest class first.
+
+    Args:
+        df: Trial-epochs from `load_study`, with ``AP50_class<k>`` columns (`CLASS_AP50`).
+        study: The trial's study.
+        trial_id: The trial.
+        epoch: The epoch, e.g. the trial's ``best_epoch``.
+        class_names: Class index -> name (``study.json``'s ``class_names``); a class beyond the
+            list, or every class when None, is named ``class<k>``.
+
+    Returns:
+        Columns ``class`` (str) and ``AP50`` (float64, percent), one row per per-class column,
+        sorted by AP50 ascending; NaN (no object of the class in the val split, or the epoch was
+        not evaluated) last. Empty when the trial-epoch or the columns are missing.
+    """
+    columns = class_ap_columns(df)
+    row = df[(df["study"] == study) & (df["trial_id"] == trial_id) & (df["epoch"] == epoch)] \
+        if columns else df.iloc[:0]
+    if row.empty:
+        return pd.DataFrame({"class": pd.Series(dtype="object"), "AP50": pd.Series(dtype="float64")})
+    values = row.iloc[-1]  # (one row: the store keeps one per trial-epoch)
+    names = list(class_names or [])
+    table = pd.DataFrame({
+        "class": [str(names[k]) if k < len(names) else f"class{k}" for k in columns],
+        "AP50": np.asarray([values[c] for c in columns.values()], dtype="float64"),
+    })
+    return table.sort_values("AP50", na_position="last", kind="stable", ignore_index=True)
 
 
 def optuna_study(df: pd.DataFrame, target: str = "AP", params: Sequence[str] | None = None) -> optuna.Study:

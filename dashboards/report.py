@@ -25,7 +25,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullFormatter
 
-from transcenter.dashboards import analysis, summary
+from transcenter.dashboards import analysis, dataset_tables, summary
+from transcenter.dashboards.dataset_tables import DataSetTables
 from transcenter.dashboards.summary import StudyTables, collect
 from transcenter.store import uri
 
@@ -37,7 +38,9 @@ h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 
 table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
 th, td { border: 1px solid #ddd; padding: 0.2em 0.5em; text-align: right; }
 td { white-space: pre-wrap; } .note { color: #666; font-style: italic; } img { max-width: 100%; }
+.scroll, details > div { max-height: 30em; overflow: auto; }
 """
+_FEW_CLASSES = 20  # more classes than this: per-class tables scroll, the counts start collapsed
 
 
 def write_report(
@@ -60,11 +63,20 @@ def write_report(
     tables = collect(paths, by=by, first_epochs=first_epochs)
     studies = sorted(set(tables.status["study"])) or [Path(p).name for p in analysis.as_paths(paths)]
     title = "TransCenter study " + ", ".join(studies)
-    sections = [
+    sections = [  # the data first: what a user checks before spending GPU hours on it
+        (summary.DATASET_TITLE + ("" if len(studies) == 1 else f" of study {study}"),
+         _dataset_section(data))
+        for study, data in tables.datasets.items()
+    ]
+    sections += [
         ("Lower limit: AP50 (%) in the first epochs (paper Fig. 6)",
          _section(tables.lower, lambda: _lower_limit_figure(tables.lower, by))),
         ("Upper limit: AP (%) at the best epoch of the best trial, beside the paper (Tables 4 and 2)",
          _section(tables.upper)),
+    ]
+    if tables.class_ap50 is not None:  # studies before per-class AP have no such section
+        sections.append((summary.CLASS_AP50_TITLE, _class_ap50_section(tables)))
+    sections += [
         (summary.OVERLAP_TITLE, _section(tables.overlap)),
         ("Position vs. size heatmap loss (paper Fig. 7)",
          _section(tables.losses, lambda: _loss_figure(tables.losses, by), table=False)),
@@ -103,8 +115,44 @@ def _section(data: pd.DataFrame | pd.Series | str, draw=None, table: bool = True
     frame = data.to_frame() if isinstance(data, pd.Series) else data
     parts = [_img(draw())] if draw else []
     if table:
-        parts.append(frame.to_html(float_format=lambda x: f"{x:.4g}", na_rep="–", border=0))
+        parts.append(_counts_as_text(frame).to_html(float_format=lambda x: f"{x:.4g}", na_rep="–",
+                                                    border=0))
     return "\n".join(parts)
+
+
+def _class_ap50_section(tables: StudyTables) -> str:
+    if isinstance(tables.class_ap50, str):
+        return _note(tables.class_ap50)
+    table = _section(tables.class_ap50.set_index("class"))
+    if len(tables.class_ap50) > _FEW_CLASSES:  # scrolls in a box, the note below stays in view
+        table = f'<div class="scroll">\n{table}\n</div>'
+    return f"{table}\n<p>{html.escape(summary.class_ap50_note(tables))}</p>"
+
+
+def _dataset_section(data: DataSetTables) -> str:
+    """The splits table, the heatmap-size table with what it means, and the per-class counts,
+    collapsed (and scrolling) when there are many classes."""
+    classes = len(data.per_class)
+    counts = (f"<details{' open' if classes <= _FEW_CLASSES else ''}><summary>Objects per class "
+              f"and split ({classes} classes)</summary><div>\n{_section(data.per_class)}\n</div>"
+              "</details>")
+    size = f"{data.input_size} px" if data.input_size else "not recorded"
+    return "\n".join([
+        _section(data.splits), _note(dataset_tables.SPLITS_NOTE),
+        f"<p>Input size: {html.escape(size)}. {html.escape(dataset_tables.SAME_CELL_NOTE)}</p>",
+        _section(data.same_cell), counts])
+
+
+def _counts_as_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """Nullable integer columns (counts) as text: pandas prints their NA as ``<NA>``, whatever
+    ``na_rep`` and ``formatters`` say."""
+    counts = [i for i, dtype in enumerate(frame.dtypes) if isinstance(dtype, pd.Int64Dtype)]
+    if not counts:
+        return frame
+    frame = frame.copy()
+    for i in counts:
+        frame.isetitem(i, [str(v) if not pd.isna(v) else "–" for v in frame.iloc[:, i]])
+    return frame
 
 
 def _img(fig: Figure) -> str:

@@ -10,16 +10,20 @@ import argparse
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import optuna
 import pandas as pd
 
-from transcenter.dashboards import analysis
+from transcenter.dashboards import analysis, dataset_tables
+from transcenter.dashboards.dataset_tables import DataSetTables
 from transcenter.store.results import OVERLAP_RECALL, ResultStore
 
 
 OVERLAP_TITLE = ("Overlap recall vs. AP per head (paper Fig. 2): recall (%) of objects sharing "
                  "their heatmap cell with a same-class object, at each trial's last evaluation")
+CLASS_AP50_TITLE = "Per-class AP50 (%) of the best trial at its best epoch, weakest class first"
+DATASET_TITLE = "Data set"
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,11 @@ class StudyTables:
         overlap: `analysis.head_comparison`: overlap recall beside AP per head.
         losses: `analysis.loss_curves`.
         importance: `analysis.importance` of AP.
+        best: The trial with the highest best AP (`analysis.best_trial`), None if there is none.
+        class_ap50: `analysis.class_ap50` of ``best`` at its best epoch, named by ``study.json``'s
+            ``class_names``; None when the study records no per-class AP50 (studies before it).
+        datasets: Study -> `dataset_tables.tables` of its ``study.json`` ``dataset``, for the
+            studies that have one.
     """
 
     epochs: pd.DataFrame
@@ -45,6 +54,9 @@ class StudyTables:
     overlap: pd.DataFrame | str
     losses: pd.DataFrame | str
     importance: pd.Series | str
+    best: pd.Series | None
+    class_ap50: pd.DataFrame | str | None
+    datasets: dict[str, DataSetTables]
 
 
 def collect(
@@ -80,9 +92,46 @@ def collect(
         importance = analysis.importance(epochs)
     except analysis.NotEnoughTrials as why:
         importance = f"No importance: it {why}."
+    meta = analysis.load_meta(paths)
+    best = analysis.best_trial(status)
+    datasets = {study: dataset_tables.tables(m["dataset"]) for study, m in meta.items()
+                if m.get("dataset")}
     return StudyTables(epochs=epochs, status=status, search=analysis.best_per_trial(epochs),
                        lower=lower, upper=upper, overlap=overlap, losses=losses,
-                       importance=importance)
+                       importance=importance, best=best,
+                       class_ap50=_class_ap50(epochs, best, meta), datasets=datasets)
+
+
+def class_ap50_note(tables: StudyTables) -> str:
+    """Says which trial-epoch the per-class AP50 table is of, and its mean over classes."""
+    table, best = tables.class_ap50, tables.best
+    if not isinstance(table, pd.DataFrame) or best is None:
+        return ""
+    known = table["AP50"].dropna()
+    missing = len(table) - len(known)
+    note = (f"Trial {best['trial_id']} of study {best['study']}, epoch {int(best['best_epoch'])} "
+            f"(its best AP: {best['best.AP']:.4g}). Mean AP50 over the {len(known)} classes with "
+            f"ground truth: {known.mean():.4g}.")
+    if missing:
+        note += (f" {missing} {'class has' if missing == 1 else 'classes have'} no object in the "
+                 "val split (–).")
+    return note
+
+
+def _class_ap50(epochs: pd.DataFrame, best: pd.Series | None,
+                meta: dict[str, dict[str, Any]]) -> pd.DataFrame | str | None:
+    if not analysis.class_ap_columns(epochs):
+        return None
+    if best is None:
+        return "No trial has a finite best AP yet."
+    study_meta = meta.get(best["study"], {})
+    names = study_meta.get("class_names") or (study_meta.get("dataset") or {}).get("class_names")
+    epoch = int(best["best_epoch"])
+    table = analysis.class_ap50(epochs, best["study"], best["trial_id"], epoch, names)
+    if table["AP50"].isna().all():
+        return (f"Trial {best['trial_id']} of study {best['study']} reports no per-class AP50 at "
+                f"its best epoch {epoch}.")
+    return table
 
 
 def render_text(tables: StudyTables) -> str:
@@ -95,6 +144,16 @@ def render_text(tables: StudyTables) -> str:
         ("Position vs. size heatmap loss (paper Fig. 7)", tables.losses),
         ("Hyperparameter importance for AP (PED-ANOVA)", tables.importance),
     ]
+    if tables.class_ap50 is not None:
+        body = tables.class_ap50
+        if isinstance(body, pd.DataFrame):
+            body = f"{_text(body.set_index('class'))}\n{class_ap50_note(tables)}"
+        blocks.insert(3, (CLASS_AP50_TITLE, body))
+    data_blocks = [(f"{DATASET_TITLE} of study {study}",
+                    f"{_text(data.splits)}\n\n{_text(data.same_cell)}\n{dataset_tables.SAME_CELL_NOTE}\n"
+                    "(objects per class: in the HTML report)")
+                   for study, data in tables.datasets.items()]
+    blocks = data_blocks + blocks
     return "\n\n".join(f"== {title} ==\n{_text(body)}" for title, body in blocks) + "\n"
 
 

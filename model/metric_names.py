@@ -11,3 +11,10 @@ OVERLAP_RECALL = "overlap_recall"
 AP_KEYS = COCO_AP_KEYS + (OVERLAP_RECALL,)
 # Training bookkeeping: learning rate, images per second over all workers, seconds of training.
 EXTRA_KEYS = ("lr", "images_per_s", "train_time_s")
+# AP50 (0-100) of class k, as ``AP50_class<k>``; the class names are stored with the study.
+PER_CLASS_AP50_PREFIX = "AP50_class"
+
+
+def per_class_ap50_key(label: int) -> str:
+    """Returns the metric name of class ``label``'s AP50: ``AP50_class<label>``."""
+    return f"{PER_CLASS_AP50_PREFIX}{label}"

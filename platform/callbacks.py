@@ -8,7 +8,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from transcenter.model.metric_names import AP_KEYS, EXTRA_KEYS, LOSS_KEYS
+from transcenter.model.metric_names import AP_KEYS, EXTRA_KEYS, LOSS_KEYS, PER_CLASS_AP50_PREFIX
 from transcenter.platform.trial_files import NODE_KEY
 from transcenter.store.results import ResultStore
 
@@ -49,7 +49,9 @@ class ResultStoreCallback(Callback):
     @staticmethod
     def _metrics(result: dict[str, Any]) -> dict[str, float]:
         keys = LOSS_KEYS + AP_KEYS + EXTRA_KEYS
-        return {k: float(result[k]) for k in keys if isinstance(result.get(k), (int, float))}
+        per_class = [k for k in result if k.startswith(PER_CLASS_AP50_PREFIX)]
+        return {k: float(result[k]) for k in (*keys, *per_class)
+                if isinstance(result.get(k), (int, float))}
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         if "epoch" not in result:

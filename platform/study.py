@@ -7,6 +7,7 @@ checkpoints) and ``study.json`` (the search space, for the dashboards).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import uuid
@@ -23,6 +24,7 @@ from transcenter.platform.callbacks import ResultStoreCallback
 from transcenter.platform.compat import (HEAD_NODE_RESOURCE, job_working_dir,
                                          keep_secrets_out_of_runtime_envs,
                                          remove_placement_groups_of_ended_jobs)
+from transcenter.platform.data_check import DataCheck, check_data
 from transcenter.platform.errors import StudyError, TrialFailure
 from transcenter.platform.optuna_db import check_storage
 from transcenter.platform.ray_connect import alive_nodes, answers, connect, on_every_node
@@ -187,15 +189,20 @@ def check_study(spec: StudySpec) -> None:
                          f"continue it, or choose another --name")
 
 
-def build_tuner(spec: StudySpec) -> tune.Tuner:
-    """Returns the restored (``spec.resume``) or a new ``Tuner``; call :func:`check_study` first."""
+def build_tuner(spec: StudySpec, data: DataCheck) -> tune.Tuner:
+    """Returns the restored (``spec.resume``) or a new ``Tuner``; call :func:`check_study` first.
+
+    ``data`` (the driver's :func:`check_data`) fixes the class list of every trial and is stored
+    in ``study.json`` (``class_names``, ``dataset``) for the report."""
     directory = study_dir(spec)
+    spec = dataclasses.replace(spec, overrides={**spec.overrides, **data.trial_overrides})
     if spec.resume:
         return tune.Tuner.restore(f"{directory}/tune", trainable=_trainable(spec),
                                   resume_unfinished=True, resume_errored=False)
     store = ResultStore(spec.storage_path, spec.name, param_types=spec.space.store_types())
     store.write_meta({"search_space": spec.space.describe(), "metric": spec.metric,
-                      "mode": spec.mode, "sampler": spec.sampler, "preset": spec.preset})
+                      "mode": spec.mode, "sampler": spec.sampler, "preset": spec.preset,
+                      "class_names": data.class_names, "dataset": data.report})
     searcher = make_searcher(spec.space, spec.metric, spec.mode, optuna_url(spec), spec.name,
                              spec.epochs, spec.sampler, spec.seed)
     scheduler = (ASHAScheduler(time_attr="epoch", metric=spec.metric, mode=spec.mode,
@@ -252,6 +259,7 @@ def _probe_storage(marker: str) -> str | None:
 def run_study(spec: StudySpec, address: str | None = None) -> ResultStore:
     """Runs (or resumes) the study to the end and returns its result store."""
     check_study(spec)
+    data = check_data(spec.trial_defaults)
     connect(address)
     removed = remove_placement_groups_of_ended_jobs()
     if removed:
@@ -259,5 +267,5 @@ def run_study(spec: StudySpec, address: str | None = None) -> ResultStore:
                        removed)
     check_nodes_reach(spec)
     keep_secrets_out_of_runtime_envs()
-    build_tuner(spec).fit()
+    build_tuner(spec, data).fit()
     return ResultStore(spec.storage_path, spec.name)

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from transcenter.model.data import (COCODetection, SyntheticConfig, SyntheticScenes, VOCDetection,
-                                    collate, export_voc)
-from transcenter.model.data.common import write_jpeg
+from transcenter.model.data import (VOC_CLASSES, COCODetection, SyntheticConfig, SyntheticScenes,
+                                    VOCDetection, collate, export_voc)
+from transcenter.model.data.common import write_image
 from transcenter.model.data.synthetic import main as synthetic_main
 from transcenter.model.evaluation.evaluate import same_cell_mask
 
@@ -128,7 +128,7 @@ def make_voc(root: Path, objects_by_id: dict, size=(40, 50), split="trainval") -
     for sub in ("Annotations", "ImageSets/Main", "JPEGImages"):
         (year / sub).mkdir(parents=True, exist_ok=True)
     for file_id, objects in objects_by_id.items():
-        write_jpeg(torch.rand(3, *size), year / "JPEGImages" / f"{file_id}.jpg")
+        write_image(torch.rand(3, *size), year / "JPEGImages" / f"{file_id}.jpg")
         xml_objects = "".join(
             f"<object><name>{n}</name><difficult>{d}</difficult><bndbox><xmin>{a}</xmin><ymin>{b}</ymin>"
             f"<xmax>{c}</xmax><ymax>{e}</ymax></bndbox></object>" for n, a, b, c, e, d in objects)
@@ -159,7 +159,8 @@ def test_voc_bad_images_and_boxes_are_counted_skips(tmp_path):
     assert "skipped" in str(voc.summary) and "missing_image: 1" in str(voc.summary)
     boxes = [voc[i][1]["boxes"].tolist() for i in range(3)]
     assert boxes == [[[0, 0, 10, 20]], [[0, 2, 50, 20]], [[1, 1, 12, 12]]]
-    assert voc[1][1]["labels"].tolist() == [7] and voc[2][1]["labels"].tolist() == [11]  # cat, dog
+    assert voc.class_names == ["cat", "dog"] and voc.class_source == "annotations"
+    assert voc[1][1]["labels"].tolist() == [0] and voc[2][1]["labels"].tolist() == [1]
 
 
 def test_voc_keep_difficult_marks_ignore(tmp_path):
@@ -172,14 +173,14 @@ def test_voc_keep_difficult_marks_ignore(tmp_path):
 def test_voc_unknown_class_raises_naming_file_and_value(tmp_path):
     make_voc(tmp_path, {"a": [("unicorn", 1, 1, 10, 20, 0)]})
     with pytest.raises(ValueError, match=r"a\.xml.*unicorn"):
-        VOCDetection(tmp_path, splits=VOC07)
+        VOCDetection(tmp_path, splits=VOC07, class_names=VOC_CLASSES)
 
 
 def test_voc_missing_and_empty_split_files_raise(tmp_path):
     year = make_voc(tmp_path, {"a": [("cat", 1, 1, 10, 20, 0)]})
-    with pytest.raises(FileNotFoundError, match="test.txt"):
+    with pytest.raises(FileNotFoundError, match="'2007/test'.*splits there are: 2007/trainval$"):
         VOCDetection(tmp_path, splits=[("2007", "test")])
-    with pytest.raises(FileNotFoundError, match="VOC2012"):
+    with pytest.raises(FileNotFoundError, match="'2012/trainval'.*splits there are: 2007/trainval$"):
         VOCDetection(tmp_path)  # default 07+12 trainval; 2012 absent
     (year / "ImageSets" / "Main" / "trainval.txt").write_text("\n")
     with pytest.raises(ValueError, match="trainval.txt"):
@@ -204,15 +205,20 @@ def test_voc_missing_or_malformed_annotation_raises(tmp_path):
         VOCDetection(tmp_path, splits=VOC07)
 
 
-def test_voc_undecodable_or_wrong_size_image_raises_at_load(tmp_path):
-    year = make_voc(tmp_path, {"a": [("cat", 1, 1, 10, 20, 0)], "b": [("cat", 1, 1, 10, 20, 0)]})
+def test_voc_undecodable_or_wrong_size_image_is_skipped_at_construction_else_raises_at_load(tmp_path):
+    year = make_voc(tmp_path, {"a": [("cat", 1, 1, 10, 20, 0)], "b": [("cat", 1, 1, 10, 20, 0)],
+                               "c": [("cat", 1, 1, 10, 20, 0)]})
     (year / "JPEGImages" / "a.jpg").write_bytes(b"\xff\xd8" + b"\x00" * 64 + b"\xff\xd9")
-    write_jpeg(torch.rand(3, 41, 50), year / "JPEGImages" / "b.jpg")
+    write_image(torch.rand(3, 41, 50), year / "JPEGImages" / "b.jpg")
     voc = VOCDetection(tmp_path, splits=VOC07)
+    assert voc.ids == ["c"]
+    assert voc.summary.skipped == {"corrupt_image": 1, "size_mismatch": 1}
+    trusting = VOCDetection(tmp_path, splits=VOC07, check_images=False)  # annotations only
+    assert trusting.ids == ["a", "b", "c"]
     with pytest.raises(ValueError, match=r"a\.jpg"):
-        voc[0]
+        trusting[0]
     with pytest.raises(ValueError, match=r"b\.jpg.*41"):
-        voc[1]
+        trusting[1]
 
 
 # --- COCO ---------------------------------------------------------------------------------------
@@ -226,7 +232,7 @@ def make_coco(root: Path, ds: SyntheticScenes) -> dict:
     images, annotations = [], []
     for i in range(len(ds)):
         image, target = ds[i]
-        write_jpeg(image, root / "images" / f"{i}.jpg")
+        write_image(image, root / "images" / f"{i}.jpg")
         images.append({"id": 100 + i, "file_name": f"{i}.jpg", "height": 64, "width": 64})
         for (x0, y0, x1, y1), label in zip(target["boxes"].tolist(), target["labels"].tolist()):
             annotations.append({"id": len(annotations) + 1, "image_id": 100 + i, "category_id": CAT_IDS[label],

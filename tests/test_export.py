@@ -12,7 +12,7 @@ from transcenter.model.training.experiment import trial_config
                                                     ("centernet", "query")])
 def test_export_succeeds_and_every_output_is_a_tensor(head, offset_features):
     cfg = trial_config("smoke", {"model.head": head, "model.offset_features": offset_features})
-    model = build_model(cfg.model).eval()
+    model = build_model(cfg.detector.model).eval()
     images = torch.rand(2, 3, cfg.model.input_size, cfg.model.input_size)
     exported = torch.export.export(model, (images,))
     with torch.no_grad():

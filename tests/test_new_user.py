@@ -2,6 +2,7 @@
 checkpoints in Ray's temporary folder, a dead cluster that hung every later study, a password in
 the output, and a study whose every trial failed but that exited 0 after retrying the mistake."""
 import json
+import os
 import subprocess
 import sys
 import time
@@ -127,19 +128,22 @@ def _database_text(url: str) -> str:
         return repr([connection.exec_driver_sql(f"SELECT * FROM {t}").all() for t in tables])
 
 
-@pytest.mark.ray
-def test_a_study_whose_every_trial_failed_exits_nonzero_without_retries(ray_cluster, tmp_path):
-    """Before: 6 trials each failed 3 times (Train retries) on a VOC folder without splits, and
-    the study exited 0."""
+def test_a_bad_data_root_is_refused_in_seconds_before_ray_starts(tmp_path):
+    """Before: 6 trials each failed 3 times (Train retries, 142 s) on a VOC folder without
+    splits. Now the driver opens the data set first and refuses it with the loader's one line."""
     data_root = tmp_path / "VOCdevkit"
-    (data_root / "VOC2007").mkdir(parents=True)
+    (data_root / "VOC2007").mkdir(parents=True)  # no Annotations/, no ImageSets/
+    start = time.monotonic()
     done = subprocess.run(
         [sys.executable, str(REPO / "studies" / "overlap.py"), "--data", "voc",
-         "--data-root", str(data_root), "--preset", "smoke", "--epochs", "1", "--num-samples", "2",
-         "--storage-path", str(tmp_path / "results"), "--address", ray_cluster.address],
-        capture_output=True, text=True, timeout=600)
-    assert done.returncode == 1, done.stderr[-4000:]
-    summary = [line for line in done.stderr.splitlines() if line.startswith("trials: ")]
-    assert summary == [f"trials: 2 error: FileNotFoundError before training: "
-                       f"VOC split file not found: {data_root}/VOC2007/ImageSets/Main/trainval.txt"]
-    assert "Error count" not in done.stdout + done.stderr  # Ray Train never retried
+         "--data-root", str(data_root), "--preset", "smoke", "--storage-path", str(tmp_path / "results")],
+        capture_output=True, text=True, timeout=300,
+        env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)})
+    elapsed = time.monotonic() - start
+    assert done.returncode == 2, done.stderr[-4000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [f"error: data: data.root '{data_root}' is not a VOC-layout folder: expected "
+                      f"VOCdevkit/VOC<year>/, VOC<year>/ or a folder with Annotations/, JPEGImages/ "
+                      f"and ImageSets/Main/ (found ['VOC2007'])"], done.stderr[-4000:]
+    assert "Traceback" not in done.stderr and "Started a local Ray instance" not in done.stderr
+    assert elapsed < 30, elapsed

@@ -52,7 +52,7 @@ def test_small_model_overfits_eight_images():
     top_k = scenes.config.max_objects
     assert sum(len(t["labels"]) for t in targets) >= NUM_IMAGES
 
-    model = build_model(cfg.model).train()
+    model = build_model(cfg.detector.model).train()
     criterion = SetCriterion(cfg.detector, model.offset_head)
     optimizer = build_optimizer(model, cfg.optim)
     start = time.perf_counter()

@@ -12,6 +12,8 @@ from typing import Any
 # find its own module already imported by this package.
 _EXPORTS = {
     "COCODetection": "coco",
+    "DataConfig": "config",
+    "open_datasets": "build",
     "LoaderSummary": "common",
     "collate": "common",
     "make_target": "common",
@@ -23,6 +25,7 @@ _EXPORTS = {
     "TEST_SPLITS": "voc",
     "TRAIN_SPLITS": "voc",
     "VOCDetection": "voc",
+    "VOCLayout": "voc",
     "VOC_CLASSES": "voc",
     "export_voc": "voc",
 }

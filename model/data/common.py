@@ -12,14 +12,19 @@ Target contract (every dataset, before and after transforms)::
 
 Bad-input policy, shared by the VOC and COCO loaders:
 
-* Problems with what the annotations *claim* (missing annotation or split file, empty split
-  file, malformed XML/JSON, unknown class name or category id, missing field) raise an exception
-  naming the file, field and value: a wrong dataset definition must not train silently.
+* Problems with what the annotations *claim* (missing annotation or split file, empty split,
+  malformed XML/JSON, unknown class name or category id unless ``unknown_classes="skip"``, a
+  missing field, a duplicate image id in COCO's ``images``) raise an exception naming the file,
+  field and value: a wrong dataset definition must not train silently.
 * Problems with individual images or boxes are repaired or skipped, counted in
-  ``dataset.summary`` (a :class:`LoaderSummary`) and logged: a missing or unreadable image
-  (``missing_image``, ``corrupt_image``, checked cheaply at construction: signature and JPEG
-  end marker) drops the image; a box reaching outside the image is clipped (``clipped_boxes``);
-  a box with zero area after clipping is dropped (``zero_area_box``).
+  ``dataset.summary`` (a :class:`LoaderSummary`) and logged: a missing, unreadable, truncated or
+  unsupported image (``missing_image``, ``corrupt_image``: checked cheaply at construction from the
+  file's signature, header and JPEG end marker) drops the image, as does an annotated size that
+  disagrees with the image's header (``size_mismatch``); an annotation without a size takes the
+  image's (``size_from_image``, a repair); a box reaching outside the image is clipped
+  (``clipped_boxes``); a box with zero area after clipping is dropped (``zero_area_box``); an image
+  listed twice is kept once (``duplicate_image``); an object of an unknown class is dropped when
+  the user asked for it (``unknown_class``).
 * An image whose pixels cannot be decoded at load time although it passed the construction check
   raises ``ValueError`` naming the file, as does a decoded size that disagrees with the
   annotation's size.
@@ -27,7 +32,9 @@ Bad-input policy, shared by the VOC and COCO loaders:
 
 from __future__ import annotations
 
+import copy
 import logging
+import random
 import warnings
 from collections import Counter
 from contextlib import contextmanager
@@ -37,7 +44,8 @@ from typing import Any, Callable, Iterator
 
 import torch
 from torch.utils.data import Dataset
-from torchvision.io import ImageReadMode, decode_image, encode_jpeg, read_file, write_file
+from PIL import Image, UnidentifiedImageError
+from torchvision.io import ImageReadMode, decode_image, encode_jpeg, encode_png, read_file, write_file
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +54,8 @@ Transform = Callable[[torch.Tensor, Target], tuple[torch.Tensor, Target]]
 
 _JPEG_START, _JPEG_END = b"\xff\xd8", b"\xff\xd9"
 _PNG_START = b"\x89PNG\r\n\x1a\n"
+# Image files the loaders read (what torchvision's decode_image decodes), by extension.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 
 
 def make_target(
@@ -114,6 +124,7 @@ class LoaderSummary:
         objects: Objects kept (ignored ones included).
         per_class: Class name -> objects kept.
         clipped_boxes: Boxes that reached outside their image and were clipped to it.
+        sizes_from_image: Images whose annotation gave no size, sized from their file's header.
         skipped: Reason -> count of images or objects left out (``missing_image``,
             ``corrupt_image``, ``zero_area_box``, ``difficult``).
     """
@@ -122,6 +133,7 @@ class LoaderSummary:
     objects: int = 0
     per_class: dict[str, int] = field(default_factory=dict)
     clipped_boxes: int = 0
+    sizes_from_image: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
 
     def skip(self, reason: str, detail: str, count: int = 1, level: int = logging.WARNING) -> None:
@@ -141,7 +153,8 @@ class LoaderSummary:
         classes = ", ".join(f"{k}: {v}" for k, v in sorted(self.per_class.items()))
         skipped = ", ".join(f"{k}: {v}" for k, v in sorted(self.skipped.items())) or "none"
         return (f"{self.images} images, {self.objects} objects ({classes}); "
-                f"clipped boxes: {self.clipped_boxes}; skipped: {skipped}")
+                f"clipped boxes: {self.clipped_boxes}; sizes from image files: "
+                f"{self.sizes_from_image}; skipped: {skipped}")
 
 
 def clip_and_drop(
@@ -175,24 +188,32 @@ def clip_and_drop(
     return clipped, keep & positive
 
 
-def image_file_problem(path: Path) -> str | None:
-    """Cheap construction-time check of an image file, without decoding it.
+def probe_image(path: Path) -> tuple[str | None, tuple[int, int] | None]:
+    """Cheap construction-time check of an image file: signature, header, JPEG end marker; the
+    pixels are not decoded.
 
     Returns:
-        ``"missing_image"``, ``"corrupt_image"`` (empty, unknown signature, or a JPEG without
-        its end-of-image marker, i.e. truncated) or None when the file looks whole.
+        ``(problem, size)``: problem is ``"missing_image"``, ``"corrupt_image"`` (empty, unknown
+        signature or header, a JPEG without its end-of-image marker, i.e. truncated) or None;
+        size is the header's (H, W) in pixels, None when there is a problem.
     """
     if not path.is_file():
-        return "missing_image"
+        return "missing_image", None
     with path.open("rb") as f:
-        head = f.read(8)
-        if head.startswith(_PNG_START):
-            return None
-        if not head.startswith(_JPEG_START):
-            return "corrupt_image"
-        f.seek(max(path.stat().st_size - 32, 0))
-        # A few encoders append padding after the marker, hence a short search, not an exact tail.
-        return None if _JPEG_END in f.read() else "corrupt_image"
+        head = f.read(12)
+        if head.startswith(_JPEG_START):
+            f.seek(max(path.stat().st_size - 32, 0))
+            # A few encoders append padding after the marker, hence a short search, not an exact tail.
+            if _JPEG_END not in f.read():
+                return "corrupt_image", None
+        elif not (head.startswith(_PNG_START) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")):
+            return "corrupt_image", None
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except (UnidentifiedImageError, OSError, SyntaxError):
+        return "corrupt_image", None
+    return None, (height, width)
 
 
 @contextmanager
@@ -221,11 +242,12 @@ def read_image(path: Path, expected_size: tuple[int, int] | None = None) -> torc
     return image.float().div_(255.0)
 
 
-def write_jpeg(image: torch.Tensor, path: Path, quality: int = 95) -> None:
-    """Encode a float (3, H, W) image in [0, 1] as a JPEG file."""
+def write_image(image: torch.Tensor, path: Path, quality: int = 95) -> None:
+    """Encode a float (3, H, W) image in [0, 1] as a JPEG or, for a ``.png`` path, a PNG file."""
     pixels = (image * 255).round_().to(torch.uint8)  # (3, H, W)
     with _torchvision_io():
-        write_file(str(path), encode_jpeg(pixels, quality=quality))
+        data = encode_png(pixels) if path.suffix.lower() == ".png" else encode_jpeg(pixels, quality=quality)
+        write_file(str(path), data)
 
 
 @dataclass(frozen=True)
@@ -235,7 +257,7 @@ class ImageRecord:
     Attributes:
         image_id: Integer id reported in the target.
         path: Image file.
-        size: (H, W) of the image in pixels, from the annotation.
+        size: (H, W) of the image in pixels, from the annotation (else the file's header).
         boxes: (K, 4) float32 xyxy boxes in original pixels.
         labels: (K,) int64 class indices.
         ignore: (K,) bool difficult/crowd flags.
@@ -255,26 +277,38 @@ class AnnotatedImageDataset(Dataset):
     Subclasses call :meth:`add_record` while parsing; it applies the shared bad-input policy
     (module docstring) and fills ``summary``.
 
+    Args:
+        class_names: Class index -> name.
+        transforms: Callable ``(image, target) -> (image, target)``.
+        check_images: Probe every image file at construction (:func:`probe_image`: signature,
+            header size, JPEG end marker) and skip the bad ones. False trusts the annotations and
+            reads only the headers of images whose annotation has no size (fast enough to open
+            a large data set's index in a study driver).
+
     Attributes:
         class_names: Class index -> name.
         num_classes: ``len(class_names)``.
         summary: :class:`LoaderSummary` of what was kept, repaired and skipped.
     """
 
-    def __init__(self, class_names: list[str], transforms: Transform | None = None) -> None:
+    def __init__(self, class_names: list[str], transforms: Transform | None = None,
+                 check_images: bool = True) -> None:
         self.class_names = list(class_names)
         self.num_classes = len(self.class_names)
         self.transforms = transforms
+        self.check_images = check_images
         self.summary = LoaderSummary()
         self.records: list[ImageRecord] = []
 
-    def add_record(self, path: Path, size: tuple[int, int], boxes: torch.Tensor, labels: torch.Tensor,
-                   ignore: torch.Tensor, keep: torch.Tensor, image_id: int | None = None) -> bool:
-        """Check one parsed image and keep it unless its file is missing or corrupt.
+    def add_record(self, path: Path, size: tuple[int, int] | None, boxes: torch.Tensor,
+                   labels: torch.Tensor, ignore: torch.Tensor, keep: torch.Tensor,
+                   image_id: int | None = None) -> bool:
+        """Check one parsed image and keep it unless its file is missing, corrupt, or of another
+        size than the annotation says.
 
         Args:
             path: Image file.
-            size: (H, W) in pixels from the annotation.
+            size: (H, W) in pixels from the annotation; None takes the file header's.
             boxes: (K, 4) xyxy boxes in image pixels, possibly outside the image.
             labels: (K,) int64 class indices.
             ignore: (K,) bool difficult/crowd flags.
@@ -284,16 +318,77 @@ class AnnotatedImageDataset(Dataset):
         Returns:
             Whether the image was kept.
         """
-        problem = image_file_problem(path)
-        if problem is not None:
-            self.summary.skip(problem, str(path))
-            return False
+        if self.check_images or size is None:
+            problem, header = probe_image(path)
+            if problem is not None:
+                self.summary.skip(problem, str(path))
+                return False
+            if size is None:
+                size = header
+                self.summary.sizes_from_image += 1
+            elif header != tuple(size):
+                self.summary.skip("size_mismatch", f"{path}: the annotation says (H, W) = "
+                                                   f"{tuple(size)}, the image file {header}")
+                return False
         boxes, keep = clip_and_drop(boxes, keep, size, self.summary, path.name)
-        record = ImageRecord(len(self.records) if image_id is None else image_id, path, size,
+        record = ImageRecord(len(self.records) if image_id is None else image_id, path, tuple(size),
                              boxes[keep].contiguous(), labels[keep], ignore[keep])
         self.records.append(record)
         self.summary.add_image(record.labels, self.class_names)
         return True
+
+    def split_off(self, fraction: float, seed: int, transforms: Transform | None) -> "AnnotatedImageDataset":
+        """Moves a seeded, deterministic ``fraction`` of the images (at least one, chosen by
+        image id, so the order of the annotation files does not matter) into a new dataset with
+        ``transforms``, and returns it; this dataset keeps the rest and its ``skipped`` counts.
+
+        Raises:
+            ValueError: fewer than two images to split.
+        """
+        if len(self.records) < 2:
+            raise ValueError(f"data.val_fraction={fraction}: {len(self.records)} image(s) cannot "
+                             f"be split into training and validation images")
+        ids = sorted(r.image_id for r in self.records)
+        count = min(len(ids) - 1, max(1, round(len(ids) * fraction)))
+        chosen = set(random.Random(seed).sample(ids, count))
+        part = copy.copy(self)
+        part.transforms = transforms
+        part.records = [r for r in self.records if r.image_id in chosen]
+        self.records = [r for r in self.records if r.image_id not in chosen]
+        whole = self.summary
+        self.summary = LoaderSummary(clipped_boxes=whole.clipped_boxes,
+                                     sizes_from_image=whole.sizes_from_image, skipped=whole.skipped)
+        part.summary = LoaderSummary()
+        for dataset in (self, part):
+            for r in dataset.records:
+                dataset.summary.add_image(r.labels, self.class_names)
+        return part
+
+    def probe_sample(self, count: int = 32) -> dict[str, int]:
+        """Probes ``count`` evenly spaced images' files (:func:`probe_image`, annotated size
+        included) without decoding them: the quick check of a data set opened with
+        ``check_images=False``.
+
+        Returns:
+            Problem (``missing_image``, ``corrupt_image``, ``size_mismatch``) -> images among the
+            sample; {} when every sampled image is whole.
+
+        Raises:
+            ValueError: no sampled image is usable, naming the first one and its problem (a
+                wrong image folder or extension, typically).
+        """
+        step = max(1, len(self.records) // count)
+        problems: dict[str, int] = {}
+        first = None
+        for record in self.records[::step][:count]:
+            problem, size = probe_image(record.path)
+            problem = problem or (None if size == record.size else "size_mismatch")
+            if problem:
+                problems[problem] = problems.get(problem, 0) + 1
+                first = first or f"{record.path}: {problem}"
+        if problems and sum(problems.values()) == len(self.records[::step][:count]):
+            raise ValueError(f"none of {sum(problems.values())} sampled images is usable, e.g. {first}")
+        return problems
 
     def log_summary(self) -> None:
         """Log the summary once parsing is done."""

@@ -58,7 +58,7 @@ class ModelConfig:
     backbone_weights: str | None = None  # local file path of a torchvision state dict; never downloaded
     backbone_stride: int = 32  # 32: C5 features (paper); 16: stop after layer3 (small CPU runs)
     input_size: int = 512
-    num_classes: int = 20
+    num_classes: int | None = None  # None: from the data set (TrialConfig derives it)
     heatmap_size: int = 64
     num_queries: int = 100
     d_model: int = 256
@@ -92,7 +92,9 @@ class ModelConfig:
                and self.heatmap_size % enc == 0, "model.heatmap_size", self.heatmap_size,
                f"must be a power-of-two multiple of the encoder map size {enc} "
                f"(input_size / backbone_stride)")
-        for name in ("num_classes", "num_queries", "d_model", "nhead", "dim_feedforward",
+        check(self.num_classes is None or isinstance(self.num_classes, int) and self.num_classes >= 1,
+              "model.num_classes", self.num_classes, "must be an integer >= 1 (or unset: from the data)")
+        for name in ("num_queries", "d_model", "nhead", "dim_feedforward",
                      "head_width", "head_convs"):
             v = getattr(self, name)
             check(isinstance(v, int) and v >= 1, f"model.{name}", v, "must be an integer >= 1")

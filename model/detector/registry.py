@@ -54,7 +54,15 @@ HEADS: dict[str, Head] = {
 
 def build_model(config: ModelConfig) -> nn.Module:
     """Returns the randomly initialised (backbone optionally from a local file) network that
-    ``config.head`` names: :class:`TransCenter` or the :class:`CenterNet` baseline."""
+    ``config.head`` names: :class:`TransCenter` or the :class:`CenterNet` baseline.
+
+    Raises:
+        ValueError: ``config.num_classes`` is unset (it comes from the data set: build the
+            model from a ``TrialConfig`` whose data has been opened).
+    """
+    if config.num_classes is None:
+        raise ValueError("model.num_classes is unset: it comes from the data set; open the data "
+                         "first (TrialConfig.with_class_names) or set data.class_names")
     return HEADS[config.head].model(config)
 
 

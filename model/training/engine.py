@@ -19,11 +19,11 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampl
 from tqdm.auto import tqdm
 
 from transcenter.model.data import collate, to_original
+from transcenter.model.data.build import open_datasets
 from transcenter.model.detector.registry import build_criterion, build_model, postprocess
 from transcenter.model.evaluation.evaluate import evaluate, overlap_recall
-from transcenter.model.metric_names import AP_KEYS
+from transcenter.model.metric_names import AP_KEYS, per_class_ap50_key
 from transcenter.model.training.checkpoint import check_compatible
-from transcenter.model.training.datasets import build_datasets
 from transcenter.model.training.experiment import OptimConfig, TrialConfig
 
 
@@ -123,11 +123,12 @@ class TrialRunner:
             torch.set_num_threads(c.train.threads)
         torch.manual_seed(c.train.seed)
         self.device = device or resolve_device(c.train.device)
-        self.train_set, self.val_set = build_datasets(c.data, c.model.input_size)
+        self.train_set, self.val_set = open_datasets(c.data, c.model.input_size)
+        self.config = c = c.with_class_names(self.train_set.class_names)
         self._generator = torch.Generator()
         self.train_loader = wrap_loader(self._loader(self.train_set, train=True))
         self.val_loader = wrap_loader(self._loader(self.val_set, train=False))
-        model = build_model(c.model).to(self.device)
+        model = build_model(c.detector.model).to(self.device)
         self.optimizer = build_optimizer(model, c.optim)
         self.criterion = build_criterion(c.detector, model)  # shares the unwrapped model's heads
         self.model = wrap_model(model)
@@ -206,7 +207,7 @@ class TrialRunner:
         for batch, targets in self.val_loader:
             with self._autocast():
                 outputs = self.model(batch.to(self.device))
-            dets = postprocess(outputs, self.image_size, self.config.model)
+            dets = postprocess(outputs, self.image_size, self.config.detector.model)
             for det, t in zip(dets, targets):
                 preds.append({"image_id": int(t["image_id"]),
                               "boxes": to_original(det["boxes"].float().cpu(), t),
@@ -216,14 +217,18 @@ class TrialRunner:
         return preds
 
     def evaluate(self) -> dict[str, float]:
-        """Returns the `AP_KEYS` metrics (0-100) on the whole val split, gathered over ranks."""
+        """Returns the `AP_KEYS` metrics (0-100) on the whole val split, gathered over ranks, and
+        each class's AP50 as ``AP50_class<label>`` (NaN for a class without ground truth)."""
         # A distributed sampler pads ranks to equal length with repeated images: keep one each.
         preds = list({p["image_id"]: p for p in _gather(self.predict())}.values())
         targets = self.val_set.targets()
         metrics = evaluate(preds, targets, self.val_set.class_names)
         m = self.config.model
         metrics["overlap_recall"] = overlap_recall(preds, targets, m.input_size / m.heatmap_size)
-        return {k: float(metrics[k]) for k in AP_KEYS}
+        per_class = metrics["per_class_AP50"]
+        return {**{k: float(metrics[k]) for k in AP_KEYS},
+                **{per_class_ap50_key(k): float(per_class[name])
+                   for k, name in enumerate(self.val_set.class_names)}}
 
     def run_epoch(self) -> dict[str, float]:
         """Trains and (every ``eval_every`` epochs, and at the last) evaluates the next epoch.

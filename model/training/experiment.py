@@ -5,6 +5,7 @@ search space, a YAML file and command-line flags all address the same names.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from transcenter.model.data.config import DataConfig
 from transcenter.model.detector.config import (LossConfig, MatcherConfig, ModelConfig,
                                                TransCenterConfig, check, check_choice, from_dict,
                                                to_flat_dict)
@@ -42,35 +44,6 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
-class DataConfig:
-    """Which dataset and how to load it. Synthetic scenes need no files (the embedded default)."""
-
-    name: str = "synthetic"  # "synthetic", "voc" or "coco"
-    root: str | None = None  # VOCdevkit folder, or COCO folder with images/ and annotations
-    train_ann: str | None = None  # COCO: annotation JSON of the training split
-    val_ann: str | None = None  # COCO: annotation JSON of the validation split
-    num_train: int = 512  # synthetic: images per epoch
-    num_val: int = 128  # synthetic: validation images
-    num_classes: int = 3  # synthetic only; VOC has 20, COCO what its JSON says
-    overlap_fraction: float = 0.5  # synthetic: images with a same-class pair sharing a cell
-    augment: bool = False  # training transforms: scale jitter, crop, flip, colour
-    num_workers: int = 0
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        check_choice("data.name", self.name, ("synthetic", "voc", "coco"))
-        if self.name != "synthetic":
-            check(bool(self.root), "data.root", self.root, f"is required for data.name={self.name!r}")
-        for name in ("num_train", "num_val", "num_classes"):
-            v = getattr(self, name)
-            check(isinstance(v, int) and v >= 1, f"data.{name}", v, "must be an integer >= 1")
-        check(isinstance(self.num_workers, int) and self.num_workers >= 0, "data.num_workers",
-               self.num_workers, "must be an integer >= 0")
-        check(0.0 <= self.overlap_fraction <= 1.0, "data.overlap_fraction", self.overlap_fraction,
-               "must be in [0, 1]")
-
-
-@dataclass(frozen=True)
 class TrainConfig:
     """Loop settings. ``eval_every`` 1 evaluates each epoch (the lower-limit curves need epoch 1)."""
 
@@ -91,7 +64,16 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class TrialConfig:
-    """Everything one trial needs, addressable by dotted names (``optim.lr``, ``model.heatmap_size``)."""
+    """Everything one trial needs, addressable by dotted names (``optim.lr``, ``model.heatmap_size``).
+
+    Checked across sections at construction: ``model.num_classes`` comes from the data (synthetic
+    ``data.num_classes``, or ``data.class_names``); giving another number is an error naming both.
+    Where only the data files know the classes (VOC, COCO without ``data.class_names``),
+    the class count is None until :meth:`with_class_names` is given the loaded names.
+    :attr:`detector` carries the derived count in ``model.num_classes``.
+    (``ModelConfig`` itself checks input size against heatmap size and backbone stride, and
+    ``DataConfig`` that VOC/COCO have a root.)
+    """
 
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -100,14 +82,51 @@ class TrialConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def __post_init__(self) -> None:
+        count, given = self.data.class_count, self.model.num_classes
+        if count is not None and given is not None:
+            check(given == count, "model.num_classes", given,
+                  f"the data set has {count} classes ({_class_source(self.data)}); leave "
+                  f"model.num_classes unset, it is derived from the data")
+
+    @property
+    def num_classes(self) -> int | None:
+        """The class count: ``model.num_classes`` if set, else the data's; None while only the
+        data files know it."""
+        return self.model.num_classes if self.model.num_classes is not None else self.data.class_count
+
+    def with_class_names(self, names: list[str] | tuple[str, ...]) -> TrialConfig:
+        """Returns this configuration with the classes of the opened data set: ``data.class_names``
+        and ``model.num_classes`` set from ``names`` (synthetic data: checked, unchanged).
+
+        Raises:
+            ValueError: the names disagree with ``data.class_names`` or ``model.num_classes``.
+        """
+        names = tuple(names)
+        if self.data.name == "synthetic":
+            check(len(names) == self.data.num_classes, "data.num_classes", self.data.num_classes,
+                  f"the synthetic scenes have {len(names)} classes")
+            return self
+        check(self.data.class_names in (None, names), "data.class_names", self.data.class_names,
+              f"the data set's classes are {list(names)}")
+        return dataclasses.replace(self, data=dataclasses.replace(self.data, class_names=names))
+
     @property
     def detector(self) -> TransCenterConfig:
-        """The model/loss/matcher sections the criterion needs."""
-        return TransCenterConfig(self.model, self.loss, self.matcher)
+        """The model/loss/matcher sections that build the network, criterion and postprocess,
+        with ``model.num_classes`` = :attr:`num_classes`."""
+        model = dataclasses.replace(self.model, num_classes=self.num_classes)
+        return TransCenterConfig(model, self.loss, self.matcher)
 
     def to_flat_dict(self) -> dict[str, Any]:
         """Returns ``{dotted.name: value}`` for every field."""
         return to_flat_dict(self)
+
+
+def _class_source(data: DataConfig) -> str:
+    if data.name == "synthetic":
+        return f"data.num_classes={data.num_classes}"
+    return "data.class_names, or the classes in the data files"
 
 
 _SMALL_MODEL = {
@@ -116,7 +135,7 @@ _SMALL_MODEL = {
     "model.num_encoder_layers": 2, "model.num_decoder_layers": 2, "model.dim_feedforward": 192,
     "model.head_width": 64, "model.head_convs": 2, "model.dropout": 0.0,
     "model.offset_features": "query+cell", "loss.bg_weight_mode": "single",
-    "optim.lr": 3e-4, "optim.backbone_lr": 3e-4, "data.num_classes": 3,
+    "optim.lr": 3e-4, "optim.backbone_lr": 3e-4,
 }
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -143,7 +143,7 @@ def paper_run(args, extra: dict | None = None) -> dict:
                                 "model.heatmap_size": 64, "train.device": "cuda",
                                 "data.num_train": 16 * (args.steps + args.warmup), **(extra or {})})
     run = bench(paper, args.steps, args.warmup)
-    macs = count(paper.model)["macs"]  # forward MACs of one image
+    macs = count(paper.detector.model)["macs"]  # forward MACs of one image
     flops = 3 * 2 * macs * paper.train.batch_size  # forward + backward (~2x forward), 2 FLOPs/MAC
     run["macs_per_image_fwd"] = macs
     run["achieved_tflops"] = round(flops / run["s_per_step_wall"] / 1e12, 3)
