@@ -26,7 +26,8 @@ def build_parser(name: str, description: str, asha: bool) -> argparse.ArgumentPa
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--name", default=name, help="study name: <storage-path>/<name>/ (default %(default)s)")
     p.add_argument("--data", choices=("synthetic", "voc", "coco"), default="synthetic")
-    p.add_argument("--data-root", help="VOCdevkit folder, or COCO folder with images/ + annotations/")
+    p.add_argument("--data-root", help="any VOC-layout folder, or a COCO folder with images and JSONs "
+                                       "(splits, classes: --set data.train_splits=..., README)")
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu",
                    help="smoke: seconds per trial; cpu: the CPU demo; paper: ResNet-50 at 512 on A100s")
     p.add_argument("--num-samples", type=int, help="trials (default: the grid's size, or 8 for TPE)")
