@@ -106,6 +106,38 @@ def lower_limit(
     return table
 
 
+def lower_limit_leaders(
+    df: pd.DataFrame,
+    epochs: Iterable[int] = (1, 2, 3),
+    by: str = HEATMAP_SIZE,
+    metric: str = "AP50",
+    seed: str = "train.seed",
+) -> pd.DataFrame:
+    """The lower limit's conclusion: which value of ``by`` leads in the first epochs, per seed.
+
+    A value's score is the mean of ``metric`` over ``epochs`` and its trials; the leader has the
+    highest score. With a ``seed`` column (replicates of the grid under other seeds) there is one
+    row per seed, else one row for the whole study (index ``"all"``).
+
+    Returns:
+        Indexed by seed: ``leader`` (the value of ``by``), ``score``, ``runner_up``,
+        ``runner_up_score`` (NaN with a single value); empty when no epoch in ``epochs`` has
+        ``metric``.
+    """
+    rows = _with_columns(df, [by, metric])
+    rows = rows[rows["epoch"].isin(list(epochs))].dropna(subset=[metric])
+    groups = rows.groupby(rows[seed] if seed in rows else pd.Series("all", index=rows.index))
+    out = {}
+    for key, group in groups:
+        scores = group.groupby(by)[metric].mean().sort_values(ascending=False, kind="stable")
+        out[key] = {"leader": scores.index[0], "score": scores.iloc[0],
+                    "runner_up": scores.index[1] if len(scores) > 1 else None,
+                    "runner_up_score": scores.iloc[1] if len(scores) > 1 else np.nan}
+    table = pd.DataFrame.from_dict(out, orient="index")
+    table.index.name = seed
+    return table
+
+
 def upper_limit(df: pd.DataFrame, by: str = HEATMAP_SIZE, rank_by: str = "AP") -> pd.DataFrame:
     """The upper limit (paper Table 4, and Table 2 for object sizes): the best epoch of the best trial.
 

@@ -70,7 +70,8 @@ def write_report(
     ]
     sections += [
         ("Lower limit: AP50 (%) in the first epochs (paper Fig. 6)",
-         _section(tables.lower, lambda: _lower_limit_figure(tables.lower, by))),
+         (_note(tables.lower_note) if tables.lower_note else "")
+         + _section(tables.lower, lambda: _lower_limit_figure(tables.lower, by))),
         ("Upper limit: AP (%) at the best epoch of the best trial, beside the paper (Tables 4 and 2)",
          _section(tables.upper)),
     ]

@@ -35,6 +35,7 @@ class StudyTables:
         status: One row per trial (`analysis.trial_status`).
         search: Each trial's hyperparameters and best AP50 (`analysis.best_per_trial`).
         lower: `analysis.lower_limit` over the first epochs.
+        lower_note: The lower limit's conclusion (`lower_limit_note`), "" without one.
         upper: `analysis.upper_limit` beside the paper's numbers.
         overlap: `analysis.head_comparison`: overlap recall beside AP per head.
         losses: `analysis.loss_curves`.
@@ -50,6 +51,7 @@ class StudyTables:
     status: pd.DataFrame
     search: pd.DataFrame
     lower: pd.DataFrame | str
+    lower_note: str
     upper: pd.DataFrame | str
     overlap: pd.DataFrame | str
     losses: pd.DataFrame | str
@@ -80,12 +82,15 @@ def collect(
     status = analysis.trial_status(epochs, analysis.load_trials(paths))
     overlap = (analysis.head_comparison(epochs, by=by) if OVERLAP_RECALL in epochs
                else f"The study reports no {OVERLAP_RECALL!r} (recorded since issue 8).")
+    lower_note = ""
     if epochs.empty:
         lower = upper = losses = overlap = "No epoch has been recorded yet."
     elif by not in epochs:
         lower = upper = losses = f"The study has no {by!r} hyperparameter to group by."
     else:
         lower = analysis.lower_limit(epochs, epochs=range(1, first_epochs + 1), by=by)
+        leaders = analysis.lower_limit_leaders(epochs, epochs=range(1, first_epochs + 1), by=by)
+        lower_note = lower_limit_note(leaders, by, first_epochs)
         upper = analysis.upper_limit(epochs, by=by)
         losses = analysis.loss_curves(epochs, by=by)
     try:
@@ -97,9 +102,30 @@ def collect(
     datasets = {study: dataset_tables.tables(m["dataset"]) for study, m in meta.items()
                 if m.get("dataset")}
     return StudyTables(epochs=epochs, status=status, search=analysis.best_per_trial(epochs),
-                       lower=lower, upper=upper, overlap=overlap, losses=losses,
+                       lower=lower, lower_note=lower_note, upper=upper, overlap=overlap, losses=losses,
                        importance=importance, best=best,
                        class_ap50=_class_ap50(epochs, best, meta), datasets=datasets)
+
+
+def lower_limit_note(leaders: pd.DataFrame, by: str, first_epochs: int, metric: str = "AP50") -> str:
+    """Says which value of ``by`` leads in epochs 1..``first_epochs`` (`analysis.lower_limit_leaders`)
+    and, with several seeds, whether every seed has the same leader; "" without data."""
+    if leaders.empty:
+        return ""
+    epochs = f"epochs 1-{first_epochs}" if first_epochs > 1 else "epoch 1"
+    if len(leaders) == 1:
+        row = leaders.to_dict("records")[0]  # keeps each column's own type (16, not 16.0)
+        note = f"In {epochs}, {by} = {row['leader']} leads (mean {metric} {row['score']:.3g}"
+        if row["runner_up"] is not None:
+            note += f"; next: {row['runner_up']} at {row['runner_up_score']:.3g}"
+        return note + "). One seed: run the study with another --seed to check the conclusion."
+    per_seed = ", ".join(f"seed {seed}: {leader} ({score:.3g})"
+                         for seed, leader, score in zip(leaders.index, leaders["leader"], leaders["score"]))
+    if leaders["leader"].nunique() == 1:
+        return (f"In {epochs}, {by} = {leaders['leader'].iloc[0]} leads for every seed "
+                f"({per_seed}): the conclusion is the same for all {len(leaders)} seeds.")
+    return (f"In {epochs}, the leading {by} differs between seeds ({per_seed}): the conclusion is "
+            f"not stable; train longer or add seeds before drawing it.")
 
 
 def class_ap50_note(tables: StudyTables) -> str:
@@ -138,7 +164,9 @@ def render_text(tables: StudyTables) -> str:
     """Returns the tables as plain text, one titled block each."""
     blocks = [
         ("Trials", tables.status),
-        ("Lower limit (paper Fig. 6): AP50 (%) in the first epochs", tables.lower),
+        ("Lower limit (paper Fig. 6): AP50 (%) in the first epochs",
+         tables.lower if not tables.lower_note or isinstance(tables.lower, str)
+         else f"{_text(tables.lower)}\n{tables.lower_note}"),
         ("Upper limit (paper Tables 4 and 2): AP (%) at the best epoch of the best trial", tables.upper),
         (OVERLAP_TITLE, tables.overlap),
         ("Position vs. size heatmap loss (paper Fig. 7)", tables.losses),

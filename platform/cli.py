@@ -13,14 +13,14 @@ from typing import Any
 
 from transcenter.model.training.experiment import PRESETS, parse_overrides
 from transcenter.platform.errors import StudyError
-from transcenter.platform.search import SearchSpace
+from transcenter.platform.search import Categorical, SearchSpace
 from transcenter.platform.study import StudySpec, optuna_url, run_study, study_dir
 from transcenter.platform.trainer import Resources
 from transcenter.store.results import ResultStore
 from transcenter.store.uri import display, mask
 
 
-def build_parser(name: str, description: str, asha: bool) -> argparse.ArgumentParser:
+def build_parser(name: str, description: str, asha: bool, seeds: int = 1) -> argparse.ArgumentParser:
     """Returns the parser with the flags common to all studies."""
     p = argparse.ArgumentParser(prog=f"python studies/{name}.py", description=description,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -43,7 +43,12 @@ def build_parser(name: str, description: str, asha: bool) -> argparse.ArgumentPa
                    help="ASHA early stopping on --metric (default %(default)s)")
     p.add_argument("--grace-period", type=int, default=1, help="ASHA: epochs before a trial may stop")
     p.add_argument("--metric", default="AP50", help="metric to optimise and early-stop on")
-    p.add_argument("--seed", type=int, default=0, help="sampler seed")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seeds the sampler and every trial (train.seed, data.seed) (default %(default)s)")
+    p.add_argument("--seeds", type=int, default=seeds,
+                   help="grid studies: run every grid point under this many training seeds "
+                        "(train.seed = --seed, --seed+1, ...); the report says whether the "
+                        "conclusion holds for each (default %(default)s)")
     p.add_argument("--storage-path", default="results",
                    help="local folder or URI (s3://, gs://, file://) (default %(default)s)")
     p.add_argument("--optuna-url", help="SQLAlchemy URL of the Optuna study, e.g. "
@@ -59,10 +64,19 @@ def build_parser(name: str, description: str, asha: bool) -> argparse.ArgumentPa
 
 
 def spec_from_args(args: argparse.Namespace, space: SearchSpace, sampler: str,
-                   fixed: dict[str, Any] | None = None) -> StudySpec:
-    """Returns the :class:`StudySpec` the parsed flags describe; ``--set`` overrides ``fixed``."""
-    overrides: dict[str, Any] = {**(fixed or {}), **parse_overrides(args.set)}
+                   fixed: dict[str, Any] | None = None,
+                   fixed_by_preset: dict[str, dict[str, Any]] | None = None) -> StudySpec:
+    """Returns the :class:`StudySpec` the parsed flags describe; ``--set`` overrides ``fixed``,
+    which overrides ``fixed_by_preset[--preset]``."""
+    overrides: dict[str, Any] = {"train.seed": args.seed, "data.seed": args.seed,
+                                 **(fixed_by_preset or {}).get(args.preset, {}), **(fixed or {}),
+                                 **parse_overrides(args.set)}
     overrides["data.name"] = args.data
+    if args.seeds < 1 or (args.seeds > 1 and sampler != "grid"):
+        raise ValueError(f"--seeds {args.seeds}: must be >= 1, and > 1 only for a grid study")
+    if args.seeds > 1:
+        seeds = Categorical([overrides["train.seed"] + i for i in range(args.seeds)])
+        space = SearchSpace({**space.params, "train.seed": seeds})
     if args.data_root:
         overrides["data.root"] = args.data_root
     if args.epochs:
@@ -102,18 +116,21 @@ def write_report(directory: str) -> None:
 
 
 def main(name: str, space: SearchSpace, description: str, sampler: str = "tpe",
-         asha: bool = False, fixed: dict[str, Any] | None = None,
+         asha: bool = False, fixed: dict[str, Any] | None = None, seeds: int = 1,
+         fixed_by_preset: dict[str, dict[str, Any]] | None = None,
          argv: list[str] | None = None) -> int:
     """Entry point of a study script; returns the process exit code: 0 when every trial
     completed (or was stopped early), 1 when a trial failed or none completed, 2 when the study
     could not start.
 
-    ``fixed`` sets config fields for every trial of this study unless ``--set`` says otherwise.
+    ``fixed`` sets config fields for every trial of this study unless ``--set`` says otherwise,
+    ``fixed_by_preset`` more of them for one ``--preset`` (a step budget for the CPU demo);
+    ``seeds`` is the default of ``--seeds`` (replicates of a grid under other training seeds).
     """
-    args = build_parser(name, description, asha).parse_args(argv)
+    args = build_parser(name, description, asha, seeds).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        spec = spec_from_args(args, space, sampler, fixed)
+        spec = spec_from_args(args, space, sampler, fixed, fixed_by_preset)
         directory = study_dir(spec)
         print(f"study {spec.name}: {spec.samples} trials x {spec.epochs} epochs -> {mask(directory)}")
         print(f"  live: Ray dashboard http://127.0.0.1:8265 | "

@@ -192,3 +192,29 @@ def test_head_comparison_uses_each_trials_last_evaluation(tmp_path):
     # Studies from before the CenterNet head have no model.head column: all TransCenter.
     old = analysis.load_study(tmp_path / "overlap").drop(columns="model.head")
     assert analysis.head_comparison(old).index.get_level_values(0).unique().tolist() == ["transcenter"]
+
+
+def test_lower_limit_leader_per_seed_and_whether_the_conclusion_holds():
+    from transcenter.dashboards.summary import lower_limit_note
+    import pandas as pd
+
+    def frame(ap50_by_seed):  # {seed: {size: AP50 in epochs 1-3}}
+        rows = [{"trial_id": f"{seed}-{size}", "epoch": epoch, "model.heatmap_size": size,
+                 "train.seed": seed, "AP50": value + epoch}
+                for seed, sizes in ap50_by_seed.items() for size, value in sizes.items()
+                for epoch in (1, 2, 3, 4)]
+        return pd.DataFrame(rows)
+
+    stable = analysis.lower_limit_leaders(frame({0: {16: 30.0, 64: 10.0}, 1: {16: 25.0, 64: 20.0}}))
+    assert stable["leader"].tolist() == [16, 16] and stable.index.tolist() == [0, 1]
+    assert stable.loc[1, "score"] == pytest.approx(27.0) and stable.loc[1, "runner_up"] == 64
+    note = lower_limit_note(stable, "model.heatmap_size", 3)
+    assert "model.heatmap_size = 16 leads for every seed" in note and "same for all 2 seeds" in note
+    flipped = analysis.lower_limit_leaders(frame({0: {16: 30.0, 64: 10.0}, 1: {16: 5.0, 64: 20.0}}))
+    assert flipped["leader"].tolist() == [16, 64]
+    assert "differs between seeds (seed 0: 16 (32), seed 1: 64 (22))" in lower_limit_note(
+        flipped, "model.heatmap_size", 3)
+    single = analysis.lower_limit_leaders(frame({0: {16: 30.0, 64: 10.0}}).drop(columns="train.seed"))
+    assert single.index.tolist() == ["all"]
+    assert lower_limit_note(single, "model.heatmap_size", 3).startswith(
+        "In epochs 1-3, model.heatmap_size = 16 leads (mean AP50 32; next: 64 at 12)")

@@ -57,3 +57,17 @@ def test_divergence_names_epoch_and_component():
         runner.model.class_head.bias.fill_(float("nan"))
     with pytest.raises(DivergedError, match="at epoch 1, step 1: logits"):
         runner.run_epoch()
+
+
+@pytest.mark.parametrize("option", ["train.channels_last", "train.compile"])
+def test_channels_last_and_compile_train_the_same_step_and_checkpoint_the_same_keys(option):
+    """A leaner step changes speed, not results: one training step matches the plain model's
+    loss, and checkpoints keep the plain model's keys (a compiled model's would gain _orig_mod.)."""
+    cfg = {**TINY, "data.num_train": 8, "train.device": "cpu", "train.channels_last": False,
+           "train.compile": False}
+    plain, lean = TrialRunner(trial_config("smoke", cfg)), TrialRunner(trial_config("smoke", {**cfg, option: True}))
+    a, b = plain.train_one_epoch(1), lean.train_one_epoch(1)
+    assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
+    assert lean.state_dict()["model"].keys() == plain.state_dict()["model"].keys()
+    if option == "train.channels_last":
+        assert lean.network.backbone[0].weight.is_contiguous(memory_format=torch.channels_last)

@@ -14,6 +14,8 @@ from typing import Any
 BACKBONES = ("resnet18", "resnet34", "resnet50")
 # Names of the heads in transcenter.model.detector.registry (kept here, torch-free, to validate).
 HEADS = ("transcenter", "centernet")
+BACKBONE_NORMS = ("frozen", "batch", "sync")
+BACKBONE_TRAINABLE = ("all", "layer2", "layer3", "layer4", "none")  # the first stage that trains
 
 
 def check(cond: bool, name: str, value: Any, why: str) -> None:
@@ -43,6 +45,11 @@ def _is_pow2(x: int) -> bool:
 class ModelConfig:
     """Architecture (paper §3.1) and decoding options.
 
+    ``backbone_norm`` and ``backbone_trainable`` follow DETR's practice when set to ``frozen`` and
+    ``layer2`` (the ``paper`` preset): frozen BatchNorm statistics, stem and ``layer1`` frozen.
+    Both need ``backbone_weights``; without them the backbone warns and trains every stage with
+    batch statistics (:mod:`transcenter.model.detector.backbone`).
+
     ``heatmap_size`` S must be a power of two >= 16 and a power-of-two multiple of the encoder map
     (``input_size / backbone_stride``); each doubling adds one transposed convolution.
 
@@ -56,6 +63,8 @@ class ModelConfig:
     head: str = "transcenter"  # "transcenter" (paper) or "centernet" (baseline, issue 8)
     backbone: str = "resnet50"
     backbone_weights: str | None = None  # local file path of a torchvision state dict; never downloaded
+    backbone_norm: str = "batch"  # "frozen" (DETR, FrozenBatchNorm2d), "batch", "sync" (SyncBatchNorm under DDP)
+    backbone_trainable: str = "all"  # stages that train: "all", "layer2" (DETR), "layer3", "layer4", "none"
     backbone_stride: int = 32  # 32: C5 features (paper); 16: stop after layer3 (small CPU runs)
     input_size: int = 512
     num_classes: int | None = None  # None: from the data set (TrialConfig derives it)
@@ -79,6 +88,11 @@ class ModelConfig:
         check_choice("model.head", self.head, HEADS)
         check_choice("model.backbone", self.backbone, BACKBONES)
         check_choice("model.backbone_stride", self.backbone_stride, (16, 32))
+        check_choice("model.backbone_norm", self.backbone_norm, BACKBONE_NORMS)
+        check_choice("model.backbone_trainable", self.backbone_trainable, BACKBONE_TRAINABLE)
+        check(not (self.backbone_trainable == "layer4" and self.backbone_stride == 16),
+              "model.backbone_trainable", self.backbone_trainable,
+              "layer4 is cut at backbone_stride=16: nothing would train")
         check_choice("model.offset_encoding", self.offset_encoding, ("exp", "plain"))
         check_choice("model.offset_features", self.offset_features, ("query", "query+cell"))
         check_choice("model.score", self.score, ("class", "class_x_peak", "class_x_fg"))

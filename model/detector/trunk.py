@@ -25,7 +25,8 @@ class Trunk(nn.Module):
     def __init__(self, config: ModelConfig, decoder: bool):
         super().__init__()
         self.config = c = config
-        self.backbone, channels = build_backbone(c.backbone, c.backbone_stride, c.backbone_weights)
+        self.backbone, channels = build_backbone(c.backbone, c.backbone_stride, c.backbone_weights,
+                                                 c.backbone_norm, c.backbone_trainable)
         self.input_proj = nn.Conv2d(channels, c.d_model, 1)
         self.transformer = Transformer(c.d_model, c.nhead, c.num_encoder_layers,
                                        c.num_decoder_layers if decoder else 0, c.dim_feedforward,

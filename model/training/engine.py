@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -85,21 +86,38 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, steps_pe
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
 def _all_reduce_mean(values: dict[str, float], device: torch.device) -> dict[str, float]:
-    if not (dist.is_available() and dist.is_initialized()):
+    if not _distributed():
         return values
     t = torch.tensor(list(values.values()), dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return dict(zip(values, (t / dist.get_world_size()).tolist()))
 
 
-def _gather(objs: list) -> list:
-    """Concatenates a per-rank list over all ranks (identity in one process)."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return objs
-    parts: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, objs)
-    return [o for part in parts for o in part]
+def _on_rank0(objs: list, compute: Callable[[list], dict]) -> dict:
+    """Returns ``compute`` of the per-rank lists ``objs`` concatenated over ranks, computed on rank 0
+    only and broadcast to the others (in one process: ``compute(objs)``)."""
+    if not _distributed():
+        return compute(objs)
+    parts: list[Any] = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(objs, parts, dst=0)
+    result = [compute([o for part in parts for o in part]) if dist.get_rank() == 0 else None]
+    dist.broadcast_object_list(result, src=0)
+    return result[0]
+
+
+def _sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
+    """Returns ``model`` with its BatchNorms synchronised over the DDP ranks (``SyncBatchNorm``,
+    GPUs only); on CPU warns and keeps each rank's own batch statistics."""
+    if device.type != "cuda":
+        warnings.warn("model.backbone_norm='sync': SyncBatchNorm needs GPUs; on CPU each worker "
+                      "keeps its own batch statistics ('batch')", UserWarning, stacklevel=2)
+        return model
+    return nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
 
 class TrialRunner:
@@ -128,10 +146,14 @@ class TrialRunner:
         self._generator = torch.Generator()
         self.train_loader = wrap_loader(self._loader(self.train_set, train=True))
         self.val_loader = wrap_loader(self._loader(self.val_set, train=False))
-        model = build_model(c.detector.model).to(self.device)
+        self.memory_format = torch.channels_last if c.train.channels_last else torch.contiguous_format
+        model = build_model(c.detector.model).to(self.device, memory_format=self.memory_format)
+        if c.model.backbone_norm == "sync" and _distributed():
+            model = _sync_batchnorm(model, self.device)
         self.optimizer = build_optimizer(model, c.optim)
         self.criterion = build_criterion(c.detector, model)  # shares the unwrapped model's heads
-        self.model = wrap_model(model)
+        self.network = model  # unwrapped and uncompiled: what checkpoints hold
+        self.model = wrap_model(torch.compile(model) if c.train.compile else model)
         self.scheduler = build_scheduler(self.optimizer, c.optim, len(self.train_loader),
                                          c.train.epochs)
         self.epoch = 0  # epochs completed
@@ -173,7 +195,7 @@ class TrialRunner:
         start = time.perf_counter()
         bar = tqdm(self.train_loader, desc=f"epoch {epoch}", leave=False, disable=not self.progress)
         for step, (batch, targets) in enumerate(bar):
-            batch = batch.to(self.device, non_blocking=True)
+            batch = batch.to(self.device, non_blocking=True, memory_format=self.memory_format)
             targets = [{k: v.to(self.device) if torch.is_tensor(v) else v for k, v in t.items()}
                        for t in targets]
             with self._autocast():
@@ -194,7 +216,7 @@ class TrialRunner:
             bar.set_postfix(loss=f"{losses['loss'].item():.3f}")
         elapsed = time.perf_counter() - start
         means = _all_reduce_mean({k: v / max(steps, 1) for k, v in sums.items()}, self.device)
-        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        world = dist.get_world_size() if _distributed() else 1
         return {**means, "lr": self.optimizer.param_groups[0]["lr"],
                 "images_per_s": images * world / max(elapsed, 1e-9), "train_time_s": elapsed}
 
@@ -206,7 +228,7 @@ class TrialRunner:
         preds = []
         for batch, targets in self.val_loader:
             with self._autocast():
-                outputs = self.model(batch.to(self.device))
+                outputs = self.model(batch.to(self.device, memory_format=self.memory_format))
             dets = postprocess(outputs, self.image_size, self.config.detector.model)
             for det, t in zip(dets, targets):
                 preds.append({"image_id": int(t["image_id"]),
@@ -217,10 +239,14 @@ class TrialRunner:
         return preds
 
     def evaluate(self) -> dict[str, float]:
-        """Returns the `AP_KEYS` metrics (0-100) on the whole val split, gathered over ranks, and
-        each class's AP50 as ``AP50_class<label>`` (NaN for a class without ground truth)."""
+        """Returns the `AP_KEYS` metrics (0-100) on the whole val split, and each class's AP50 as
+        ``AP50_class<label>`` (NaN for a class without ground truth). Under DDP the predictions
+        are gathered to rank 0, which alone computes COCO AP; every rank returns its result."""
+        return _on_rank0(self.predict(), self._metrics)
+
+    def _metrics(self, preds: list[dict]) -> dict[str, float]:
         # A distributed sampler pads ranks to equal length with repeated images: keep one each.
-        preds = list({p["image_id"]: p for p in _gather(self.predict())}.values())
+        preds = list({p["image_id"]: p for p in preds}.values())
         targets = self.val_set.targets()
         metrics = evaluate(preds, targets, self.val_set.class_names)
         m = self.config.model
@@ -253,15 +279,14 @@ class TrialRunner:
 
     def state_dict(self) -> dict[str, Any]:
         """Checkpoint content: plain tensors and builtins only (``weights_only=True`` loads it)."""
-        model = getattr(self.model, "module", self.model)
-        return {"model": model.state_dict(), "optimizer": self.optimizer.state_dict(),
+        return {"model": self.network.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "epoch": self.epoch,
                 "metrics": self.last_metrics, "config": self.config.to_flat_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restores a checkpoint; refuses one from a different model configuration."""
         check_compatible(state["config"], self.config)
-        getattr(self.model, "module", self.model).load_state_dict(state["model"])
+        self.network.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch = int(state["epoch"])

@@ -54,8 +54,13 @@ class TrainConfig:
     device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda"
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
     threads: int = 0  # torch CPU threads per process; 0 keeps torch's default
+    channels_last: bool = True  # NHWC memory format for the conv trunk and heads (faster: README)
+    compile: bool = False  # torch.compile the model (the first steps pay the compilation)
 
     def __post_init__(self) -> None:
+        for name in ("amp", "channels_last", "compile"):
+            check(isinstance(getattr(self, name), bool), f"train.{name}", getattr(self, name),
+                  "must be true or false")
         for name in ("epochs", "batch_size", "eval_every"):
             v = getattr(self, name)
             check(isinstance(v, int) and v >= 1, f"train.{name}", v, "must be an integer >= 1")
@@ -149,8 +154,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     # cores): 120 steps of batch 8 per trial; S=128 costs ~5x S=16 a step and sets the pace.
     "cpu": {**_SMALL_MODEL, "data.num_train": 192, "data.num_val": 64, "train.batch_size": 8,
             "train.epochs": 5},
-    # The paper: ResNet-50 at 512 px, VOC, one A100 per trial.
+    # The paper: ResNet-50 at 512 px, VOC, one A100 per trial; DETR's backbone practice (frozen
+    # BatchNorm, stem and layer1 frozen, backbone lr 1e-5) on ImageNet weights (model.backbone_weights).
     "paper": {"data.name": "voc", "train.batch_size": 16, "train.epochs": 70,
+              "model.backbone_norm": "frozen", "model.backbone_trainable": "layer2",
               "optim.lr_drop_epoch": 50, "data.augment": True, "data.num_workers": 8},
 }
 
