@@ -16,6 +16,9 @@ import optuna
 import pandas as pd
 
 from transcenter.dashboards import paper
+# Accuracy against compute, for users of this module: the Pareto front of several objectives and
+# its hypervolume (implemented in transcenter.dashboards.pareto).
+from transcenter.dashboards.pareto import hypervolume, hypervolume_curve, pareto_front  # noqa: F401
 from transcenter.store.results import COCO_AP_KEYS, OVERLAP_RECALL, ResultStore, is_param_column
 
 HEATMAP_SIZE = "model.heatmap_size"

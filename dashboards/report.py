@@ -25,7 +25,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullFormatter
 
-from transcenter.dashboards import analysis, dataset_tables, summary
+from transcenter.dashboards import analysis, dataset_tables, pareto, summary
 from transcenter.dashboards.dataset_tables import DataSetTables
 from transcenter.dashboards.summary import StudyTables, collect
 from transcenter.store import uri
@@ -75,6 +75,8 @@ def write_report(
         ("Upper limit: AP (%) at the best epoch of the best trial, beside the paper (Tables 4 and 2)",
          _section(tables.upper)),
     ]
+    if tables.compute is not None:  # studies before cost metrics have no such section
+        sections.append((summary.COMPUTE_TITLE, _compute_section(tables, by)))
     if tables.class_ap50 is not None:  # studies before per-class AP have no such section
         sections.append((summary.CLASS_AP50_TITLE, _class_ap50_section(tables)))
     sections += [
@@ -192,6 +194,30 @@ def _loss_figure(losses: pd.DataFrame, by: str) -> Figure:
     ax.set(xlabel="epoch", ylabel="heatmap loss (mean over trials)",
            title="Position (solid) vs. size (dashed)")
     ax.legend(fontsize="small", ncols=2)
+    return fig
+
+
+def _compute_section(tables: StudyTables, by: str) -> str:
+    compute = tables.compute
+    if isinstance(compute, str):
+        return _note(compute)
+    parts = [_img(pareto.pareto_figure(tables.epochs, color_by=by if by in tables.epochs else None,
+                                       paper_points=pareto.paper_models()))]
+    parts.append(_note(summary.compute_note(compute)))
+    parts.append(_section(compute.front.set_index("trial_id")))
+    if compute.curve is not None:
+        parts.append(_img(_hypervolume_figure(compute.curve)))
+    return "".join(parts)
+
+
+def _hypervolume_figure(curve: pd.DataFrame) -> Figure:
+    fig = Figure(figsize=(6, 3))
+    ax = fig.add_subplot()
+    ax.plot(curve["trials"], curve["hypervolume"], marker="o", drawstyle="steps-post")
+    ax.set_xlabel("trials finished")
+    ax.set_ylabel("hypervolume")
+    ax.set_title("How the search progressed")
+    fig.tight_layout()
     return fig
 
 

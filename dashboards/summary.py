@@ -15,7 +15,7 @@ from typing import Any
 import optuna
 import pandas as pd
 
-from transcenter.dashboards import analysis, dataset_tables
+from transcenter.dashboards import analysis, dataset_tables, pareto
 from transcenter.dashboards.dataset_tables import DataSetTables
 from transcenter.store.results import OVERLAP_RECALL, ResultStore
 
@@ -24,6 +24,7 @@ OVERLAP_TITLE = ("Overlap recall vs. AP per head (paper Fig. 2): recall (%) of o
                  "their heatmap cell with a same-class object, at each trial's last evaluation")
 CLASS_AP50_TITLE = "Per-class AP50 (%) of the best trial at its best epoch, weakest class first"
 DATASET_TITLE = "Data set"
+COMPUTE_TITLE = "Accuracy against compute: AP vs. forward GMACs per image, and the Pareto front"
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,8 @@ class StudyTables:
             ``class_names``; None when the study records no per-class AP50 (studies before it).
         datasets: Study -> `dataset_tables.tables` of its ``study.json`` ``dataset``, for the
             studies that have one.
+        compute: Accuracy against compute (`ComputeTables`), None when the study records no
+            ``gmacs`` (studies before it); a ``str`` says why there is none.
     """
 
     epochs: pd.DataFrame
@@ -59,6 +62,29 @@ class StudyTables:
     best: pd.Series | None
     class_ap50: pd.DataFrame | str | None
     datasets: dict[str, DataSetTables]
+    compute: ComputeTables | str | None
+
+
+@dataclass(frozen=True)
+class ComputeTables:
+    """The Pareto front of a study's objectives (``study.json``'s, when it has several; else AP
+    against forward GMACs).
+
+    Attributes:
+        objectives: Metric -> ``"max"``/``"min"``.
+        declared: Whether the study optimised these objectives (else they are the default view).
+        front: `pareto.front_table`: the non-dominated trials and the hyperparameters that vary.
+        reference: The hypervolume's reference point (`pareto.default_reference`), declared only.
+        hypervolume: The front's hypervolume, declared only.
+        curve: `pareto.hypervolume_curve`: how the search progressed, declared only.
+    """
+
+    objectives: dict[str, str]
+    declared: bool
+    front: pd.DataFrame
+    reference: dict[str, float] | None = None
+    hypervolume: float | None = None
+    curve: pd.DataFrame | None = None
 
 
 def collect(
@@ -104,7 +130,20 @@ def collect(
     return StudyTables(epochs=epochs, status=status, search=analysis.best_per_trial(epochs),
                        lower=lower, lower_note=lower_note, upper=upper, overlap=overlap, losses=losses,
                        importance=importance, best=best,
-                       class_ap50=_class_ap50(epochs, best, meta), datasets=datasets)
+                       class_ap50=_class_ap50(epochs, best, meta), datasets=datasets,
+                       compute=_compute(epochs, meta))
+
+
+def compute_note(compute: ComputeTables) -> str:
+    """Says what the front is of and, for a multi-objective study, its hypervolume."""
+    what = ", ".join(f"{name} ({mode})" for name, mode in compute.objectives.items())
+    note = (f"{len(compute.front)} trial(s) on the Pareto front of {what}, each at its best-"
+            f"{next(iter(compute.objectives))} epoch; the paper's models (Table 1 MACs, Table 4 AP) "
+            f"beside them.")
+    if compute.hypervolume is not None:
+        reference = ", ".join(f"{k} {v:.4g}" for k, v in compute.reference.items())
+        note += f" Hypervolume {compute.hypervolume:.4g} (reference point: {reference})."
+    return note
 
 
 def lower_limit_note(leaders: pd.DataFrame, by: str, first_epochs: int, metric: str = "AP50") -> str:
@@ -144,6 +183,25 @@ def class_ap50_note(tables: StudyTables) -> str:
     return note
 
 
+def _compute(epochs: pd.DataFrame, meta: dict[str, dict[str, Any]]) -> ComputeTables | str | None:
+    if "gmacs" not in epochs or "AP" not in epochs:
+        return None
+    declared = next((m["objectives"] for m in meta.values() if len(m.get("objectives") or {}) > 1), None)
+    objectives = declared or {"AP": "max", "gmacs": "min"}
+    if any(name not in epochs for name in objectives):
+        return f"The study records no {[n for n in objectives if n not in epochs]}."
+    points = pareto.trial_points(epochs, objectives)
+    if points.empty:
+        return f"No trial has a finite value of every objective ({', '.join(objectives)}) yet."
+    front = pareto.front_table(epochs, objectives)
+    if not declared:
+        return ComputeTables(objectives, False, front)
+    reference = pareto.default_reference(points, objectives)
+    return ComputeTables(objectives, True, front, reference,
+                         pareto.hypervolume(points, objectives, reference),
+                         pareto.hypervolume_curve(epochs, objectives, reference))
+
+
 def _class_ap50(epochs: pd.DataFrame, best: pd.Series | None,
                 meta: dict[str, dict[str, Any]]) -> pd.DataFrame | str | None:
     if not analysis.class_ap_columns(epochs):
@@ -177,6 +235,10 @@ def render_text(tables: StudyTables) -> str:
         if isinstance(body, pd.DataFrame):
             body = f"{_text(body.set_index('class'))}\n{class_ap50_note(tables)}"
         blocks.insert(3, (CLASS_AP50_TITLE, body))
+    if tables.compute is not None:
+        compute = tables.compute
+        blocks.insert(3, (COMPUTE_TITLE, compute if isinstance(compute, str) else
+                          f"{_text(compute.front.set_index('trial_id'))}\n{compute_note(compute)}"))
     data_blocks = [(f"{DATASET_TITLE} of study {study}",
                     f"{_text(data.splits)}\n\n{_text(data.same_cell)}\n{dataset_tables.SAME_CELL_NOTE}\n"
                     "(objects per class: in the HTML report)")

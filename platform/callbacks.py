@@ -8,8 +8,9 @@ from typing import Any
 
 from ray.tune import Callback
 
-from transcenter.model.metric_names import AP_KEYS, EXTRA_KEYS, LOSS_KEYS, PER_CLASS_AP50_PREFIX
-from transcenter.platform.trial_files import NODE_KEY
+from transcenter.model.metric_names import (AP_KEYS, COST_KEYS, EXTRA_KEYS, LOSS_KEYS,
+                                           PER_CLASS_AP50_PREFIX)
+from transcenter.platform.trial_files import DEVICE_KEY, NODE_KEY
 from transcenter.store.results import ResultStore
 
 logger = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ class ResultStoreCallback(Callback):
 
     @staticmethod
     def _metrics(result: dict[str, Any]) -> dict[str, float]:
-        keys = LOSS_KEYS + AP_KEYS + EXTRA_KEYS
+        keys = LOSS_KEYS + AP_KEYS + EXTRA_KEYS + COST_KEYS
         per_class = [k for k in result if k.startswith(PER_CLASS_AP50_PREFIX)]
         return {k: float(result[k]) for k in (*keys, *per_class)
                 if isinstance(result.get(k), (int, float))}
@@ -58,7 +59,8 @@ class ResultStoreCallback(Callback):
             return
         self.store.record_epoch(trial.trial_id, int(result["epoch"]), self._params(trial),
                                 self._metrics(result), status="running",
-                                time_s=result.get("time_s"), node_ip=result.get(NODE_KEY))
+                                time_s=result.get("time_s"), node_ip=result.get(NODE_KEY),
+                                device=result.get(DEVICE_KEY))
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         last = trial.last_result or {}
@@ -67,7 +69,7 @@ class ResultStoreCallback(Callback):
         if epoch:
             self.store.record_epoch(trial.trial_id, epoch, self._params(trial), self._metrics(last),
                                     status=status, time_s=last.get("time_s"),
-                                    node_ip=last.get(NODE_KEY))
+                                    node_ip=last.get(NODE_KEY), device=last.get(DEVICE_KEY))
         self.store.record_trial(trial.trial_id, self._params(trial), status)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:

@@ -13,14 +13,15 @@ from typing import Any
 
 from transcenter.model.training.experiment import PRESETS, parse_overrides
 from transcenter.platform.errors import StudyError
-from transcenter.platform.search import Categorical, SearchSpace
+from transcenter.platform.search import SAMPLERS, Categorical, SearchSpace
 from transcenter.platform.study import StudySpec, optuna_url, run_study, study_dir
 from transcenter.platform.trainer import Resources
 from transcenter.store.results import ResultStore
 from transcenter.store.uri import display, mask
 
 
-def build_parser(name: str, description: str, asha: bool, seeds: int = 1) -> argparse.ArgumentParser:
+def build_parser(name: str, description: str, asha: bool, seeds: int = 1,
+                 sampler: str = "tpe", objectives: tuple[str, ...] = ()) -> argparse.ArgumentParser:
     """Returns the parser with the flags common to all studies."""
     p = argparse.ArgumentParser(prog=f"python studies/{name}.py", description=description,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -43,6 +44,16 @@ def build_parser(name: str, description: str, asha: bool, seeds: int = 1) -> arg
                    help="ASHA early stopping on --metric (default %(default)s)")
     p.add_argument("--grace-period", type=int, default=1, help="ASHA: epochs before a trial may stop")
     p.add_argument("--metric", default="AP50", help="metric to optimise and early-stop on")
+    p.add_argument("--objective", action="append", default=[], metavar="METRIC:max|min",
+                   help="optimise several metrics at once (repeat: --objective AP:max --objective "
+                        "gmacs:min); replaces --metric; --asha then stops trials by "
+                        "non-dominated sorting (multi-objective ASHA)"
+                        + (f" (default {' '.join(objectives)})" if objectives else ""))
+    p.add_argument("--constraint", action="append", default=[], metavar="METRIC<=X",
+                   help="a bound the sampler keeps trials within, e.g. gmacs<=50 (repeatable)")
+    p.add_argument("--sampler", choices=SAMPLERS, default=sampler,
+                   help="Optuna sampler: tpe (also multi-objective), nsga2, random, grid "
+                        "(default %(default)s)")
     p.add_argument("--seed", type=int, default=0,
                    help="seeds the sampler and every trial (train.seed, data.seed) (default %(default)s)")
     p.add_argument("--seeds", type=int, default=seeds,
@@ -60,10 +71,11 @@ def build_parser(name: str, description: str, asha: bool, seeds: int = 1) -> arg
                    help="refuse to start with less free disk on local storage (default %(default)s)")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local Ray)")
     p.add_argument("--no-report", action="store_true", help="skip writing report.html at the end")
+    p.set_defaults(study_objectives=tuple(objectives))
     return p
 
 
-def spec_from_args(args: argparse.Namespace, space: SearchSpace, sampler: str,
+def spec_from_args(args: argparse.Namespace, space: SearchSpace,
                    fixed: dict[str, Any] | None = None,
                    fixed_by_preset: dict[str, dict[str, Any]] | None = None) -> StudySpec:
     """Returns the :class:`StudySpec` the parsed flags describe; ``--set`` overrides ``fixed``,
@@ -72,6 +84,7 @@ def spec_from_args(args: argparse.Namespace, space: SearchSpace, sampler: str,
                                  **(fixed_by_preset or {}).get(args.preset, {}), **(fixed or {}),
                                  **parse_overrides(args.set)}
     overrides["data.name"] = args.data
+    sampler = args.sampler
     if args.seeds < 1 or (args.seeds > 1 and sampler != "grid"):
         raise ValueError(f"--seeds {args.seeds}: must be >= 1, and > 1 only for a grid study")
     if args.seeds > 1:
@@ -84,6 +97,8 @@ def spec_from_args(args: argparse.Namespace, space: SearchSpace, sampler: str,
     resources = Resources(workers=args.workers_per_trial, cpus_per_worker=args.cpus_per_worker,
                           gpus_per_worker=args.gpus_per_worker)
     return StudySpec(name=args.name, space=space, sampler=sampler, metric=args.metric,
+                     objectives=tuple(args.objective) or args.study_objectives,
+                     constraints=tuple(args.constraint),
                      preset=args.preset, overrides=overrides, num_samples=args.num_samples,
                      max_concurrent_trials=args.max_concurrent_trials, asha=args.asha,
                      grace_period=args.grace_period, resources=resources,
@@ -118,19 +133,20 @@ def write_report(directory: str) -> None:
 def main(name: str, space: SearchSpace, description: str, sampler: str = "tpe",
          asha: bool = False, fixed: dict[str, Any] | None = None, seeds: int = 1,
          fixed_by_preset: dict[str, dict[str, Any]] | None = None,
-         argv: list[str] | None = None) -> int:
+         objectives: tuple[str, ...] = (), argv: list[str] | None = None) -> int:
     """Entry point of a study script; returns the process exit code: 0 when every trial
     completed (or was stopped early), 1 when a trial failed or none completed, 2 when the study
     could not start.
 
     ``fixed`` sets config fields for every trial of this study unless ``--set`` says otherwise,
     ``fixed_by_preset`` more of them for one ``--preset`` (a step budget for the CPU demo);
-    ``seeds`` is the default of ``--seeds`` (replicates of a grid under other training seeds).
+    ``seeds`` is the default of ``--seeds`` (replicates of a grid under other training seeds),
+    ``objectives`` that of ``--objective``.
     """
-    args = build_parser(name, description, asha, seeds).parse_args(argv)
+    args = build_parser(name, description, asha, seeds, sampler, objectives).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        spec = spec_from_args(args, space, sampler, fixed, fixed_by_preset)
+        spec = spec_from_args(args, space, fixed, fixed_by_preset)
         directory = study_dir(spec)
         print(f"study {spec.name}: {spec.samples} trials x {spec.epochs} epochs -> {mask(directory)}")
         print(f"  live: Ray dashboard http://127.0.0.1:8265 | "

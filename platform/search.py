@@ -116,29 +116,84 @@ class SearchSpace:
             spec.suggest(trial, name)
 
 
+@dataclass(frozen=True)
+class Constraint:
+    """A bound on a reported metric, e.g. ``gmacs<=50``: Optuna's samplers prefer trials that keep it
+    (``Trial.set_constraint``: feasible when the violation is <= 0)."""
+
+    metric: str
+    op: str  # "<=" or ">="
+    bound: float
+
+    @classmethod
+    def parse(cls, text: str) -> Constraint:
+        """Reads ``<metric><=<number>`` or ``<metric>>=<number>``.
+
+        Raises:
+            ValueError: naming the text when it is not of that form.
+        """
+        for op in ("<=", ">="):
+            name, sep, bound = text.partition(op)
+            if sep and name.strip():
+                try:
+                    return cls(name.strip(), op, float(bound))
+                except ValueError:
+                    break
+        raise ValueError(f"--constraint {text!r}: expected <metric><=<number> or <metric>>=<number>, "
+                         f"e.g. gmacs<=50")
+
+    def __str__(self) -> str:
+        return f"{self.metric}{self.op}{self.bound:g}"
+
+    def violation(self, value: float) -> float:
+        """How far ``value`` is past the bound (<= 0: the constraint holds)."""
+        return value - self.bound if self.op == "<=" else self.bound - value
+
+
 class StudySearch(OptunaSearch):
-    """``OptunaSearch`` that records early-stopped trials as PRUNED, not COMPLETE.
+    """``OptunaSearch`` that records early-stopped trials as PRUNED, not COMPLETE, keeps every
+    objective's per-epoch values, and sets constraints.
 
     Upstream tells Optuna COMPLETE with the last (early-epoch) value when ASHA stops a trial, so
     TPE would treat an epoch-2 AP50 as final. Here a trial whose last reported ``epoch`` is below
     ``total_epochs`` is PRUNED (its intermediate values stay); failed trials are FAIL. Intermediate
     values are reported per ``epoch`` rather than per Tune iteration, so a resumed trial continues
-    its curve instead of restarting it.
+    its curve instead of restarting it. A multi-objective Optuna study cannot store intermediate
+    values (upstream drops them): each objective's value of each epoch becomes the user attribute
+    ``<metric>@<epoch>``. Each constraint is set once, from the first result that reports its
+    metric.
     """
 
-    def __init__(self, *args, total_epochs: int, **kwargs):
+    def __init__(self, *args, total_epochs: int, constraints: tuple[Constraint, ...] = (), **kwargs):
         super().__init__(*args, **kwargs)
         self.total_epochs = total_epochs
+        self.constraints = constraints
         self._reported: dict[str, set[int]] = {}  # epochs already reported, per trial
+        self._constrained: dict[str, set[str]] = {}  # constraints already set, per trial
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         ot_trial = open_optuna_trial(self, trial_id)
-        value, epoch = result.get(self.metric), result.get("epoch")
-        if ot_trial is None or value is None or epoch is None or not math.isfinite(value):
+        epoch = result.get("epoch")
+        if ot_trial is None or epoch is None:
             return
+        done = self._constrained.setdefault(trial_id, set())
+        for c in self.constraints:
+            value = result.get(c.metric)
+            if str(c) not in done and isinstance(value, (int, float)) and math.isfinite(value):
+                ot_trial.set_constraint(str(c), c.violation(value))
+                done.add(str(c))
         seen = self._reported.setdefault(trial_id, set())
-        if int(epoch) not in seen:
-            ot_trial.report(value, int(epoch))
+        if int(epoch) in seen:
+            return
+        metrics = self.metric if isinstance(self.metric, list) else [self.metric]
+        values = {m: result.get(m) for m in metrics}
+        finite = {m: v for m, v in values.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+        if len(metrics) == 1 and finite:
+            ot_trial.report(finite[metrics[0]], int(epoch))
+        else:
+            for m, v in finite.items():
+                ot_trial.set_user_attr(f"{m}@{int(epoch)}", v)
+        if finite:
             seen.add(int(epoch))
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
@@ -156,19 +211,35 @@ class StudySearch(OptunaSearch):
         close_optuna_trial(self, trial_id)
 
 
-def make_searcher(space: SearchSpace, metric: str, mode: str, storage_url: str, study_name: str,
-                  total_epochs: int, sampler: str = "tpe", seed: int = 0) -> StudySearch:
+SAMPLERS = ("tpe", "nsga2", "random", "grid")
+
+
+def make_searcher(space: SearchSpace, objectives: dict[str, str], storage_url: str, study_name: str,
+                  total_epochs: int, sampler: str = "tpe", seed: int = 0,
+                  constraints: tuple[Constraint, ...] = ()) -> StudySearch:
     """Returns the study's searcher over ``space`` with its Optuna study in ``storage_url``.
 
-    ``sampler="grid"`` sweeps the categorical grid with Optuna's ``GridSampler``; ``"tpe"``
-    uses seeded TPE. Both land every trial in the same RDB, which optuna-dashboard reads.
+    Args:
+        objectives: Metric -> ``"max"``/``"min"``; several make a multi-objective Optuna study.
+        sampler: ``"grid"`` sweeps the categorical grid with Optuna's ``GridSampler``; ``"tpe"``
+            uses seeded TPE (Optuna's default, multi-objective too); ``"nsga2"`` NSGA-II;
+            ``"random"`` random search. All land every trial in the same RDB, which
+            optuna-dashboard reads.
+        constraints: Bounds the samplers prefer trials to keep (:class:`Constraint`).
     """
     if sampler == "grid":
         ot_sampler = optuna.samplers.GridSampler(space.grid(), seed=seed)
     elif sampler == "tpe":
         ot_sampler = optuna.samplers.TPESampler(seed=seed)
+    elif sampler == "nsga2":
+        ot_sampler = optuna.samplers.NSGAIISampler(seed=seed)
+    elif sampler == "random":
+        ot_sampler = optuna.samplers.RandomSampler(seed=seed)
     else:
-        raise ValueError(f"sampler={sampler!r}: must be 'tpe' or 'grid'")
+        raise ValueError(f"sampler={sampler!r}: must be one of {SAMPLERS}")
+    metrics, modes = list(objectives), list(objectives.values())
     storage = optuna.storages.RDBStorage(storage_url)
-    return StudySearch(space=space, metric=metric, mode=mode, sampler=ot_sampler,
-                       storage=storage, study_name=study_name, total_epochs=total_epochs)
+    return StudySearch(space=space, metric=metrics[0] if len(metrics) == 1 else metrics,
+                       mode=modes[0] if len(modes) == 1 else modes, sampler=ot_sampler,
+                       storage=storage, study_name=study_name, total_epochs=total_epochs,
+                       constraints=tuple(constraints))

@@ -19,6 +19,7 @@ from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
+from transcenter.model.metric_names import AP_KEYS, COST_KEYS, EXTRA_KEYS, LOSS_KEYS
 from transcenter.model.training.experiment import trial_config
 from transcenter.platform.callbacks import ResultStoreCallback
 from transcenter.platform.compat import (HEAD_NODE_RESOURCE, job_working_dir,
@@ -26,9 +27,10 @@ from transcenter.platform.compat import (HEAD_NODE_RESOURCE, job_working_dir,
                                          remove_placement_groups_of_ended_jobs)
 from transcenter.platform.data_check import DataCheck, check_data
 from transcenter.platform.errors import StudyError, TrialFailure
+from transcenter.platform.mo_asha import MultiObjectiveASHA
 from transcenter.platform.optuna_db import check_storage
 from transcenter.platform.ray_connect import alive_nodes, answers, connect, on_every_node
-from transcenter.platform.search import SearchSpace, make_searcher
+from transcenter.platform.search import SAMPLERS, Constraint, SearchSpace, make_searcher
 from transcenter.platform.trainer import Resources, build_trainer
 from transcenter.platform.trial_files import read_failure, run_dir
 from transcenter.store import uri
@@ -37,6 +39,8 @@ from transcenter.store.results import ResultStore
 
 logger = logging.getLogger(__name__)
 
+OBJECTIVE_METRICS = AP_KEYS + COST_KEYS + EXTRA_KEYS + LOSS_KEYS  # what a study may optimise
+
 
 @dataclass(frozen=True)
 class StudySpec:
@@ -44,9 +48,11 @@ class StudySpec:
 
     name: str
     space: SearchSpace
-    sampler: str = "tpe"  # "tpe" or "grid"
+    sampler: str = "tpe"  # "tpe", "nsga2", "random" or "grid"
     metric: str = "AP50"
     mode: str = "max"
+    objectives: tuple[str, ...] = ()  # "AP:max", "gmacs:min": several make the study multi-objective
+    constraints: tuple[str, ...] = ()  # "gmacs<=50": bounds the sampler prefers trials to keep
     preset: str | None = "cpu"
     overrides: dict[str, Any] = field(default_factory=dict)
     num_samples: int | None = None  # default: the grid's size, or 8 for TPE
@@ -67,11 +73,39 @@ class StudySpec:
             raise ValueError(f"study name {self.name!r}: must be non-empty without '/'")
         if self.mode not in ("max", "min"):
             raise ValueError(f"mode={self.mode!r}: must be 'max' or 'min'")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"--sampler {self.sampler!r}: must be one of {SAMPLERS}")
+        for metric in list(self.objective_modes) + [c.metric for c in self.constraint_list]:
+            if metric not in OBJECTIVE_METRICS:
+                raise ValueError(f"metric {metric!r}: not a metric the trials report; choose from "
+                                 f"{', '.join(OBJECTIVE_METRICS)}")
         object.__setattr__(self, "storage_path", resolve_storage(self.storage_path))
         if self.optuna_url:
             object.__setattr__(self, "optuna_url", uri.take_password(self.optuna_url))
         trial_config(self.preset, self.overrides)  # fixed fields first, then the searched ones
         self.space.validate(self.preset, self.overrides)
+
+    @property
+    def objective_modes(self) -> dict[str, str]:
+        """Metric -> ``"max"``/``"min"``: ``objectives`` when given, else ``{metric: mode}``.
+
+        Raises:
+            ValueError: an objective not of the form ``<metric>:max|min``, or given twice.
+        """
+        if not self.objectives:
+            return {self.metric: self.mode}
+        out: dict[str, str] = {}
+        for item in self.objectives:
+            name, _, mode = item.rpartition(":")
+            if not name or mode not in ("max", "min") or name in out:
+                raise ValueError(f"--objective {item!r}: expected <metric>:max or <metric>:min, "
+                                 f"each metric once")
+            out[name] = mode
+        return out
+
+    @property
+    def constraint_list(self) -> tuple[Constraint, ...]:
+        return tuple(Constraint.parse(c) for c in self.constraints)
 
     @property
     def trial_defaults(self):
@@ -200,15 +234,23 @@ def build_tuner(spec: StudySpec, data: DataCheck) -> tune.Tuner:
         return tune.Tuner.restore(f"{directory}/tune", trainable=_trainable(spec),
                                   resume_unfinished=True, resume_errored=False)
     store = ResultStore(spec.storage_path, spec.name, param_types=spec.space.store_types())
+    objectives = spec.objective_modes
     store.write_meta({"search_space": spec.space.describe(), "metric": spec.metric,
-                      "mode": spec.mode, "sampler": spec.sampler, "preset": spec.preset,
+                      "mode": spec.mode, "objectives": objectives,
+                      "constraints": [str(c) for c in spec.constraint_list],
+                      "sampler": spec.sampler, "preset": spec.preset,
                       "class_names": data.class_names, "dataset": data.report})
-    searcher = make_searcher(spec.space, spec.metric, spec.mode, optuna_url(spec), spec.name,
-                             spec.epochs, spec.sampler, spec.seed)
-    scheduler = (ASHAScheduler(time_attr="epoch", metric=spec.metric, mode=spec.mode,
-                               max_t=spec.epochs + 1, grace_period=spec.grace_period,
-                               reduction_factor=spec.reduction_factor)
-                 if spec.asha else FIFOScheduler())
+    searcher = make_searcher(spec.space, objectives, optuna_url(spec), spec.name, spec.epochs,
+                             spec.sampler, spec.seed, spec.constraint_list)
+    rungs = dict(time_attr="epoch", max_t=spec.epochs + 1, grace_period=spec.grace_period,
+                 reduction_factor=spec.reduction_factor)
+    if not spec.asha:
+        scheduler = FIFOScheduler()
+    elif len(objectives) > 1:
+        scheduler = MultiObjectiveASHA(objectives, **rungs)
+    else:
+        (metric, mode), = objectives.items()
+        scheduler = ASHAScheduler(metric=metric, mode=mode, **rungs)
     # Every scalar field of the trial configuration is a column, searched or not: the dashboards
     # group by some (the heatmap size, the head) in any study.
     fixed = {k: v for k, v in spec.trial_defaults.to_flat_dict().items()

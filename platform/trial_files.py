@@ -25,6 +25,7 @@ FAILURE_FILE = "trial_failure.txt"
 # Key of every epoch report naming the Ray node of the rank-0 worker that trained it (Tune's own
 # "node_ip" is the trial driver's).
 NODE_KEY = "train_node_ip"
+DEVICE_KEY = "train_device"  # the device rank 0 trained on, in words ("NVIDIA H200", "cpu x2")
 
 
 def run_dir(storage_path: str, name: str) -> str:

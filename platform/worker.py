@@ -20,8 +20,8 @@ from transcenter.model.training.checkpoint import load_checkpoint, save_checkpoi
 from transcenter.model.training.engine import DivergedError, TrialRunner
 from transcenter.model.training.experiment import trial_config
 from transcenter.platform import faults
-from transcenter.platform.trial_files import (CHECKPOINT_FILE, NODE_KEY, mark_started, started,
-                                              write_failure)
+from transcenter.platform.trial_files import (CHECKPOINT_FILE, DEVICE_KEY, NODE_KEY, mark_started,
+                                              started, write_failure)
 
 
 # Errors from the trial's own input (its configuration, its data set, a missing file): the same on
@@ -80,7 +80,7 @@ def _train(loop_config: dict[str, Any], rank: int) -> Iterator[int]:
         # checkpoint's epoch may never have reached the driver. Report it again; the store and
         # Optuna key rows by epoch, so this replaces rather than duplicates. Restarts within one
         # fit() (a worker died) skip this: that epoch was reported.
-        ray.train.report({**runner.last_metrics, NODE_KEY: node_ip})
+        ray.train.report({**runner.last_metrics, NODE_KEY: node_ip, DEVICE_KEY: runner.device_name})
     gauges = _gauges(loop_config.get("telemetry")) if rank == 0 else None
     fault = faults.fault_for(loop_config.get("overrides") or {})  # None unless a test switched it on
     while runner.epoch < cfg.train.epochs:
@@ -95,7 +95,7 @@ def _train(loop_config: dict[str, Any], rank: int) -> Iterator[int]:
             if rank == 0:
                 save_checkpoint(runner.state_dict(), Path(tmp) / CHECKPOINT_FILE)
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report({**metrics, NODE_KEY: node_ip}, checkpoint=ckpt)
+            ray.train.report({**metrics, NODE_KEY: node_ip, DEVICE_KEY: runner.device_name}, checkpoint=ckpt)
 
 
 def _first_start_of_fit(loop_config: dict[str, Any], rank: int) -> bool:

@@ -11,7 +11,9 @@ code; ``<storage_path>/<study>/study.json`` holds the study's metadata, e.g. ``s
 "values": [..]}}`` (the scale the dashboards' importance analysis uses). Columns:
 
 - epochs: ``study, trial_id, status`` (str), ``epoch`` (int64, 1-based), ``time_s`` (float64, wall
-  seconds of that epoch), ``node_ip`` (str, the Ray node that trained it; null if unknown), one column per hyperparameter under its dotted name, then the metrics
+  seconds of that epoch), ``node_ip`` (str, the Ray node that trained it; null if unknown),
+  ``device`` (str, the device it trained on in words, e.g. ``NVIDIA H200`` or ``cpu x2``; null if
+  unknown), one column per hyperparameter under its dotted name, then the metrics
   (float64): always the `REQUIRED_METRICS` (null where not reported), then any extra ones.
 - trials: ``study, trial_id, status, error`` (str, error null unless given), ``n_epochs`` (int64),
   ``node_ip`` (str, the node of its last stored epoch), the
@@ -72,7 +74,7 @@ BEST_METRIC = "AP"  # picks a trial's best epoch: higher is better
 REQUIRED_METRICS = LOSS_KEYS + COCO_AP_KEYS
 EPOCH_COLUMNS = {
     "study": pa.string(), "trial_id": pa.string(), "epoch": pa.int64(),
-    "status": pa.string(), "time_s": pa.float64(), "node_ip": pa.string(),
+    "status": pa.string(), "time_s": pa.float64(), "node_ip": pa.string(), "device": pa.string(),
 }
 TRIAL_COLUMNS = {
     "study": pa.string(), "trial_id": pa.string(), "status": pa.string(),
@@ -195,6 +197,7 @@ class ResultStore:
         status: str = "running",
         time_s: float | None = None,
         node_ip: str | None = None,
+        device: str | None = None,
     ) -> None:
         """Stores one epoch of a trial, replacing an earlier row of the same epoch.
 
@@ -207,6 +210,7 @@ class ResultStore:
             status: One of `STATUSES`.
             time_s: Wall time of this epoch in seconds.
             node_ip: The address of the Ray node that trained this epoch (rank 0).
+            device: The device that trained it, in words.
 
         Raises:
             ValueError: On a bad name, epoch, status, parameter or non-numeric metric.
@@ -217,7 +221,8 @@ class ResultStore:
         _check_status(trial_id, status)
         where = f"trial {trial_id}, epoch {epoch}"
         row = {"study": self.study, "trial_id": trial_id, "epoch": int(epoch), "status": status,
-               "time_s": None if time_s is None else float(time_s), "node_ip": node_ip}
+               "time_s": None if time_s is None else float(time_s), "node_ip": node_ip,
+               "device": device}
         types = dict(EPOCH_COLUMNS)
         self._add_params(row, types, params, where)
         for name in REQUIRED_METRICS:

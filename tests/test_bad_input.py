@@ -67,11 +67,11 @@ def test_seed_reaches_every_trial_and_seeds_replicate_a_grid(tmp_path):
     from transcenter.platform.cli import build_parser, spec_from_args
 
     space = SearchSpace({"model.heatmap_size": Categorical([16, 32])})
-    args = build_parser("heatmap_size", "", asha=False, seeds=2).parse_args(
+    args = build_parser("heatmap_size", "", asha=False, seeds=2, sampler="grid").parse_args(
         ["--seed", "7", "--storage-path", str(tmp_path)])
-    spec = spec_from_args(args, space, "grid")
+    spec = spec_from_args(args, space)
     assert spec.space.grid() == {"model.heatmap_size": [16, 32], "train.seed": [7, 8]}
     assert spec.samples == 4 and spec.trial_defaults.data.seed == 7
     tpe = build_parser("focal_loss", "", asha=False).parse_args(["--seeds", "2"])
     with pytest.raises(ValueError, match="--seeds 2: .* only for a grid study"):
-        spec_from_args(tpe, space, "tpe")
+        spec_from_args(tpe, space)

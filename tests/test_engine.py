@@ -71,3 +71,16 @@ def test_channels_last_and_compile_train_the_same_step_and_checkpoint_the_same_k
     assert lean.state_dict()["model"].keys() == plain.state_dict()["model"].keys()
     if option == "train.channels_last":
         assert lean.network.backbone[0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_every_epoch_reports_the_models_cost_and_evaluated_epochs_its_measured_speed():
+    from transcenter.model.evaluation.complexity import count
+    cfg = trial_config("smoke", {**TINY, "train.epochs": 2, "train.eval_every": 2})
+    runner = TrialRunner(cfg)
+    first, second = runner.run_epoch(), runner.run_epoch()
+    expected = count(cfg.detector.model)
+    for row in (first, second):
+        assert row["gmacs"] == pytest.approx(expected["macs"] / 1e9) and row["params"] == expected["params"]
+    assert math.isnan(first["infer_images_per_s"]) and math.isnan(first["latency_ms"])
+    assert second["infer_images_per_s"] > 0 and second["latency_ms"] > 0
+    assert runner.device_name.startswith("cpu x")

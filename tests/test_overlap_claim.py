@@ -18,7 +18,7 @@ import pytest
 from transcenter.model.training.engine import TrialRunner
 from transcenter.model.training.experiment import trial_config
 
-EPOCHS = 5  # the cpu preset's: 192 images, batch 8 -> 120 steps (~0.25-0.3 s each on 2 cores)
+EPOCHS = 5  # 192 images (the cpu preset's), batch 8 -> 120 steps (~0.25-0.3 s each on 2 cores)
 MIN_TRANSCENTER = 60.0  # percent
 MIN_MARGIN = 20.0  # percentage points between the heads
 

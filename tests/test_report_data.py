@@ -182,3 +182,26 @@ def test_dataset_tables_types():
     assert data.same_cell.loc[32, "val same cell (%)"] == 37.5
     assert pd.isna(data.same_cell.loc[128, "train same cell (%)"])
     assert data.per_class.index.tolist() == CLASSES and data.per_class.loc["dog", "val"] == 0
+
+
+def test_accuracy_against_compute_section_draws_the_front_and_its_hypervolume(tmp_path):
+    """Issue 17: AP against GMACs. Trials a (cheap, weak), b (dear, strong) and c (dominated by a)
+    are planted; the front is a and b; c's AP is measured at its best epoch."""
+    store = ResultStore(str(tmp_path), "mo")
+    planted = {"a": (16, 1.0, [5.0, 10.0]), "b": (64, 3.0, [20.0, 30.0]), "c": (32, 2.0, [9.0, 8.0])}
+    for trial, (size, gmacs, aps) in planted.items():
+        for epoch, ap in enumerate(aps, start=1):
+            store.record_epoch(trial, epoch, {"model.heatmap_size": size},
+                               {"AP": ap, "gmacs": gmacs, "params": 1e6 * gmacs})
+        store.record_trial(trial, {"model.heatmap_size": size}, "completed")
+    store.write_meta({"objectives": {"AP": "max", "gmacs": "min"}})
+    tables = summary.collect([str(tmp_path / "mo")])
+    assert tables.compute.declared and tables.compute.front["trial_id"].tolist() == ["b", "a"]
+    # reference: worst AP 9 - 10 % of the range 21 -> 6.9; worst gmacs 3 + 0.2 -> 3.2
+    assert tables.compute.reference == pytest.approx({"AP": 6.9, "gmacs": 3.2})
+    # a dominates AP 6.9..10 for gmacs 1..3.2, b adds AP 10..30 for gmacs 3..3.2
+    assert tables.compute.hypervolume == pytest.approx((10 - 6.9) * (3.2 - 1.0) + (30 - 10) * (3.2 - 3.0))
+    text = report.write_report([str(tmp_path / "mo")], tmp_path / "r.html").read_text()
+    body = section(text, summary.COMPUTE_TITLE)
+    assert "2 trial(s) on the Pareto front of AP (max), gmacs (min)" in body
+    assert "Hypervolume 10.82" in body and body.count("<img") == 2  # front plot, hypervolume curve

@@ -95,3 +95,33 @@ def test_study_killed_and_resumed_has_every_epoch_once_typed_and_in_optuna(ray_c
     assert sizes == sorted(epochs.groupby("trial_id")["model.heatmap_size"].first())
     assert len(set(sizes)) == 3  # the grid, each point once
     assert all(sorted(t.intermediate_values) == [1, 2] for t in complete)  # AP50 of every epoch
+
+
+def test_multi_objective_study_with_mo_asha_and_a_constraint(ray_cluster, tmp_path):
+    """AP against GMACs (issue 17): every objective lands in parquet at every epoch, Optuna holds
+    both directions, the per-epoch values as user attributes, the constraint, and a front; the
+    multi-objective ASHA stops trials it ranks low, and Optuna records those PRUNED."""
+    space = SearchSpace({"model.heatmap_size": Categorical([16, 32]),
+                         "model.head_width": Categorical([16, 64])})
+    spec = StudySpec(name="mo", space=space, sampler="grid", objectives=("AP:max", "gmacs:min"),
+                     constraints=("gmacs<=0.2",), asha=True, grace_period=1, reduction_factor=2,
+                     max_concurrent_trials=2, preset="smoke",
+                     overrides={**TINY, "train.epochs": 3}, storage_path=str(tmp_path), seed=0)
+    store = run_study(spec)
+    epochs, trials = store.read_epochs(), store.read_trials()
+    assert len(trials) == 4 and len(epochs) == trials["n_epochs"].sum()
+    for name in ("AP", "gmacs", "params", "infer_images_per_s", "latency_ms"):
+        assert epochs[name].notna().all(), name
+    assert (epochs.groupby("trial_id")["gmacs"].nunique() == 1).all()  # from the configuration
+    assert (epochs["device"] == "cpu x1").all()
+    assert store.read_meta()["objectives"] == {"AP": "max", "gmacs": "min"}
+    study = optuna.load_study(study_name="mo", storage=f"sqlite:///{tmp_path}/mo/optuna.db")
+    assert study.directions == [optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE]
+    finished = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE,
+                                                       optuna.trial.TrialState.PRUNED)]
+    assert len(finished) == 4 and all("AP@1" in t.user_attrs and "gmacs@1" in t.user_attrs for t in finished)
+    assert all(set(t.constraints) == {"gmacs<=0.2"} for t in finished)
+    stopped = trials[trials["status"] == "stopped"]
+    pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert len(pruned) == len(stopped)
+    assert study.best_trials  # the front of the completed trials

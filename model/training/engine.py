@@ -23,7 +23,8 @@ from transcenter.model.data import collate, to_original
 from transcenter.model.data.build import open_datasets
 from transcenter.model.detector.registry import build_criterion, build_model, postprocess
 from transcenter.model.evaluation.evaluate import evaluate, overlap_recall
-from transcenter.model.metric_names import AP_KEYS, per_class_ap50_key
+from transcenter.model.evaluation.complexity import count
+from transcenter.model.metric_names import AP_KEYS, MEASURED_COST_KEYS, per_class_ap50_key
 from transcenter.model.training.checkpoint import check_compatible
 from transcenter.model.training.experiment import OptimConfig, TrialConfig
 
@@ -156,6 +157,8 @@ class TrialRunner:
         self.model = wrap_model(torch.compile(model) if c.train.compile else model)
         self.scheduler = build_scheduler(self.optimizer, c.optim, len(self.train_loader),
                                          c.train.epochs)
+        macs = count(c.detector.model)  # on a CPU copy: the configuration's cost, not the device's
+        self.cost = {"params": float(macs["params"]), "gmacs": macs["macs"] / 1e9}
         self.epoch = 0  # epochs completed
         self.last_metrics: dict[str, float] = {}  # of the last completed epoch
 
@@ -220,23 +223,55 @@ class TrialRunner:
         return {**means, "lr": self.optimizer.param_groups[0]["lr"],
                 "images_per_s": images * world / max(elapsed, 1e-9), "train_time_s": elapsed}
 
+    @property
+    def device_name(self) -> str:
+        """The trial's device in words: the GPU's name, or ``cpu x<threads>``."""
+        if self.device.type == "cuda":
+            return torch.cuda.get_device_name(self.device)
+        return f"cpu x{torch.get_num_threads()}"
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
     @torch.no_grad()
     def predict(self) -> list[dict]:
         """Returns this rank's val predictions, boxes xyxy in original image pixels, each with its
-        image's ``scale`` and ``offset`` (``input_px = orig_px · scale + offset``, x then y)."""
+        image's ``scale`` and ``offset`` (``input_px = orig_px · scale + offset``, x then y).
+        Sets ``self.infer_images_per_s``: images through model + postprocess per second."""
         self.model.eval()
         preds = []
+        seconds = 0.0
         for batch, targets in self.val_loader:
+            start = time.perf_counter()
             with self._autocast():
                 outputs = self.model(batch.to(self.device, memory_format=self.memory_format))
             dets = postprocess(outputs, self.image_size, self.config.detector.model)
+            self._sync()
+            seconds += time.perf_counter() - start
             for det, t in zip(dets, targets):
                 preds.append({"image_id": int(t["image_id"]),
                               "boxes": to_original(det["boxes"].float().cpu(), t),
                               "scores": det["scores"].float().cpu(),
                               "labels": det["labels"].cpu(),
                               "scale": t["scale"], "offset": t["offset"]})
+        self.infer_images_per_s = len(preds) / max(seconds, 1e-9)
         return preds
+
+    @torch.no_grad()
+    def latency_ms(self, repeats: int = 3) -> float:
+        """Milliseconds of model + postprocess for one image on this device (median of
+        ``repeats`` after one warm-up run)."""
+        self.model.eval()
+        image = self.val_set[0][0][None].to(self.device, memory_format=self.memory_format)  # (1, 3, H, W)
+        times = []
+        for _ in range(repeats + 1):
+            start = time.perf_counter()
+            with self._autocast():
+                postprocess(self.model(image), self.image_size, self.config.detector.model)
+            self._sync()
+            times.append(time.perf_counter() - start)
+        return 1000.0 * sorted(times[1:])[repeats // 2]
 
     def evaluate(self) -> dict[str, float]:
         """Returns the `AP_KEYS` metrics (0-100) on the whole val split, and each class's AP50 as
@@ -261,17 +296,21 @@ class TrialRunner:
 
         Returns:
             ``epoch`` (1-based), the criterion's losses (`LOSS_KEYS`; CenterNet has no
-            ``loss_cls``), ``lr``, ``images_per_s``, ``train_time_s``, the `AP_KEYS` metrics (NaN
-            when not evaluated this epoch) and ``time_s`` (wall time).
+            ``loss_cls``), ``lr``, ``images_per_s``, ``train_time_s``, the `COST_KEYS` (``params``,
+            ``gmacs`` every epoch; ``infer_images_per_s``, ``latency_ms`` measured at evaluation),
+            the `AP_KEYS` metrics and ``AP50_class<k>`` (NaN when not evaluated this epoch) and
+            ``time_s`` (wall time).
         """
         start = time.perf_counter()
         epoch = self.epoch + 1
         metrics: dict[str, float] = {"epoch": epoch, **self.train_one_epoch(epoch)}
         c = self.config.train
+        metrics.update(self.cost)
         if epoch % c.eval_every == 0 or epoch == c.epochs:
             metrics.update(self.evaluate())
+            metrics.update(infer_images_per_s=self.infer_images_per_s, latency_ms=self.latency_ms())
         else:
-            metrics.update(dict.fromkeys(AP_KEYS, float("nan")))
+            metrics.update(dict.fromkeys(AP_KEYS + MEASURED_COST_KEYS, float("nan")))
         self.epoch = epoch
         metrics["time_s"] = time.perf_counter() - start
         self.last_metrics = metrics
