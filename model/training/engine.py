@@ -159,6 +159,7 @@ class TrialRunner:
                                          c.train.epochs)
         macs = count(c.detector.model)  # on a CPU copy: the configuration's cost, not the device's
         self.cost = {"params": float(macs["params"]), "gmacs": macs["macs"] / 1e9}
+        self.infer_images_per_s = math.nan  # of the last predict()
         self.epoch = 0  # epochs completed
         self.last_metrics: dict[str, float] = {}  # of the last completed epoch
 
