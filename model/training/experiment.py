@@ -152,9 +152,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The CPU demo: the throwaway prototype's scale (paper.md), minutes per trial on 2 cores.
     # Calibrated for the heatmap-size study (4 trials, 2 at a time, 1 thread each, < 15 min on 2
     # cores): 216 steps of batch 8 per trial; S=128 costs ~5x S=16 a step and sets the pace. With
-    # channels-last, 7 epochs took 7.9 min on an idle 2-core machine, and seeds 0 and 1 had the
-    # same lower-limit leader (S=16); the first epochs do not depend on the total, so the spare
-    # time goes to training.
+    # channels-last, 7 epochs took 7.9 min and 9 epochs 9.1 min on an idle 2-core machine; seeds 0
+    # and 1 had the same lower-limit leader (S=16), and the first epochs do not depend on the
+    # total, so the spare time goes to training.
     "cpu": {**_SMALL_MODEL, "data.num_train": 192, "data.num_val": 64, "train.batch_size": 8,
             "train.epochs": 9},
     # The paper: ResNet-50 at 512 px, VOC, one A100 per trial; DETR's backbone practice (frozen

@@ -15,8 +15,10 @@ hypervolume either study reached.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import runpy
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -51,7 +53,8 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     objectives = pareto.parse_objectives(args.objectives)
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as storage:
+    # Tune's progress tables go to stderr: stdout carries the one JSON object.
+    with tempfile.TemporaryDirectory() as storage, contextlib.redirect_stdout(sys.stderr):
         studies = {"mo_asha_tpe": run("mo_asha_tpe", storage, "tpe", True, 2 * args.budget // args.epochs, args),
                    "random": run("random", storage, "random", False, args.budget // args.epochs, args)}
     within = {k: df[df["cumulative_epochs"] <= args.budget] for k, df in studies.items()}
