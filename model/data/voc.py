@@ -56,10 +56,13 @@ class VOCLayout:
         root: The folder the user named.
         folders: Key -> folder holding ``Annotations/``: the year for ``VOC<year>`` folders
             (``"2007"``), ``""`` for a flat folder.
+        split_names: Key -> the split names its ``ImageSets/Main`` lists (``[ALL]`` without one),
+            read once by :meth:`find`.
     """
 
     root: Path
     folders: dict[str, Path]
+    split_names: dict[str, list[str]]
 
     @classmethod
     def find(cls, root: str | Path) -> VOCLayout:
@@ -75,7 +78,7 @@ class VOCLayout:
         base = root / "VOCdevkit" if (root / "VOCdevkit").is_dir() else root
         if (base / "Annotations").is_dir():
             year = _YEAR.fullmatch(base.name)
-            return cls(root, {year.group(1) if year else "": base})
+            return cls._of(root, {year.group(1) if year else "": base})
         folders = {m.group(1): p for p in sorted(base.iterdir())
                    if p.is_dir() and (m := _YEAR.fullmatch(p.name)) and (p / "Annotations").is_dir()}
         if not folders:
@@ -84,11 +87,16 @@ class VOCLayout:
                 f"data.root {str(root)!r} is not a VOC-layout folder: expected VOCdevkit/VOC<year>/, "
                 f"VOC<year>/ or a folder with Annotations/, JPEGImages/ and ImageSets/Main/ "
                 f"(found {seen or 'nothing'})")
-        return cls(root, folders)
+        return cls._of(root, folders)
+
+    @classmethod
+    def _of(cls, root: Path, folders: dict[str, Path]) -> VOCLayout:
+        mains = {key: folder / "ImageSets" / "Main" for key, folder in folders.items()}
+        return cls(root, folders, {key: _split_names(main) if main.is_dir() else [ALL]
+                                   for key, main in mains.items()})
 
     def _splits_of(self, key: str) -> list[str]:
-        main = self.folders[key] / "ImageSets" / "Main"
-        return _split_names(main) if main.is_dir() else [ALL]
+        return self.split_names[key]
 
     def splits(self) -> list[str]:
         """Every split's name: ``<year>/<split>``, or ``<split>`` in a flat folder."""
@@ -295,15 +303,17 @@ class VOCDetection(AnnotatedImageDataset):
         parsed: list[tuple[Path, Path, VOCAnnotation]] = []
         seen: set[tuple[str, str]] = set()
         duplicates = []
+        images: dict[str, dict[str, Path]] = {}  # key -> its JPEGImages listing, read once
         for key, split in layout.resolve(splits, field):
-            images = layout.image_files(key)
+            if key not in images:
+                images[key] = layout.image_files(key)
             for file_id in layout.ids(key, split):
                 if (key, file_id) in seen:
                     duplicates.append(f"{key}/{file_id}" if key else file_id)
                     continue
                 seen.add((key, file_id))
                 xml = layout.annotation(key, file_id)
-                parsed.append((xml, images.get(file_id, xml.parent.parent / "JPEGImages" / f"{file_id}.jpg"),
+                parsed.append((xml, images[key].get(file_id, xml.parent.parent / "JPEGImages" / f"{file_id}.jpg"),
                                parse_annotation(xml)))
         class_file = layout.class_file() if class_names is None else None
         if class_names is not None:
