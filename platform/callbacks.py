@@ -10,7 +10,8 @@ from ray.tune import Callback
 
 from transcenter.model.metric_names import (AP_KEYS, COST_KEYS, EXTRA_KEYS, LOSS_KEYS,
                                            PER_CLASS_AP50_PREFIX)
-from transcenter.platform.trial_files import DEVICE_KEY, NODE_KEY
+from transcenter.platform.faults import kill_point
+from transcenter.platform.trial_files import DEVICE_KEY, NODE_KEY, split_config
 from transcenter.store.results import ResultStore
 
 logger = logging.getLogger(__name__)
@@ -35,8 +36,10 @@ def error_summary(text: str | None) -> str | None:
 class ResultStoreCallback(Callback):
     """Writes one parquet row per (trial, epoch) as results arrive, and one trial row at the end.
 
-    A resumed trial re-reporting an epoch replaces that epoch's row (the store is keyed by
-    epoch), so a retried or resumed study neither loses nor duplicates rows.
+    Rows are keyed by the trial's name (its Optuna number, :func:`trial_key`) and epoch: a resumed
+    trial re-reporting an epoch replaces that epoch's row, so a retried or resumed study neither
+    loses nor duplicates rows. Tune calls the searcher before this callback, so Optuna hears of an
+    epoch or a trial's end before parquet does (:mod:`transcenter.platform.reconcile` relies on it).
     """
 
     def __init__(self, store: ResultStore, total_epochs: int, fixed_params: dict[str, Any]):
@@ -44,8 +47,9 @@ class ResultStoreCallback(Callback):
         self.total_epochs = total_epochs
         self.fixed_params = fixed_params  # study hyperparameters not searched, stored as columns
 
-    def _params(self, trial) -> dict[str, Any]:
-        return {**self.fixed_params, **trial.config}
+    def _key_params(self, trial) -> tuple[str, dict[str, Any]]:
+        key, params = split_config(trial.config)
+        return key, {**self.fixed_params, **params}
 
     @staticmethod
     def _metrics(result: dict[str, Any]) -> dict[str, float]:
@@ -57,25 +61,35 @@ class ResultStoreCallback(Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         if "epoch" not in result:
             return
-        self.store.record_epoch(trial.trial_id, int(result["epoch"]), self._params(trial),
-                                self._metrics(result), status="running",
-                                time_s=result.get("time_s"), node_ip=result.get(NODE_KEY),
-                                device=result.get(DEVICE_KEY))
+        key, params = self._key_params(trial)
+        self.store.record_epoch(key, int(result["epoch"]), params, self._metrics(result),
+                                status="running", time_s=result.get("time_s"),
+                                node_ip=result.get(NODE_KEY), device=result.get(DEVICE_KEY))
+        kill_point("epoch_stored")
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         last = trial.last_result or {}
         epoch = int(last.get("epoch", 0))
         status = "completed" if epoch >= self.total_epochs else "stopped"
+        key, params = self._key_params(trial)
         if epoch:
-            self.store.record_epoch(trial.trial_id, epoch, self._params(trial), self._metrics(last),
-                                    status=status, time_s=last.get("time_s"),
-                                    node_ip=last.get(NODE_KEY), device=last.get(DEVICE_KEY))
-        self.store.record_trial(trial.trial_id, self._params(trial), status)
+            self.store.record_epoch(key, epoch, params, self._metrics(last), status=status,
+                                    time_s=last.get("time_s"), node_ip=last.get(NODE_KEY),
+                                    device=last.get(DEVICE_KEY))
+        self.store.record_trial(key, params, status)
+        kill_point("trial_stored")
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         # Tune writes the error file locally before this call; its copy in storage comes later.
         path = Path(trial.error_file) if trial.error_file else None
         message = error_summary(path.read_text() if path and path.exists() else None)
-        logger.warning("trial %s failed: %s", trial.trial_id, message)
-        self.store.record_trial(trial.trial_id, self._params(trial), "error", error=message)
+        key, params = self._key_params(trial)
+        logger.warning("trial %s failed: %s", key, message)
+        self.store.record_trial(key, params, "error", error=message)
+        kill_point("trial_stored")
+
+    def get_state(self) -> None:
+        # Tune calls this as it saves its experiment snapshot, after the snapshot's trial states.
+        kill_point("snapshot_saved")
+        return None
 

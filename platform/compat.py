@@ -94,6 +94,21 @@ def close_optuna_trial(search: OptunaSearch, trial_id: str) -> None:
     search._completed_trials.add(trial_id)
 
 
+def trial_handle(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> optuna.Trial:
+    """Returns a live ``optuna.Trial`` for the existing RUNNING trial ``frozen`` of ``study``, so a
+    resumed study reports to and tells the trial it asked for before the driver stopped.
+
+    Why: the ``Trial`` constructor takes the storage id, which ``FrozenTrial`` keeps in the private
+    ``_trial_id``; and Optuna's cached RDB storage writes only to trials it has read, so the
+    study's trials are read first. Public replacement: an Optuna API returning a ``Trial`` of a
+    RUNNING trial (as ``study.ask()`` does for a new one).
+    """
+    import optuna
+
+    study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    return optuna.trial.Trial(study, frozen._trial_id)
+
+
 def enable_token_auth_if_token_available() -> None:
     """Turns on token authentication in this process when a token exists and ``RAY_AUTH_MODE`` is
     unset.

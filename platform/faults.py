@@ -1,58 +1,118 @@
-"""Fault injection for the platform's own fault tests and benchmark; off unless switched on.
+"""Fault injection for the platform's own fault tests and benchmarks; off unless switched on.
 
 Switched on by ``TRANSCENTER_FAULTS=<path of a JSON file>`` in the environment of Ray's worker
-processes (the test cluster's ``ray start`` sets it; nothing in production does). The file holds a
-list of faults; each fires once (its ``marker`` file remembers) on rank 0 of the first trial whose
-configuration matches::
+processes (the test cluster's ``ray start`` sets it) and, for faults in the study driver, of the
+driver; nothing in production does. The file holds a list of faults; each fires once (its
+``marker`` file remembers). Two kinds of entry:
+
+**Worker faults** fire on rank 0 of the first trial whose configuration matches (each trial
+checks every matching fault)::
 
     {"match": {"loss.cls_weight": 1.0},   # dotted config values selecting the trials (may be empty)
-     "kind": "kill",                      # raise | kill | nan | oom | missing_file
-     "epoch": 2, "when": "after",         # before: as the epoch starts; after: trained, not reported
+     "kind": "kill",                      # raise | kill | nan | oom | missing_file | kill_driver
+     "epoch": 2, "when": "after",         # before: as the epoch starts; after: trained, not
+                                          # checkpointed; checkpoint_written: checkpoint file
+                                          # written, not yet handed to Ray Train; reported:
+                                          # checkpoint registered by Ray Train
      "marker": "/tmp/x/killed"}
 
 ``raise`` raises a RuntimeError (an infrastructure fault: Ray Train retries it), ``kill`` SIGKILLs
-the worker process, and ``nan``, ``oom`` and ``missing_file`` raise what a diverged epoch, an
-out-of-memory epoch and bad input raise (the trial fails at once).
+the worker process, ``nan``, ``oom`` and ``missing_file`` raise what a diverged epoch, an
+out-of-memory epoch and bad input raise (the trial fails at once), and ``kill_driver`` SIGKILLs the
+study driver (its pid is in ``<faults file>.driver-pid``, written by :func:`arm_driver`).
+
+**Driver kill points** SIGKILL the study driver right after one of its writes (:data:`POINTS`)::
+
+    {"point": "epoch_stored", "nth": 2, "marker": "/tmp/x/epoch_stored"}
+
+fires the ``nth`` (default 1st) time the driver passes that point in one run.
 """
 from __future__ import annotations
 
 import json
 import os
 import signal
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from transcenter.model.training.engine import DivergedError
-
 ENV = "TRANSCENTER_FAULTS"
 
+# Where the study driver can be killed, each right after the write it names.
+POINTS = (
+    "trial_created",   # Optuna asked for the trial (the trial exists in Optuna only)
+    "epoch_reported",  # an epoch's value went to Optuna (not yet to parquet)
+    "epoch_stored",    # an epoch's row was written to parquet
+    "parquet_write",   # a parquet file was written to its temporary name, not yet moved in place
+    "trial_told",      # Optuna was told the trial's end (COMPLETE / PRUNED / FAIL)
+    "trial_stored",    # the trial's summary row was written to parquet
+    "snapshot_saved",  # Tune saved its experiment snapshot
+)
+_passed: Counter = Counter()  # driver kill points passed in this process
 
-def fault_for(overrides: dict[str, Any]) -> dict | None:
-    """Returns the first fault whose ``match`` the trial's ``overrides`` satisfy, or None (always
-    None while fault injection is off)."""
+
+def _faults() -> list[dict]:
     path = os.environ.get(ENV)
     if not path or not Path(path).is_file():
-        return None
-    for fault in json.loads(Path(path).read_text()):
-        if all(overrides.get(k) == v for k, v in fault.get("match", {}).items()):
-            return fault
-    return None
+        return []
+    return json.loads(Path(path).read_text())
 
 
-def maybe_inject(fault: dict | None, epoch: int, when: str, rank: int) -> None:
-    """Fires ``fault`` if it is due at ``epoch`` (1-based) and ``when``, on rank 0, once."""
-    if (not fault or fault.get("epoch") != epoch or fault.get("when", "after") != when
-            or rank != 0):
-        return
+def _fire_once(fault: dict) -> bool:
+    """True the first time ``fault`` fires (its marker did not exist); leaves the marker."""
     marker = Path(fault["marker"])
     if marker.exists():
+        return False
+    marker.write_text(json.dumps(fault))
+    return True
+
+
+def arm_driver() -> None:
+    """Records this process as the study driver that ``kill_driver`` faults kill (no-op while
+    fault injection is off)."""
+    path = os.environ.get(ENV)
+    if path:
+        Path(f"{path}.driver-pid").write_text(str(os.getpid()))
+
+
+def kill_point(point: str) -> None:
+    """SIGKILLs this process (the study driver) if a fault is due at ``point`` (one of
+    :data:`POINTS`); returns at once while fault injection is off."""
+    if point not in POINTS:
+        raise ValueError(f"kill point {point!r}: not one of {POINTS}")
+    faults = [f for f in _faults() if f.get("point") == point]
+    if not faults:
         return
-    marker.write_text(str(epoch))
+    _passed[point] += 1
+    for fault in faults:
+        if fault.get("nth", 1) == _passed[point] and _fire_once(fault):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def faults_for(overrides: dict[str, Any]) -> list[dict]:
+    """Returns the worker faults whose ``match`` the trial's ``overrides`` satisfy (always none
+    while fault injection is off)."""
+    return [f for f in _faults() if "point" not in f
+            and all(overrides.get(k) == v for k, v in f.get("match", {}).items())]
+
+
+def maybe_inject(trial_faults: list[dict], epoch: int, when: str, rank: int) -> None:
+    """Fires the first of ``trial_faults`` due at ``epoch`` (1-based) and ``when``, on rank 0,
+    once."""
+    due = [f for f in trial_faults if f.get("epoch") == epoch and f.get("when", "after") == when]
+    if rank != 0 or not due or not _fire_once(due[0]):
+        return
+    fault = due[0]
+    import torch
+
+    from transcenter.model.training.engine import DivergedError
+
     kind = fault.get("kind", "raise")
     if kind == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
+    if kind == "kill_driver":
+        os.kill(int(Path(f"{os.environ[ENV]}.driver-pid").read_text()), signal.SIGKILL)
+        return
     if kind == "nan":
         raise DivergedError(f"loss diverged (NaN/inf) at epoch {epoch}, step 1: loss_pos (injected)")
     if kind == "oom":

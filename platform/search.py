@@ -1,7 +1,7 @@
 """Search spaces over dotted config names, and Optuna as the Tune searcher.
 
 A space is declarative (``{"loss.alpha": Float(1, 4)}``); :class:`SearchSpace` is its picklable
-define-by-run function, so ``Tuner.restore`` can unpickle the searcher. Values are validated
+define-by-run function (Tune pickles the searcher into its experiment snapshot). Values are validated
 against the trial configuration before any trial starts.
 """
 from __future__ import annotations
@@ -15,7 +15,10 @@ import optuna
 from ray.tune.search.optuna import OptunaSearch
 
 from transcenter.model.training.experiment import trial_config
-from transcenter.platform.compat import close_optuna_trial, open_optuna_trial, optuna_study
+from transcenter.platform.compat import (close_optuna_trial, open_optuna_trial, optuna_study,
+                                         trial_handle)
+from transcenter.platform.faults import kill_point
+from transcenter.platform.trial_files import TRIAL_NUMBER_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -151,25 +154,49 @@ class Constraint:
 
 
 class StudySearch(OptunaSearch):
-    """``OptunaSearch`` that records early-stopped trials as PRUNED, not COMPLETE, keeps every
-    objective's per-epoch values, and sets constraints.
+    """``OptunaSearch`` that names each trial by its Optuna number, records early-stopped trials as
+    PRUNED, keeps every objective's per-epoch values, sets constraints, and hands a resumed
+    study's unfinished trials out again before it asks for new ones.
 
     Upstream tells Optuna COMPLETE with the last (early-epoch) value when ASHA stops a trial, so
     TPE would treat an epoch-2 AP50 as final. Here a trial whose last reported ``epoch`` is below
     ``total_epochs`` is PRUNED (its intermediate values stay); failed trials are FAIL. Intermediate
-    values are reported per ``epoch`` rather than per Tune iteration, so a resumed trial continues
-    its curve instead of restarting it. A multi-objective Optuna study cannot store intermediate
-    values (upstream drops them): each objective's value of each epoch becomes the user attribute
-    ``<metric>@<epoch>``. Each constraint is set once, from the first result that reports its
-    metric.
+    values are reported per ``epoch`` rather than per Tune iteration, each epoch once, so a resumed
+    trial continues its curve instead of restarting it. A multi-objective Optuna study cannot store
+    intermediate values (upstream drops them): each objective's value of each epoch becomes the
+    user attribute ``<metric>@<epoch>``. Each constraint is set once, from the first result that
+    reports its metric.
+
+    Args:
+        unfinished: Optuna trials of a resumed study still RUNNING (see
+            :mod:`transcenter.platform.reconcile`): the first suggestions are these trials again, with
+            the parameters they had, so they resume from their checkpoints under their own names.
     """
 
-    def __init__(self, *args, total_epochs: int, constraints: tuple[Constraint, ...] = (), **kwargs):
+    def __init__(self, *args, total_epochs: int, constraints: tuple[Constraint, ...] = (),
+                 unfinished: tuple[optuna.trial.FrozenTrial, ...] = (), **kwargs):
         super().__init__(*args, **kwargs)
         self.total_epochs = total_epochs
         self.constraints = constraints
-        self._reported: dict[str, set[int]] = {}  # epochs already reported, per trial
-        self._constrained: dict[str, set[str]] = {}  # constraints already set, per trial
+        self._unfinished = list(unfinished)
+        self._reported: dict[str, set[int]] = {}  # epochs in Optuna, per Tune trial
+        self._constrained: dict[str, set[str]] = {}  # constraints already set, per Tune trial
+
+    def suggest(self, trial_id: str) -> dict | None:
+        """Returns the Tune config of a new trial: its parameters by dotted name and its Optuna
+        number under ``TRIAL_NUMBER_KEY``."""
+        if trial_id not in self._ot_trials:
+            if self._unfinished:
+                frozen = self._unfinished.pop(0)
+                self._ot_trials[trial_id] = trial_handle(optuna_study(self), frozen)
+                self._reported[trial_id] = set(frozen.intermediate_values)
+                self._constrained[trial_id] = set(frozen.constraints)  # by name
+            else:
+                self._ot_trials[trial_id] = optuna_study(self).ask()
+                kill_point("trial_created")
+        ot_trial = self._ot_trials[trial_id]
+        params = self._suggest_from_define_by_run_func(self._space, ot_trial)
+        return {**params, TRIAL_NUMBER_KEY: ot_trial.number}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         ot_trial = open_optuna_trial(self, trial_id)
@@ -195,6 +222,7 @@ class StudySearch(OptunaSearch):
                 ot_trial.set_user_attr(f"{m}@{int(epoch)}", v)
         if finite:
             seen.add(int(epoch))
+            kill_point("epoch_reported")
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         ot_trial = open_optuna_trial(self, trial_id)
@@ -204,11 +232,12 @@ class StudySearch(OptunaSearch):
             self.on_trial_result(trial_id, result)
         stopped_early = (not error and result is not None
                          and int(result.get("epoch", 0)) < self.total_epochs)
-        if not stopped_early:
+        if stopped_early:
+            optuna_study(self).tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
+            close_optuna_trial(self, trial_id)
+        else:
             super().on_trial_complete(trial_id, result, error)
-            return
-        optuna_study(self).tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
-        close_optuna_trial(self, trial_id)
+        kill_point("trial_told")
 
 
 SAMPLERS = ("tpe", "nsga2", "random", "grid")
@@ -216,7 +245,8 @@ SAMPLERS = ("tpe", "nsga2", "random", "grid")
 
 def make_searcher(space: SearchSpace, objectives: dict[str, str], storage_url: str, study_name: str,
                   total_epochs: int, sampler: str = "tpe", seed: int = 0,
-                  constraints: tuple[Constraint, ...] = ()) -> StudySearch:
+                  constraints: tuple[Constraint, ...] = (),
+                  unfinished: tuple[optuna.trial.FrozenTrial, ...] = ()) -> StudySearch:
     """Returns the study's searcher over ``space`` with its Optuna study in ``storage_url``.
 
     Args:
@@ -226,6 +256,7 @@ def make_searcher(space: SearchSpace, objectives: dict[str, str], storage_url: s
             ``"random"`` random search. All land every trial in the same RDB, which
             optuna-dashboard reads.
         constraints: Bounds the samplers prefer trials to keep (:class:`Constraint`).
+        unfinished: A resumed study's RUNNING trials, suggested again first (:class:`StudySearch`).
     """
     if sampler == "grid":
         ot_sampler = optuna.samplers.GridSampler(space.grid(), seed=seed)
@@ -242,4 +273,4 @@ def make_searcher(space: SearchSpace, objectives: dict[str, str], storage_url: s
     return StudySearch(space=space, metric=metrics[0] if len(metrics) == 1 else metrics,
                        mode=modes[0] if len(modes) == 1 else modes, sampler=ot_sampler,
                        storage=storage, study_name=study_name, total_epochs=total_epochs,
-                       constraints=tuple(constraints))
+                       constraints=tuple(constraints), unfinished=tuple(unfinished))

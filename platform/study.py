@@ -1,23 +1,27 @@
 """A study: Ray Tune + Optuna over Ray Train trials, every epoch landing in parquet.
 
 Layout under ``<storage-path>/<study>/``: ``epochs/`` and ``trials/`` (parquet, the contract the
-dashboards read), ``optuna.db`` (the Optuna study, for optuna-dashboard), ``tune/`` (Tune's
-experiment state, for ``--resume`` and TensorBoard), ``train/<trial id>/`` (Ray Train runs and
-checkpoints) and ``study.json`` (the search space, for the dashboards).
+dashboards read), ``optuna.db`` (the Optuna study, for optuna-dashboard), ``tune/run-*/`` (one Tune
+experiment per run of the driver, for TensorBoard), ``train/<trial>/`` (Ray Train runs and
+checkpoints, ``trial-00007`` for Optuna trial 7) and ``study.json`` (the study's definition, for
+``--resume`` and the dashboards). What ``--resume`` trusts: :mod:`transcenter.platform.reconcile`.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import shutil
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import optuna
+import pyarrow.fs
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from transcenter.model.metric_names import AP_KEYS, COST_KEYS, EXTRA_KEYS, LOSS_KEYS
 from transcenter.model.training.experiment import trial_config
@@ -26,16 +30,19 @@ from transcenter.platform.compat import (HEAD_NODE_RESOURCE, job_working_dir,
                                          keep_secrets_out_of_runtime_envs,
                                          remove_placement_groups_of_ended_jobs)
 from transcenter.platform.data_check import DataCheck, check_data
+from transcenter.platform import faults
 from transcenter.platform.errors import StudyError, TrialFailure
-from transcenter.platform.mo_asha import MultiObjectiveASHA
+from transcenter.platform.faults import kill_point
 from transcenter.platform.optuna_db import check_storage
 from transcenter.platform.ray_connect import alive_nodes, answers, connect, on_every_node
+from transcenter.platform.reconcile import reconcile
+from transcenter.platform.schedulers import make_scheduler
 from transcenter.platform.search import SAMPLERS, Constraint, SearchSpace, make_searcher
 from transcenter.platform.trainer import Resources, build_trainer
-from transcenter.platform.trial_files import read_failure, run_dir
+from transcenter.platform.trial_files import read_failure, run_dir, split_config
 from transcenter.store import uri
 from transcenter.store.uri import delete_file, read_text, write_text
-from transcenter.store.results import ResultStore
+from transcenter.store.results import META_FILE, ResultStore
 
 logger = logging.getLogger(__name__)
 
@@ -184,17 +191,20 @@ def optuna_url(spec: StudySpec) -> str:
 
 
 def trial_driver(config: dict[str, Any], spec: StudySpec) -> None:
-    """Tune trainable of one trial: runs its TorchTrainer; epochs reach Tune via the callback."""
-    trial_id = tune.get_context().get_trial_id()
-    overrides = {**spec.overrides, **config}
+    """Tune trainable of one trial: runs its TorchTrainer; epochs reach Tune via the callback.
+
+    The trial's Ray Train run is named after its Optuna number (``train/trial-00007``), so a
+    resumed study's trial continues from its own checkpoint whichever Tune trial runs it."""
+    key, params = split_config(config)
+    overrides = {**spec.overrides, **params}
     overrides.setdefault("train.threads", max(1, int(spec.resources.cpus_per_worker)))
     train_dir = f"{study_dir(spec)}/train"
-    trainer = build_trainer(name=trial_id, storage_path=train_dir,
+    trainer = build_trainer(name=key, storage_path=train_dir,
                             preset=spec.preset, overrides=overrides, resources=spec.resources,
                             max_failures=spec.max_failures, callbacks=[TuneReportCallback()],
-                            telemetry={"study": spec.name, "trial_id": trial_id})
+                            telemetry={"study": spec.name, "trial_id": key})
     trainer.fit()
-    failure = read_failure(run_dir(train_dir, trial_id))
+    failure = read_failure(run_dir(train_dir, key))
     if failure:
         raise TrialFailure(failure)
 
@@ -212,57 +222,85 @@ def check_study(spec: StudySpec) -> None:
     that cannot be opened, an existing study without ``--resume``, or ``--resume`` with nothing to
     resume."""
     directory = study_dir(spec)
+    fs, path = uri.filesystem(directory)
+    folder_existed = fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound
     check_writable(directory, spec.min_free_gb)
     check_storage(optuna_url(spec))
-    exists = (ResultStore(spec.storage_path, spec.name).exists()
-              or tune.Tuner.can_restore(f"{directory}/tune"))
-    if spec.resume and not tune.Tuner.can_restore(f"{directory}/tune"):
-        raise StudyError(f"--resume: no study to resume at {directory}/tune")
-    if exists and not spec.resume:
+    store = ResultStore(spec.storage_path, spec.name)
+    created = bool(store.read_meta())
+    if spec.resume and not folder_existed:
+        raise StudyError(f"--resume: no study to resume at {directory}")
+    if (created or store.exists()) and not spec.resume:
         raise StudyError(f"study {spec.name!r} already exists at {directory}: pass --resume to "
                          f"continue it, or choose another --name")
 
 
-def build_tuner(spec: StudySpec, data: DataCheck) -> tune.Tuner:
-    """Returns the restored (``spec.resume``) or a new ``Tuner``; call :func:`check_study` first.
+# study.json fields that define a study: a resumed study must have the same.
+DEFINITION = ("search_space", "metric", "mode", "objectives", "constraints", "sampler", "preset")
 
-    ``data`` (the driver's :func:`check_data`) fixes the class list of every trial and is stored
-    in ``study.json`` (``class_names``, ``dataset``) for the report."""
+
+def _definition(spec: StudySpec) -> dict[str, Any]:
+    return {"search_space": spec.space.describe(), "metric": spec.metric, "mode": spec.mode,
+            "objectives": spec.objective_modes,
+            "constraints": [str(c) for c in spec.constraint_list], "sampler": spec.sampler,
+            "preset": spec.preset}
+
+
+def build_tuner(spec: StudySpec, data: DataCheck) -> tune.Tuner | None:
+    """Returns a ``Tuner`` over the study's trials still to run, None when none are left; call
+    :func:`check_study` first.
+
+    A new study writes ``study.json``: its definition, and ``data`` (the driver's
+    :func:`check_data`: the class list fixed for every trial, the data-set report). A resumed one
+    (``spec.resume``) must have the same definition; :func:`~transcenter.platform.reconcile.reconcile`
+    then brings its stores into agreement, its unfinished trials run again first (each from its
+    checkpoint) and new trials make up ``spec.samples``. Every run of the driver is a new Tune
+    experiment under ``tune/``."""
     directory = study_dir(spec)
     spec = dataclasses.replace(spec, overrides={**spec.overrides, **data.trial_overrides})
-    if spec.resume:
-        return tune.Tuner.restore(f"{directory}/tune", trainable=_trainable(spec),
-                                  resume_unfinished=True, resume_errored=False)
-    store = ResultStore(spec.storage_path, spec.name, param_types=spec.space.store_types())
+    store = ResultStore(spec.storage_path, spec.name, param_types=spec.space.store_types(),
+                        after_temp_write=functools.partial(kill_point, "parquet_write"))
     objectives = spec.objective_modes
-    store.write_meta({"search_space": spec.space.describe(), "metric": spec.metric,
-                      "mode": spec.mode, "objectives": objectives,
-                      "constraints": [str(c) for c in spec.constraint_list],
-                      "sampler": spec.sampler, "preset": spec.preset,
-                      "class_names": data.class_names, "dataset": data.report})
-    searcher = make_searcher(spec.space, objectives, optuna_url(spec), spec.name, spec.epochs,
-                             spec.sampler, spec.seed, spec.constraint_list)
-    rungs = dict(time_attr="epoch", max_t=spec.epochs + 1, grace_period=spec.grace_period,
-                 reduction_factor=spec.reduction_factor)
-    if not spec.asha:
-        scheduler = FIFOScheduler()
-    elif len(objectives) > 1:
-        scheduler = MultiObjectiveASHA(objectives, **rungs)
-    else:
-        (metric, mode), = objectives.items()
-        scheduler = ASHAScheduler(metric=metric, mode=mode, **rungs)
     # Every scalar field of the trial configuration is a column, searched or not: the dashboards
     # group by some (the heatmap size, the head) in any study.
     fixed = {k: v for k, v in spec.trial_defaults.to_flat_dict().items()
              if isinstance(v, (bool, int, float, str))}
+    definition = _definition(spec)
+    unfinished: tuple = ()
+    samples, seed = spec.samples, spec.seed
+    stored = store.read_meta()
+    if spec.resume and not stored:
+        logger.warning("resume: %s has no %s (the driver stopped before the study started): "
+                       "starting it", directory, META_FILE)
+    if stored:
+        differ = [k for k in DEFINITION if k in stored and stored[k] != definition[k]]
+        if differ:
+            raise StudyError(f"--resume: study {spec.name!r} was created with other settings: "
+                             + "; ".join(f"{k}: stored {stored[k]!r}, given {definition[k]!r}"
+                                         for k in differ))
+        study = optuna.load_study(study_name=spec.name, storage=optuna_url(spec))
+        state = reconcile(study, store, f"{directory}/train", fixed, list(objectives))
+        unfinished = state.unfinished
+        samples = max(spec.samples - state.finished, len(unfinished))
+        seed = spec.seed + len(study.trials)  # a resumed sampler does not repeat the first draws
+        logger.info("resume: %d trial(s) ended, %d to continue, %d to start", state.finished,
+                    len(unfinished), samples - len(unfinished))
+        if samples <= 0:
+            return None
+    else:
+        store.write_meta({**definition, "class_names": data.class_names, "dataset": data.report})
+    searcher = make_searcher(spec.space, objectives, optuna_url(spec), spec.name, spec.epochs,
+                             spec.sampler, seed, spec.constraint_list, unfinished=unfinished)
+    scheduler = make_scheduler(objectives, spec.asha, spec.epochs, spec.grace_period,
+                               spec.reduction_factor)
     callback = ResultStoreCallback(store, spec.epochs, fixed)
+    run_name = f"run-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:4]}"
     return tune.Tuner(
         _trainable(spec),
-        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
-                                    num_samples=spec.samples,
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=samples,
                                     max_concurrent_trials=spec.max_concurrent_trials),
-        run_config=tune.RunConfig(name="tune", storage_path=directory, callbacks=[callback],
-                                  verbose=1))
+        run_config=tune.RunConfig(name=run_name, storage_path=f"{directory}/tune",
+                                  callbacks=[callback], verbose=1))
 
 
 def check_nodes_reach(spec: StudySpec) -> None:
@@ -300,6 +338,7 @@ def _probe_storage(marker: str) -> str | None:
 
 def run_study(spec: StudySpec, address: str | None = None) -> ResultStore:
     """Runs (or resumes) the study to the end and returns its result store."""
+    faults.arm_driver()
     check_study(spec)
     data = check_data(spec.trial_defaults)
     connect(address)
@@ -309,5 +348,7 @@ def run_study(spec: StudySpec, address: str | None = None) -> ResultStore:
                        removed)
     check_nodes_reach(spec)
     keep_secrets_out_of_runtime_envs()
-    build_tuner(spec, data).fit()
+    tuner = build_tuner(spec, data)
+    if tuner is not None:
+        tuner.fit()
     return ResultStore(spec.storage_path, spec.name)

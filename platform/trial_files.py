@@ -12,7 +12,14 @@ the other.
   error and Optuna as FAIL.
 - **Start marker**: each ``fit()`` has an id; the first worker group of a fit leaves
   ``fit-<id>.started`` (:func:`mark_started`), so a group restarted within the same fit knows that
-  its checkpoint's epoch was already reported.
+  its checkpoint's epochs were already reported.
+- **Replay**: the checkpoint also holds every epoch's report (:data:`REPORTS_KEY`). The first worker
+  group of a new ``fit()`` (the study driver was restarted) reports them again, the earlier ones
+  flagged :data:`REPLAY_KEY` (stores fill what they miss; schedulers ignore them), the latest one
+  plain, so every store gets every epoch the checkpoint holds.
+- **Identity**: a trial is its Optuna trial number. The searcher puts it in the Tune config under
+  :data:`TRIAL_NUMBER_KEY`; :func:`trial_key` turns it into the name of the run folder, the result
+  store's ``trial_id`` and the telemetry label, so a trial keeps its name across driver restarts.
 
 Paths are local paths or any pyarrow URI (the run folder lives wherever the study's storage is).
 """
@@ -26,6 +33,20 @@ FAILURE_FILE = "trial_failure.txt"
 # "node_ip" is the trial driver's).
 NODE_KEY = "train_node_ip"
 DEVICE_KEY = "train_device"  # the device rank 0 trained on, in words ("NVIDIA H200", "cpu x2")
+REPLAY_KEY = "replayed"  # 1 on an epoch reported again from the checkpoint by a new fit()
+REPORTS_KEY = "reports"  # checkpoint entry: every epoch's report, oldest first
+TRIAL_NUMBER_KEY = "optuna_trial"  # Tune config entry: the trial's Optuna trial number
+
+
+def trial_key(number: int) -> str:
+    """Returns the name of Optuna trial ``number`` in the study: ``trial-00007``."""
+    return f"trial-{int(number):05d}"
+
+
+def split_config(config: dict) -> tuple[str, dict]:
+    """Returns ``(trial key, hyperparameters)`` of a Tune trial config made by the searcher."""
+    params = {k: v for k, v in config.items() if k != TRIAL_NUMBER_KEY}
+    return trial_key(config[TRIAL_NUMBER_KEY]), params
 
 
 def run_dir(storage_path: str, name: str) -> str:

@@ -3,7 +3,8 @@
 ``prepare_model`` (DDP) and ``prepare_data_loader`` (distributed sampler) wrap the runner's model
 and loaders, each epoch's metrics are reported from every rank (rank 0 attaches the checkpoint),
 and a restarted worker group resumes from the latest checkpoint, so the epoch count continues
-instead of restarting.
+instead of restarting. Rank 0 prints one line per epoch trained (``transcenter: study <name>
+<trial> trained epoch <n>``), which tells a retrained epoch from a replayed one.
 """
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ from transcenter.model.training.checkpoint import load_checkpoint, save_checkpoi
 from transcenter.model.training.engine import DivergedError, TrialRunner
 from transcenter.model.training.experiment import trial_config
 from transcenter.platform import faults
-from transcenter.platform.trial_files import (CHECKPOINT_FILE, DEVICE_KEY, NODE_KEY, mark_started,
-                                              started, write_failure)
+from transcenter.platform.trial_files import (CHECKPOINT_FILE, DEVICE_KEY, NODE_KEY, REPLAY_KEY,
+                                              REPORTS_KEY, mark_started, started, write_failure)
 
 
 # Errors from the trial's own input (its configuration, its data set, a missing file): the same on
@@ -70,32 +71,48 @@ def _train(loop_config: dict[str, Any], rank: int) -> Iterator[int]:
                          wrap_loader=ray.train.torch.prepare_data_loader,
                          device=ray.train.torch.get_device())
     node_ip = ray.util.get_node_ip_address()
+    reports: list[dict[str, Any]] = []  # every epoch's report so far, kept in the checkpoint
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
-            runner.load_state_dict(load_checkpoint(Path(d) / CHECKPOINT_FILE))
+            state = load_checkpoint(Path(d) / CHECKPOINT_FILE)
+        runner.load_state_dict(state)
+        # A checkpoint without reports (written before they were kept) has its last epoch's.
+        reports = list(state.get(REPORTS_KEY)
+                       or ([runner.last_metrics] if runner.last_metrics else []))
     first_start = _first_start_of_fit(loop_config, rank)  # always: leaves the marker
-    if checkpoint is not None and runner.last_metrics and first_start:
-        # A new fit() resuming an earlier one's checkpoint (the study driver was restarted): the
-        # checkpoint's epoch may never have reached the driver. Report it again; the store and
-        # Optuna key rows by epoch, so this replaces rather than duplicates. Restarts within one
-        # fit() (a worker died) skip this: that epoch was reported.
-        ray.train.report({**runner.last_metrics, NODE_KEY: node_ip, DEVICE_KEY: runner.device_name})
-    gauges = _gauges(loop_config.get("telemetry")) if rank == 0 else None
-    fault = faults.fault_for(loop_config.get("overrides") or {})  # None unless a test switched it on
+    if reports and first_start:
+        # A new fit() resuming an earlier one's checkpoint (the study driver was restarted): its
+        # epochs may never have reached the driver's stores. Report them again, the earlier ones
+        # flagged as replayed (schedulers skip those); the stores key rows by epoch, so this fills
+        # gaps rather than duplicating. Restarts within one fit() (a worker died) skip this.
+        for report in reports[:-1]:
+            ray.train.report({**report, REPLAY_KEY: 1})
+        ray.train.report(reports[-1])
+    telemetry = loop_config.get("telemetry") or {}
+    gauges = _gauges(telemetry) if rank == 0 else None
+    trial_faults = faults.faults_for(loop_config.get("overrides") or {})  # none unless tests inject
     while runner.epoch < cfg.train.epochs:
         yield runner.epoch + 1
-        faults.maybe_inject(fault, runner.epoch + 1, "before", rank)
+        faults.maybe_inject(trial_faults, runner.epoch + 1, "before", rank)
         metrics = runner.run_epoch()
-        faults.maybe_inject(fault, runner.epoch, "after", rank)
+        if rank == 0:
+            print(f"transcenter: study {telemetry.get('study')} {telemetry.get('trial_id')} "
+                  f"trained epoch {runner.epoch}", flush=True)
+        faults.maybe_inject(trial_faults, runner.epoch, "after", rank)
         if gauges is not None:
             gauges(metrics)
+        report = {**metrics, NODE_KEY: node_ip, DEVICE_KEY: runner.device_name}
+        reports.append(report)
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if rank == 0:
-                save_checkpoint(runner.state_dict(), Path(tmp) / CHECKPOINT_FILE)
+                save_checkpoint({**runner.state_dict(), REPORTS_KEY: reports},
+                                Path(tmp) / CHECKPOINT_FILE)
+                faults.maybe_inject(trial_faults, runner.epoch, "checkpoint_written", rank)
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report({**metrics, NODE_KEY: node_ip, DEVICE_KEY: runner.device_name}, checkpoint=ckpt)
+            ray.train.report(report, checkpoint=ckpt)
+        faults.maybe_inject(trial_faults, runner.epoch, "reported", rank)
 
 
 def _first_start_of_fit(loop_config: dict[str, Any], rank: int) -> bool:

@@ -51,7 +51,7 @@ import numbers
 import posixpath
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -83,6 +83,7 @@ TRIAL_COLUMNS = {
 SUMMARY_PREFIXES = ("final.", "best.")
 _PARAM_TYPES = {"bool": pa.bool_(), "int64": pa.int64(), "float64": pa.float64(), "string": pa.string()}
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_TEMPORARY = re.compile(r"\..+\.tmp-[0-9a-f]{32}")
 
 
 def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -155,6 +156,8 @@ class ResultStore:
         filesystem: A pyarrow filesystem; by default resolved from ``storage_path``.
         param_types: Declared types of hyperparameters by dotted name: ``"bool"``, ``"int64"``,
             ``"float64"`` or ``"string"``; undeclared ones are typed after their value.
+        after_temp_write: Called between writing a file's temporary copy and moving it in place
+            (the platform's fault tests kill the study driver there); picklable when the store is.
     """
 
     def __init__(
@@ -163,6 +166,7 @@ class ResultStore:
         study: str,
         filesystem: pafs.FileSystem | None = None,
         param_types: Mapping[str, str] | None = None,
+        after_temp_write: Callable[[], None] | None = None,
     ) -> None:
         _check_name("study", study)
         unknown = {t for t in (param_types or {}).values()} - set(_PARAM_TYPES)
@@ -174,6 +178,7 @@ class ResultStore:
         self.study = study
         self.root = posixpath.join(storage_path, study) if storage_path else study
         self.param_types = {k: _PARAM_TYPES[v] for k, v in (param_types or {}).items()}
+        self.after_temp_write = after_temp_write
 
     @classmethod
     def open(cls, study_dir: str, filesystem: pafs.FileSystem | None = None) -> ResultStore:
@@ -236,6 +241,35 @@ class ResultStore:
             new = pa.concat_tables([old.filter(keep), new], promote_options="permissive")
         new = new.sort_by("epoch").select(list(types) + [c for c in new.column_names if c not in types])
         self._write_atomic(new, self._file("epochs", trial_id))
+
+    def mark_last_epoch(self, trial_id: str, status: str) -> None:
+        """Sets the status of the trial's last stored epoch (no-op for a trial with no epochs).
+
+        Raises:
+            ValueError: On a bad name or status.
+        """
+        _check_name("trial_id", trial_id)
+        _check_status(trial_id, status)
+        old = self._read_trial_epochs(trial_id)
+        if old is None or old.num_rows == 0:
+            return
+        last = pc.equal(old["epoch"], pc.max(old["epoch"]))
+        statuses = pc.if_else(last, pa.scalar(status, pa.string()), old["status"])
+        table = old.set_column(old.schema.get_field_index("status"), "status", statuses)
+        self._write_atomic(table, self._file("epochs", trial_id))
+
+    def remove_temporaries(self) -> int:
+        """Deletes the temporary files that writes interrupted by a crash left behind (hidden
+        ``.<name>.tmp-<uuid>`` files in ``epochs/``, ``trials/`` and the study folder); returns
+        how many."""
+        removed = 0
+        for directory in (self.root, self._dir("epochs"), self._dir("trials")):
+            infos = self.filesystem.get_file_info(pafs.FileSelector(directory, allow_not_found=True))
+            for info in infos:
+                if info.type == pafs.FileType.File and _TEMPORARY.fullmatch(info.base_name):
+                    _delete_quietly(self.filesystem, info.path)
+                    removed += 1
+        return removed
 
     def record_trial(
         self,
@@ -335,6 +369,8 @@ class ResultStore:
         try:
             with self.filesystem.open_output_stream(tmp) as out:
                 out.write(data)
+            if self.after_temp_write is not None:
+                self.after_temp_write()
             self.filesystem.move(tmp, path)
         except BaseException:
             _delete_quietly(self.filesystem, tmp)

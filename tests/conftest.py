@@ -45,5 +45,6 @@ def inject_faults():
     def inject(fault_list: list[dict]) -> None:
         FAULTS_FILE.write_text(json.dumps(fault_list))
 
+    inject.path = FAULTS_FILE  # also for a study driver's environment (driver kill points)
     yield inject
     FAULTS_FILE.unlink(missing_ok=True)
