@@ -19,7 +19,8 @@ checks every matching fault)::
 ``raise`` raises a RuntimeError (an infrastructure fault: Ray Train retries it), ``kill`` SIGKILLs
 the worker process, ``nan``, ``oom`` and ``missing_file`` raise what a diverged epoch, an
 out-of-memory epoch and bad input raise (the trial fails at once), and ``kill_driver`` SIGKILLs the
-study driver (its pid is in ``<faults file>.driver-pid``, written by :func:`arm_driver`).
+study driver (its pid is in ``<faults file>.driver-pid``, written by :func:`arm_driver`). While
+injection is on, rank 0 also records every epoch it trains (:func:`record_trained`).
 
 **Driver kill points** SIGKILL the study driver right after one of its writes (:data:`POINTS`)::
 
@@ -87,6 +88,16 @@ def kill_point(point: str) -> None:
     for fault in faults:
         if fault.get("nth", 1) == _passed[point] and _fire_once(fault):
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+def record_trained(study: str | None, trial: str | None, epoch: int) -> None:
+    """Appends ``<study> <trial> <epoch>`` to ``<faults file>.trained`` (no-op while fault
+    injection is off): the fault tests count from it how often each epoch was trained. A local
+    append, so a line written survives the process being killed right after."""
+    path = os.environ.get(ENV)
+    if path:
+        with open(f"{path}.trained", "a") as f:
+            f.write(f"{study} {trial} {epoch}\n")
 
 
 def faults_for(overrides: dict[str, Any]) -> list[dict]:

@@ -3,8 +3,7 @@
 ``prepare_model`` (DDP) and ``prepare_data_loader`` (distributed sampler) wrap the runner's model
 and loaders, each epoch's metrics are reported from every rank (rank 0 attaches the checkpoint),
 and a restarted worker group resumes from the latest checkpoint, so the epoch count continues
-instead of restarting. Rank 0 prints one line per epoch trained (``transcenter: study <name>
-<trial> trained epoch <n>``), which tells a retrained epoch from a replayed one.
+instead of restarting.
 """
 from __future__ import annotations
 
@@ -97,8 +96,7 @@ def _train(loop_config: dict[str, Any], rank: int) -> Iterator[int]:
         faults.maybe_inject(trial_faults, runner.epoch + 1, "before", rank)
         metrics = runner.run_epoch()
         if rank == 0:
-            print(f"transcenter: study {telemetry.get('study')} {telemetry.get('trial_id')} "
-                  f"trained epoch {runner.epoch}", flush=True)
+            faults.record_trained(telemetry.get("study"), telemetry.get("trial_id"), runner.epoch)
         faults.maybe_inject(trial_faults, runner.epoch, "after", rank)
         if gauges is not None:
             gauges(metrics)

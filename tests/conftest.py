@@ -36,6 +36,8 @@ def ray_cluster():
             yield cluster
         finally:
             ray.shutdown()
+            for suffix in (".trained", ".driver-pid"):
+                Path(f"{FAULTS_FILE}{suffix}").unlink(missing_ok=True)
 
 
 @pytest.fixture

@@ -4,13 +4,10 @@
 A study here is the real CLI (``studies/<script>.py --preset smoke``) on a running Ray cluster. Kills
 come from the fault file (:mod:`transcenter.platform.faults`: driver kill points, and workers that
 kill the driver) or from outside (SIGKILL after a delay). The audit reads only the study's files
-and Ray's worker logs and lists every inconsistency it finds.
+and the fault file's record of epochs trained, and lists every inconsistency it finds.
 """
 from __future__ import annotations
 
-import glob
-import os
-import re
 import signal
 import subprocess
 import sys
@@ -38,7 +35,6 @@ KINDS = {
 # reported to the driver).
 WORKER_POINTS = ("checkpoint_written", "reported")
 ALL_POINTS = faults.POINTS + WORKER_POINTS
-_TRAINED = re.compile(r"transcenter: study (\S+) (\S+) trained epoch (\d+)")
 
 
 def fault(point: str, marker: Path, nth: int = 1) -> dict:
@@ -107,19 +103,16 @@ def _kill_later(proc: subprocess.Popen, delay: float, store_dir: Path, deadline:
         proc.send_signal(signal.SIGKILL)
 
 
-def trained_epochs(study: str, logs: str = "/tmp/ray/session_latest/logs") -> Counter:
+def trained_epochs(study: str, faults_file: Path) -> Counter:
     """Returns how many times each (trial, epoch) of ``study`` was trained, from the lines rank 0
-    prints in Ray's worker logs."""
-    counts: Counter = Counter()
-    for path in glob.glob(os.path.join(logs, "worker-*.out")):
-        with open(path, errors="replace") as f:
-            for m in _TRAINED.finditer(f.read()):
-                if m.group(1) == study:
-                    counts[(m.group(2), int(m.group(3)))] += 1
-    return counts
+    appends to ``<faults file>.trained`` (:func:`transcenter.platform.faults.record_trained`)."""
+    path = Path(f"{faults_file}.trained")
+    lines = path.read_text().split("\n") if path.exists() else []
+    return Counter((t, int(e)) for s, t, e in (line.split() for line in lines if line)
+                   if s == study)
 
 
-def audit(storage: Path, name: str, samples: int, epochs: int, kills: int,
+def audit(storage: Path, name: str, samples: int, epochs: int, kills: int, faults_file: Path,
           concurrency: int = 2) -> dict:
     """Checks a finished study against its stores; returns counts and ``problems`` (empty when
     every trial-epoch is in parquet once, every trial in Optuna once with the state and per-epoch
@@ -152,7 +145,7 @@ def audit(storage: Path, name: str, samples: int, epochs: int, kills: int,
                  else sorted(t.intermediate_values))
         if t.state.name != "FAIL" and steps != got:
             problems.append(f"{key}: Optuna has epochs {steps}, parquet {got}")
-    trained = trained_epochs(name)
+    trained = trained_epochs(name, faults_file)
     missing = [k for k in zip(rows.trial_id, rows.epoch) if trained[k] == 0]
     if missing:
         problems.append(f"epochs stored but never trained: {missing[:5]}")

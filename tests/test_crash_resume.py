@@ -25,20 +25,23 @@ def test_killed_after_each_kind_of_write_in_turn_resumes_exactly(ray_cluster, in
     assert runs.returncodes[-1] == 0, runs.stderr[-3000:]
     assert sorted(p.name for p in markers.iterdir()) == sorted(ALL_POINTS)  # each fired once
     assert runs.kills == len(ALL_POINTS)
-    result = audit(tmp_path, "sweep", samples=3, epochs=2, kills=runs.kills)
+    result = audit(tmp_path, "sweep", samples=3, epochs=2, kills=runs.kills,
+                   faults_file=inject_faults.path)
     assert result["problems"] == []
     assert result["optuna_states"] == {"COMPLETE": 3}
 
 
-def test_killed_at_random_instants_resumes_exactly(ray_cluster, tmp_path):
+def test_killed_at_random_instants_resumes_exactly(ray_cluster, inject_faults, tmp_path):
     """A user's crashes: one TPE + ASHA study SIGKILLed at three seeded random instants after its
     first epoch row, each followed by ``--resume``; ASHA prunes some trials on the way."""
     rng = random.Random(21)
     cmd = study_command("tpe_asha", tmp_path, "random_kills", ray_cluster.address)
+    inject_faults([])  # no faults: the workers record the epochs they train
     runs = run_to_the_end(cmd, dict(os.environ), tmp_path / "driver.log",
                           kill_after=[rng.uniform(0, 12) for _ in range(3)],
                           store_dir=tmp_path / "random_kills")
     assert runs.returncodes[-1] == 0, runs.stderr[-3000:]
     assert runs.kills == 3
-    result = audit(tmp_path, "random_kills", samples=4, epochs=3, kills=runs.kills)
+    result = audit(tmp_path, "random_kills", samples=4, epochs=3, kills=runs.kills,
+                   faults_file=inject_faults.path)
     assert result["problems"] == []
