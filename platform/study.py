@@ -21,25 +21,23 @@ from typing import Any
 import optuna
 import pyarrow.fs
 from ray import tune
-from ray.tune.integration.ray_train import TuneReportCallback
 
 from transcenter.model.metric_names import AP_KEYS, COST_KEYS, EXTRA_KEYS, LOSS_KEYS
 from transcenter.model.training.experiment import trial_config
 from transcenter.platform.callbacks import ResultStoreCallback
-from transcenter.platform.compat import (HEAD_NODE_RESOURCE, job_working_dir,
-                                         keep_secrets_out_of_runtime_envs,
+from transcenter.platform.compat import (job_working_dir, keep_secrets_out_of_runtime_envs,
                                          remove_placement_groups_of_ended_jobs)
 from transcenter.platform.data_check import DataCheck, check_data
 from transcenter.platform import faults
-from transcenter.platform.errors import StudyError, TrialFailure
+from transcenter.platform.errors import StudyError
 from transcenter.platform.faults import kill_point
 from transcenter.platform.optuna_db import check_storage
 from transcenter.platform.ray_connect import alive_nodes, answers, connect, on_every_node
 from transcenter.platform.reconcile import reconcile
 from transcenter.platform.schedulers import make_scheduler
 from transcenter.platform.search import SAMPLERS, Constraint, SearchSpace, make_searcher
-from transcenter.platform.trainer import Resources, build_trainer
-from transcenter.platform.trial_files import read_failure, run_dir, split_config
+from transcenter.platform.trainer import Resources
+from transcenter.platform.trial import TrialSpec, trainable
 from transcenter.store import uri
 from transcenter.store.uri import delete_file, read_text, write_text
 from transcenter.store.results import META_FILE, ResultStore
@@ -190,33 +188,6 @@ def optuna_url(spec: StudySpec) -> str:
     return f"sqlite:///{uri.local_path(directory)}/optuna.db"
 
 
-def trial_driver(config: dict[str, Any], spec: StudySpec) -> None:
-    """Tune trainable of one trial: runs its TorchTrainer; epochs reach Tune via the callback.
-
-    The trial's Ray Train run is named after its Optuna number (``train/trial-00007``), so a
-    resumed study's trial continues from its own checkpoint whichever Tune trial runs it."""
-    key, params = split_config(config)
-    overrides = {**spec.overrides, **params}
-    overrides.setdefault("train.threads", max(1, int(spec.resources.cpus_per_worker)))
-    train_dir = f"{study_dir(spec)}/train"
-    trainer = build_trainer(name=key, storage_path=train_dir,
-                            preset=spec.preset, overrides=overrides, resources=spec.resources,
-                            max_failures=spec.max_failures, callbacks=[TuneReportCallback()],
-                            telemetry={"study": spec.name, "trial_id": key})
-    trainer.fit()
-    failure = read_failure(run_dir(train_dir, key))
-    if failure:
-        raise TrialFailure(failure)
-
-
-def _trainable(spec: StudySpec):
-    # The driver only waits on its TorchTrainer, whose workers reserve the CPUs/GPUs: it takes no
-    # CPU, a token of memory and a sliver of the head node (drivers stay there when a worker node
-    # is lost).
-    return tune.with_resources(tune.with_parameters(trial_driver, spec=spec),
-                               {"cpu": 0, "memory": 64 * 2**20, HEAD_NODE_RESOURCE: 0.001})
-
-
 def check_study(spec: StudySpec) -> None:
     """Raises :class:`StudyError` before anything starts: unwritable storage, an Optuna database
     that cannot be opened, an existing study without ``--resume``, or ``--resume`` with nothing to
@@ -295,8 +266,10 @@ def build_tuner(spec: StudySpec, data: DataCheck) -> tune.Tuner | None:
                                spec.reduction_factor)
     callback = ResultStoreCallback(store, spec.epochs, fixed)
     run_name = f"run-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:4]}"
+    trial_spec = TrialSpec(spec.name, directory, spec.preset, spec.overrides, spec.resources,
+                           spec.max_failures)
     return tune.Tuner(
-        _trainable(spec),
+        trainable(trial_spec),
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=samples,
                                     max_concurrent_trials=spec.max_concurrent_trials),
         run_config=tune.RunConfig(name=run_name, storage_path=f"{directory}/tune",

@@ -56,11 +56,12 @@ def build_trainer(name: str, storage_path: str, preset: str | None, overrides: d
                   resources: Resources = Resources(), max_failures: int = 2,
                   num_to_keep: int = 1, callbacks: list | None = None,
                   storage_filesystem: pyarrow.fs.FileSystem | None = None,
-                  telemetry: dict | None = None) -> TorchTrainer:
+                  telemetry: dict | None = None, cost_dir: str | None = None) -> TorchTrainer:
     """Returns a ``TorchTrainer`` for one trial.
 
     A stable ``name`` under ``storage_path`` lets Ray Train resume the run from its latest
     checkpoint after a failure or a driver restart. Any pyarrow/fsspec URI works as storage.
+    ``cost_dir``: where the trials of a study share their params/MACs counts (:mod:`costs`).
     """
     trial_config(preset, overrides)  # validate here, in the driver, before any worker starts
     run_config = RunConfig(name=name, storage_path=storage_path,
@@ -72,5 +73,5 @@ def build_trainer(name: str, storage_path: str, preset: str | None, overrides: d
                             train_loop_config={"preset": preset, "overrides": overrides,
                                            "telemetry": telemetry,
                                            "run_dir": run_dir(storage_path, name),
-                                           "fit_id": uuid.uuid4().hex},
+                                           "fit_id": uuid.uuid4().hex, "cost_dir": cost_dir},
                         scaling_config=resources.scaling_config(), run_config=run_config)

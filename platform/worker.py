@@ -20,6 +20,7 @@ from transcenter.model.training.checkpoint import load_checkpoint, save_checkpoi
 from transcenter.model.training.engine import DivergedError, TrialRunner
 from transcenter.model.training.experiment import trial_config
 from transcenter.platform import faults
+from transcenter.platform.costs import cached_count
 from transcenter.platform.trial_files import (CHECKPOINT_FILE, DEVICE_KEY, NODE_KEY, REPLAY_KEY,
                                               REPORTS_KEY, mark_started, started, write_failure)
 
@@ -41,7 +42,8 @@ def run_trial(loop_config: dict[str, Any]) -> None:
 
     Args:
         loop_config: ``{"preset": str | None, "overrides": {dotted: value},
-            "telemetry": {"study": str, "trial_id": str} | None, "run_dir": str, "fit_id": str}``
+            "telemetry": {"study": str, "trial_id": str} | None, "run_dir": str, "fit_id": str,
+            "cost_dir": str | None}``
             as :func:`transcenter.platform.trainer.build_trainer` makes it.
     """
     rank = ray.train.get_context().get_world_rank()
@@ -66,9 +68,10 @@ def _train(loop_config: dict[str, Any], rank: int) -> Iterator[int]:
     """Builds the runner (resuming from the latest checkpoint) and trains the remaining epochs;
     yields each epoch's number (1-based) as it starts."""
     cfg = trial_config(loop_config.get("preset"), loop_config.get("overrides"))
+    cost = {"count_cost": cached_count(loop_config["cost_dir"])} if loop_config.get("cost_dir") else {}
     runner = TrialRunner(cfg, wrap_model=ray.train.torch.prepare_model,
                          wrap_loader=ray.train.torch.prepare_data_loader,
-                         device=ray.train.torch.get_device())
+                         device=ray.train.torch.get_device(), **cost)
     node_ip = ray.util.get_node_ip_address()
     reports: list[dict[str, Any]] = []  # every epoch's report so far, kept in the checkpoint
     checkpoint = ray.train.get_checkpoint()

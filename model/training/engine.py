@@ -130,12 +130,15 @@ class TrialRunner:
         wrap_loader: applied to each DataLoader (e.g. a distributed sampler).
         device: overrides ``config.train.device``.
         progress: show a progress bar over each epoch's steps.
+        count_cost: returns ``{"params", "macs"}`` of a model configuration (one image, counted
+            on a CPU copy): :func:`~transcenter.model.evaluation.complexity.count`, or a cache of it.
     """
 
     def __init__(self, config: TrialConfig,
                  wrap_model: Callable[[nn.Module], nn.Module] = lambda m: m,
                  wrap_loader: Callable[[DataLoader], DataLoader] = lambda dl: dl,
-                 device: torch.device | None = None, progress: bool = False):
+                 device: torch.device | None = None, progress: bool = False,
+                 count_cost: Callable[[Any], dict] = count):
         self.config = c = config
         self.progress = progress
         if c.train.threads:
@@ -157,7 +160,7 @@ class TrialRunner:
         self.model = wrap_model(torch.compile(model) if c.train.compile else model)
         self.scheduler = build_scheduler(self.optimizer, c.optim, len(self.train_loader),
                                          c.train.epochs)
-        macs = count(c.detector.model)  # on a CPU copy: the configuration's cost, not the device's
+        macs = count_cost(c.detector.model)  # the configuration's cost, not the device's
         self.cost = {"params": float(macs["params"]), "gmacs": macs["macs"] / 1e9}
         self.infer_images_per_s = math.nan  # of the last predict()
         self.epoch = 0  # epochs completed

@@ -1,0 +1,65 @@
+"""What a Tune trial actor runs: one trial's ``TorchTrainer``, relaying its epochs to Tune.
+
+The study driver (:mod:`transcenter.platform.study`) hands each trial actor :func:`trainable`;
+Tune pickles it by reference, so the actor imports this module and what it imports, nothing of
+the driver's (the CLI, the data check and its loaders) and nothing of the model. ``tests/
+test_import_contract.py`` holds it to that.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ray import tune
+from ray.tune.integration.ray_train import TuneReportCallback
+
+from transcenter.platform.compat import HEAD_NODE_RESOURCE
+from transcenter.platform.errors import TrialFailure
+from transcenter.platform.trainer import Resources, build_trainer
+from transcenter.platform.trial_files import read_failure, run_dir, split_config
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """What every trial of a study shares: the study, its folder, the fixed configuration and the
+    resources of its Train workers."""
+
+    study: str
+    study_dir: str  # <storage path>/<study>: local path or URI
+    preset: str | None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    resources: Resources = field(default_factory=Resources)
+    max_failures: int = 2
+
+
+def trial_driver(config: dict[str, Any], spec: TrialSpec) -> None:
+    """Tune trainable of one trial: runs its TorchTrainer; epochs reach Tune via the callback.
+
+    The trial's Ray Train run is named after its Optuna number (``train/trial-00007``), so a
+    resumed study's trial continues from its own checkpoint whichever Tune trial runs it.
+
+    Raises:
+        TrialFailure: the trial cannot succeed on a retry (the worker's failure line).
+    """
+    key, params = split_config(config)
+    overrides = {**spec.overrides, **params}
+    overrides.setdefault("train.threads", max(1, int(spec.resources.cpus_per_worker)))
+    train_dir = f"{spec.study_dir}/train"
+    trainer = build_trainer(name=key, storage_path=train_dir,
+                            preset=spec.preset, overrides=overrides, resources=spec.resources,
+                            max_failures=spec.max_failures, callbacks=[TuneReportCallback()],
+                            telemetry={"study": spec.study, "trial_id": key},
+                            cost_dir=f"{spec.study_dir}/costs")
+    trainer.fit()
+    failure = read_failure(run_dir(train_dir, key))
+    if failure:
+        raise TrialFailure(failure)
+
+
+def trainable(spec: TrialSpec):
+    """Returns the Tune trainable of the study's trials."""
+    # The driver only waits on its TorchTrainer, whose workers reserve the CPUs/GPUs: it takes no
+    # CPU, a token of memory and a sliver of the head node (drivers stay there when a worker node
+    # is lost).
+    return tune.with_resources(tune.with_parameters(trial_driver, spec=spec),
+                               {"cpu": 0, "memory": 64 * 2**20, HEAD_NODE_RESOURCE: 0.001})

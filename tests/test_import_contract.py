@@ -1,0 +1,45 @@
+"""Each process imports only what it needs: every entry module in a fresh interpreter, checked
+against what that process must not load (issue 22). Ray Train's ``TorchTrainer`` imports torch
+itself, so the trial actor and the Train controller still load torch; they load nothing else of
+the model's stack."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+# The model's heavy stack and everything of the study driver's.
+NOT_IN_TRIAL_ACTORS = ("torchvision", "faster_coco_eval", "matplotlib", "PIL",
+                       "transcenter.dashboards", "transcenter.model.data.build",
+                       "transcenter.model.detector.transcenter", "transcenter.platform.study",
+                       "transcenter.platform.cli", "transcenter.platform.data_check",
+                       "transcenter.platform.search", "optuna")
+ENTRIES = {
+    # The Tune trial actor unpickles trial.trainable; the Train controller unpickles the trainer's
+    # worker function (platform/trainer.py).
+    "transcenter.platform.trial": NOT_IN_TRIAL_ACTORS,
+    "transcenter.platform.trainer": NOT_IN_TRIAL_ACTORS,
+    # Train workers run the model, never the driver's code or the dashboards.
+    "transcenter.platform.worker": ("matplotlib", "transcenter.dashboards",
+                                    "transcenter.platform.study", "transcenter.platform.cli",
+                                    "transcenter.platform.search", "optuna"),
+    # The study driver writes its report by running the dashboards in a subprocess.
+    "transcenter.platform.cli": ("matplotlib", "transcenter.dashboards"),
+}
+
+
+def loaded_by(module: str, names: tuple[str, ...]) -> list[str]:
+    code = (f"import sys, json; import {module}; "
+            f"print(json.dumps([n for n in {list(names)!r} if n in sys.modules]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("module", sorted(ENTRIES))
+def test_entry_module_loads_nothing_its_process_must_not(module):
+    assert loaded_by(module, ENTRIES[module]) == []
+
+
+def test_the_check_itself_sees_a_module_that_is_loaded():
+    assert loaded_by("transcenter.platform.study", ("transcenter.platform.data_check",)) == [
+        "transcenter.platform.data_check"]
