@@ -193,9 +193,8 @@ def check_study(spec: StudySpec) -> None:
     that cannot be opened, an existing study without ``--resume``, or ``--resume`` with nothing to
     resume."""
     directory = study_dir(spec)
-    fs, path = uri.filesystem(directory)
-    folder_existed = fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound
     check_writable(directory, spec.min_free_gb)
+    folder_existed = _has_files(directory)  # before the Optuna check, which may create its db
     check_storage(optuna_url(spec))
     store = ResultStore(spec.storage_path, spec.name)
     created = bool(store.read_meta())
@@ -204,6 +203,12 @@ def check_study(spec: StudySpec) -> None:
     if (created or store.exists()) and not spec.resume:
         raise StudyError(f"study {spec.name!r} already exists at {directory}: pass --resume to "
                          f"continue it, or choose another --name")
+
+
+def _has_files(directory: str) -> bool:
+    """True when ``directory`` holds anything (a study was started there, if only just)."""
+    fs, path = uri.filesystem(directory)
+    return bool(fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True)))
 
 
 # study.json fields that define a study: a resumed study must have the same.

@@ -27,7 +27,7 @@ SMALL = ("--set", "data.num_train=16", "--set", "data.num_val=8", "--set", "trai
 KINDS = {
     "grid": ("heatmap_size", ("--num-samples", "3", "--epochs", "2")),
     "tpe_asha": ("focal_loss", ("--sampler", "tpe", "--asha", "--objective", "loss:min",
-                                "--num-samples", "4", "--epochs", "3")),
+                                "--num-samples", "3", "--epochs", "2")),
     "multi_objective": ("accuracy_vs_compute", ("--num-samples", "4", "--epochs", "3")),
 }
 # Every kind of write the driver can be killed after: its own kill points, and a worker that

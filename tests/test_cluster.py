@@ -19,7 +19,7 @@ from transcenter.store.results import ResultStore
 
 pytestmark = pytest.mark.slow
 PG_SECRET = "Pg-Secr3t-cluster"
-TRIALS, EPOCHS = 4, 3
+TRIALS, EPOCHS = 3, 3
 
 
 @pytest.fixture(scope="module")

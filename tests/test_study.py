@@ -1,21 +1,21 @@
 """Smoke-preset studies on the shared local Ray: parquet rows, Optuna records, ASHA, resume."""
 import os
+import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import optuna
 import pandas as pd
 import pytest
+from crash_resume import audit, run_to_the_end, study_command
 
 from transcenter.platform.search import Categorical, SearchSpace
 from transcenter.store.results import ResultStore
 from transcenter.platform.study import StudySpec, run_study
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
-REPO = Path(__file__).resolve().parents[1]
 TINY = {"data.num_train": 16, "data.num_val": 8, "train.threads": 1}
 
 
@@ -52,18 +52,15 @@ def test_asha_stops_trials_and_later_trials_still_run(ray_cluster, tmp_path):
     assert any(t.datetime_start > first_stop for t in complete + pruned)
 
 
-def _study_cmd(tmp_path, address, *extra):
-    return [sys.executable, str(REPO / "studies" / "heatmap_size.py"), "--preset", "smoke",
-            "--storage-path", str(tmp_path), "--name", "resume", "--num-samples", "3",
-            "--address", address, "--no-report", "--set", "data.num_train=16",
-            "--set", "data.num_val=8", "--epochs", "2", *extra]
-
-
-def test_study_killed_and_resumed_has_every_epoch_once_typed_and_in_optuna(ray_cluster, tmp_path):
-    """The real CLI path: a grid study's driver is SIGKILLed mid-study, ``--resume`` finishes it."""
+def test_study_killed_and_resumed_has_every_epoch_once_typed_and_in_optuna(ray_cluster,
+                                                                         inject_faults, tmp_path):
+    """The real CLI path, as a user's crashes: a grid study's driver is SIGKILLed once it has two
+    epoch rows, then twice more at seeded random instants of its resumed runs; ``--resume``
+    finishes it."""
+    inject_faults([])  # no faults: the workers record the epochs they train, for the audit
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(_study_cmd(tmp_path, ray_cluster.address), env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cmd = study_command("grid", tmp_path, "resume", ray_cluster.address)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     store = ResultStore(str(tmp_path), "resume")
     deadline = time.time() + 400
     while time.time() < deadline and proc.poll() is None and len(store.read_epochs()) < 2:
@@ -73,12 +70,15 @@ def test_study_killed_and_resumed_has_every_epoch_once_typed_and_in_optuna(ray_c
     proc.wait()
     assert 2 <= len(store.read_epochs()) < 3 * 2
 
-    again = subprocess.run(_study_cmd(tmp_path, ray_cluster.address), capture_output=True,
-                           text=True, env=env, timeout=120)
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
     assert again.returncode == 2 and "already exists" in again.stderr  # no silent overwrite
-    done = subprocess.run(_study_cmd(tmp_path, ray_cluster.address, "--resume"), env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    rng = random.Random(21)
+    runs = run_to_the_end(cmd, env, tmp_path / "driver.log", resume=True,
+                          kill_after=[rng.uniform(2, 12) for _ in range(2)],
+                          store_dir=tmp_path / "resume")
+    assert runs.returncodes[-1] == 0, runs.stderr[-3000:]
+    assert audit(tmp_path, "resume", samples=3, epochs=2, kills=runs.kills + 1,
+                 faults_file=inject_faults.path)["problems"] == []
 
     epochs = pd.read_parquet(tmp_path / "resume" / "epochs")  # no project code needed to read it
     assert len(epochs) == 3 * 2  # Σ reported epochs: 3 trials × 2 epochs, none lost

@@ -24,8 +24,8 @@ from local_cluster import local_head  # noqa: E402
 
 from transcenter.platform import faults
 
-SAMPLES = {"grid": 3, "tpe_asha": 4, "multi_objective": 4}
-EPOCHS = {"grid": 2, "tpe_asha": 3, "multi_objective": 3}
+SAMPLES = {"grid": 3, "tpe_asha": 3, "multi_objective": 4}
+EPOCHS = {"grid": 2, "tpe_asha": 2, "multi_objective": 3}
 
 
 def main() -> None:
