@@ -90,14 +90,14 @@ def kill_point(point: str) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def record_trained(study: str | None, trial: str | None, epoch: int) -> None:
-    """Appends ``<study> <trial> <epoch>`` to ``<faults file>.trained`` (no-op while fault
+def record_trained(run_dir: str, epoch: int) -> None:
+    """Appends ``<trial's run folder> <epoch>`` to ``<faults file>.trained`` (no-op while fault
     injection is off): the fault tests count from it how often each epoch was trained. A local
     append, so a line written survives the process being killed right after."""
     path = os.environ.get(ENV)
     if path:
         with open(f"{path}.trained", "a") as f:
-            f.write(f"{study} {trial} {epoch}\n")
+            f.write(f"{run_dir} {epoch}\n")
 
 
 def faults_for(overrides: dict[str, Any]) -> list[dict]:

@@ -99,7 +99,7 @@ def _train(loop_config: dict[str, Any], rank: int) -> Iterator[int]:
         faults.maybe_inject(trial_faults, runner.epoch + 1, "before", rank)
         metrics = runner.run_epoch()
         if rank == 0:
-            faults.record_trained(telemetry.get("study"), telemetry.get("trial_id"), runner.epoch)
+            faults.record_trained(loop_config["run_dir"], runner.epoch)
         faults.maybe_inject(trial_faults, runner.epoch, "after", rank)
         if gauges is not None:
             gauges(metrics)

@@ -8,6 +8,7 @@ and the fault file's record of epochs trained, and lists every inconsistency it 
 """
 from __future__ import annotations
 
+import posixpath
 import signal
 import subprocess
 import sys
@@ -103,13 +104,16 @@ def _kill_later(proc: subprocess.Popen, delay: float, store_dir: Path, deadline:
         proc.send_signal(signal.SIGKILL)
 
 
-def trained_epochs(study: str, faults_file: Path) -> Counter:
-    """Returns how many times each (trial, epoch) of ``study`` was trained, from the lines rank 0
-    appends to ``<faults file>.trained`` (:func:`transcenter.platform.faults.record_trained`)."""
+def trained_epochs(study_dir: Path, faults_file: Path) -> Counter:
+    """Returns how many times each (trial, epoch) of the study in ``study_dir`` was trained, from
+    the lines rank 0 appends to ``<faults file>.trained``
+    (:func:`transcenter.platform.faults.record_trained`)."""
     path = Path(f"{faults_file}.trained")
     lines = path.read_text().split("\n") if path.exists() else []
-    return Counter((t, int(e)) for s, t, e in (line.split() for line in lines if line)
-                   if s == study)
+    train = f"{study_dir}/train"
+    return Counter((posixpath.basename(run), int(e)) for run, e in (line.rsplit(" ", 1)
+                                                                    for line in lines if line)
+                   if posixpath.dirname(run) == train)
 
 
 def audit(storage: Path, name: str, samples: int, epochs: int, kills: int, faults_file: Path,
@@ -145,7 +149,7 @@ def audit(storage: Path, name: str, samples: int, epochs: int, kills: int, fault
                  else sorted(t.intermediate_values))
         if t.state.name != "FAIL" and steps != got:
             problems.append(f"{key}: Optuna has epochs {steps}, parquet {got}")
-    trained = trained_epochs(name, faults_file)
+    trained = trained_epochs(storage / name, faults_file)
     missing = [k for k in zip(rows.trial_id, rows.epoch) if trained[k] == 0]
     if missing:
         problems.append(f"epochs stored but never trained: {missing[:5]}")
