@@ -30,7 +30,6 @@ from transcenter.platform.compat import (job_working_dir, keep_secrets_out_of_ru
 from transcenter.platform.data_check import DataCheck, check_data
 from transcenter.platform import faults
 from transcenter.platform.errors import StudyError
-from transcenter.platform.faults import kill_point
 from transcenter.platform.optuna_db import check_storage
 from transcenter.platform.ray_connect import alive_nodes, answers, connect, on_every_node
 from transcenter.platform.reconcile import reconcile
@@ -211,11 +210,8 @@ def _has_files(directory: str) -> bool:
     return bool(fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True)))
 
 
-# study.json fields that define a study: a resumed study must have the same.
-DEFINITION = ("search_space", "metric", "mode", "objectives", "constraints", "sampler", "preset")
-
-
 def _definition(spec: StudySpec) -> dict[str, Any]:
+    """Returns the ``study.json`` fields that define a study: a resumed study must have the same."""
     return {"search_space": spec.space.describe(), "metric": spec.metric, "mode": spec.mode,
             "objectives": spec.objective_modes,
             "constraints": [str(c) for c in spec.constraint_list], "sampler": spec.sampler,
@@ -235,7 +231,7 @@ def build_tuner(spec: StudySpec, data: DataCheck) -> tune.Tuner | None:
     directory = study_dir(spec)
     spec = dataclasses.replace(spec, overrides={**spec.overrides, **data.trial_overrides})
     store = ResultStore(spec.storage_path, spec.name, param_types=spec.space.store_types(),
-                        after_temp_write=functools.partial(kill_point, "parquet_write"))
+                        after_temp_write=functools.partial(faults.kill_point, "parquet_write"))
     objectives = spec.objective_modes
     # Every scalar field of the trial configuration is a column, searched or not: the dashboards
     # group by some (the heatmap size, the head) in any study.
@@ -249,7 +245,7 @@ def build_tuner(spec: StudySpec, data: DataCheck) -> tune.Tuner | None:
         logger.warning("resume: %s has no %s (the driver stopped before the study started): "
                        "starting it", directory, META_FILE)
     if stored:
-        differ = [k for k in DEFINITION if k in stored and stored[k] != definition[k]]
+        differ = [k for k, v in definition.items() if k in stored and stored[k] != v]
         if differ:
             raise StudyError(f"--resume: study {spec.name!r} was created with other settings: "
                              + "; ".join(f"{k}: stored {stored[k]!r}, given {definition[k]!r}"
