@@ -5,6 +5,11 @@ list, every annotation file), probes a sample of its image files, and measures t
 report (``python -m transcenter.model.data.inspect``) that the study stores with its results.
 A bad ``--data-root`` is refused in seconds with the loader's own one-line error instead of
 failing every trial inside its worker.
+
+For VOC and COCO it also leaves the data index (:mod:`transcenter.model.data.index`) where the
+study keeps it, and every trial opens that instead of parsing the annotation files again. A
+resumed study reuses its index when the annotation files and options still match it, and
+rebuilds it otherwise.
 """
 from __future__ import annotations
 
@@ -13,7 +18,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from transcenter.model.data.build import open_datasets
+from transcenter.model.data.build import data_fingerprint, open_datasets
+from transcenter.model.data.config import DataConfig
+from transcenter.model.data.index import MissingIndexError, StaleIndexError, open_index, write_index
 from transcenter.model.data.inspect import dataset_report
 from transcenter.model.training.experiment import TrialConfig
 from transcenter.platform.errors import StudyError
@@ -30,29 +37,37 @@ class DataCheck:
     Attributes:
         class_names: Class index -> name, as every trial will see them.
         report: The data-set report (:func:`~transcenter.model.data.inspect.dataset_report`).
+        index: The data index every trial opens (path or URI); None for synthetic data.
     """
 
     class_names: list[str]
     report: dict[str, Any]
+    index: str | None = None
 
     @property
     def trial_overrides(self) -> dict[str, Any]:
-        """Config fields every trial gets so that none re-derives the classes differently:
-        ``data.class_names`` (VOC, COCO; synthetic scenes have fixed names)."""
-        return {} if self.report.get("data") == "synthetic" else {"data.class_names": self.class_names}
+        """Config fields every trial gets so that none re-derives the classes differently or parses
+        the data set again: ``data.class_names`` and ``data.index`` (VOC, COCO; synthetic scenes
+        have fixed names and no files)."""
+        if self.report.get("data") == "synthetic":
+            return {}
+        return {"data.class_names": self.class_names,
+                **({"data.index": self.index} if self.index else {})}
 
 
-def check_data(config: TrialConfig) -> DataCheck:
+def check_data(config: TrialConfig, index_uri: str | None = None) -> DataCheck:
     """Opens and checks the data set of ``config`` (a trial's configuration before the searched
-    fields are applied).
+    fields are applied) and, for VOC/COCO with ``index_uri``, leaves its data index there: the
+    one already there when it matches the annotation files and options, else a new one.
 
     Raises:
         StudyError: ``data: <the loader's message>``, naming the file, field and value.
     """
     start = time.perf_counter()
     size = config.model.input_size
+    index = index_uri if config.data.name != "synthetic" else None
     try:
-        train, val = open_datasets(config.data, size, check_images=False)
+        train, val = _open(config.data, size, index)
         for split, dataset in (("train", train), ("val", val)):
             problems = dataset.probe_sample(SAMPLE_IMAGES) if hasattr(dataset, "probe_sample") else {}
             if problems:
@@ -65,4 +80,23 @@ def check_data(config: TrialConfig) -> DataCheck:
     logger.info("data: %s, %d train and %d val images, %d classes, checked in %.1f s",
                 config.data.name, len(train), len(val), len(train.class_names),
                 time.perf_counter() - start)
-    return DataCheck(list(train.class_names), report)
+    return DataCheck(list(train.class_names), report, index)
+
+
+def _open(data: DataConfig, size: int, index: str | None) -> tuple[Any, Any]:
+    """Returns (train, val): from the data index at ``index`` when it matches ``data``, else
+    parsed (annotations only) and, with ``index``, written there."""
+    if index is None:
+        return open_datasets(data, size, check_images=False)
+    fingerprint = data_fingerprint(data)
+    try:
+        train, val = open_index(index, fingerprint)
+        logger.info("data: the data index %s matches the annotation files: reused", index)
+        return train, val
+    except MissingIndexError:
+        logger.info("data: writing the data index %s", index)
+    except StaleIndexError as e:
+        logger.warning("data: rebuilding the data index: %s", e)
+    train, val = open_datasets(data, size, check_images=False)
+    write_index(train, val, fingerprint, index)
+    return train, val

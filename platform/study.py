@@ -314,7 +314,7 @@ def run_study(spec: StudySpec, address: str | None = None) -> ResultStore:
     """Runs (or resumes) the study to the end and returns its result store."""
     faults.arm_driver()
     check_study(spec)
-    data = check_data(spec.trial_defaults)
+    data = check_data(spec.trial_defaults, f"{study_dir(spec)}/data/index.arrow")
     connect(address)
     removed = remove_placement_groups_of_ended_jobs()
     if removed:

@@ -1,4 +1,4 @@
-"""Detection data: synthetic scenes, PASCAL VOC and COCO-format loaders, and their transforms.
+"""Detection data: synthetic scenes, PASCAL VOC and COCO-format loaders, the data index, transforms.
 
 Every dataset yields ``(image, target)``: image float32 (3, H, W) in [0, 1]; target dict with
 ``boxes`` (K, 4) xyxy input pixels, ``labels`` (K,) int64, ``ignore``/``iscrowd`` (K,) bool,
@@ -13,6 +13,11 @@ from typing import Any
 _EXPORTS = {
     "COCODetection": "coco",
     "DataConfig": "config",
+    "DataFingerprint": "index",
+    "IndexedDetection": "index",
+    "StaleIndexError": "index",
+    "open_index": "index",
+    "write_index": "index",
     "open_datasets": "build",
     "LoaderSummary": "common",
     "collate": "common",

@@ -25,9 +25,11 @@ Bad-input policy, shared by the VOC and COCO loaders:
   (``clipped_boxes``); a box with zero area after clipping is dropped (``zero_area_box``); an image
   listed twice is kept once (``duplicate_image``); an object of an unknown class is dropped when
   the user asked for it (``unknown_class``).
-* An image whose pixels cannot be decoded at load time although it passed the construction check
-  raises ``ValueError`` naming the file, as does a decoded size that disagrees with the
-  annotation's size.
+* At load time, an image that cannot be read or decoded although it passed the construction check,
+  or whose decoded size disagrees with the annotation's, raises :class:`ImageError` (a
+  ``ValueError`` naming the file and carrying the reason) in the parsed datasets; the index-backed
+  dataset (:mod:`transcenter.model.data.index`), whose images nobody probed, counts and logs it as
+  a skip and returns the next readable image instead.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import copy
 import logging
 import random
 import warnings
+from abc import ABC, abstractmethod
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -224,21 +227,36 @@ def _torchvision_io() -> Iterator[None]:
         yield
 
 
+class ImageError(ValueError):
+    """An image file that cannot be used at load time; the message names the file.
+
+    Attributes:
+        reason: ``missing_image``, ``corrupt_image`` (unreadable, undecodable or truncated) or
+            ``size_mismatch`` (decoded size differs from the annotation's), as
+            :class:`LoaderSummary` counts them.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 def read_image(path: Path, expected_size: tuple[int, int] | None = None) -> torch.Tensor:
     """Decode an image file to float32 (3, H, W) RGB in [0, 1].
 
     Raises:
-        ValueError: naming the file when it cannot be decoded or its (H, W) differs from
-            ``expected_size``.
+        ImageError: naming the file when it is missing or cannot be decoded, or its (H, W)
+            differs from ``expected_size``.
     """
     with _torchvision_io():
         try:
             image = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)  # (3, H, W) uint8
         except RuntimeError as err:
-            raise ValueError(f"{path}: cannot decode image ({err})") from err
+            reason = "corrupt_image" if path.is_file() else "missing_image"
+            raise ImageError(reason, f"{path}: cannot decode image ({err})") from err
     if expected_size is not None and tuple(image.shape[1:]) != tuple(expected_size):
-        raise ValueError(f"{path}: decoded size (H, W) = {tuple(image.shape[1:])} but the "
-                         f"annotation says {tuple(expected_size)}")
+        raise ImageError("size_mismatch", f"{path}: decoded size (H, W) = {tuple(image.shape[1:])} "
+                                          f"but the annotation says {tuple(expected_size)}")
     return image.float().div_(255.0)
 
 
@@ -271,7 +289,86 @@ class ImageRecord:
     ignore: torch.Tensor
 
 
-class AnnotatedImageDataset(Dataset):
+class ImageFileDataset(Dataset, ABC):
+    """A detection dataset over image files: a subclass says where image ``index`` is
+    (:meth:`image_file`) and what it holds (:meth:`annotations`); this class reads, decodes and
+    transforms it.
+
+    Args:
+        class_names: Class index -> name.
+        transforms: Callable ``(image, target) -> (image, target)``.
+        summary: What the loader kept, repaired and skipped; an empty one when None.
+
+    Attributes:
+        class_names: Class index -> name.
+        num_classes: ``len(class_names)``.
+        summary: :class:`LoaderSummary` of what was kept, repaired and skipped.
+    """
+
+    def __init__(self, class_names: list[str], transforms: Transform | None = None,
+                 summary: LoaderSummary | None = None) -> None:
+        self.class_names = list(class_names)
+        self.num_classes = len(self.class_names)
+        self.transforms = transforms
+        self.summary = LoaderSummary() if summary is None else summary
+
+    @abstractmethod
+    def __len__(self) -> int:
+        """Number of images."""
+
+    @abstractmethod
+    def image_file(self, index: int) -> tuple[Path, tuple[int, int]]:
+        """Returns image ``index``'s file and its annotated (H, W) in pixels."""
+
+    @abstractmethod
+    def annotations(self, index: int) -> Target:
+        """Target of image ``index`` in original pixels, without reading the image."""
+
+    def targets(self) -> list[Target]:
+        """All targets in original pixels, without reading any image."""
+        return [self.annotations(i) for i in range(len(self))]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, Target]:
+        """Returns image ``index`` (float32 (3, H, W) in [0, 1]) and its target, transformed.
+
+        Raises:
+            ImageError: the image file is missing, undecodable or of another size than annotated.
+        """
+        image = read_image(*self.image_file(index))  # (3, H, W) [0, 1]
+        target = self.annotations(index)
+        if self.transforms is not None:
+            image, target = self.transforms(image, target)
+        return image, target
+
+    def probe_sample(self, count: int = 32) -> dict[str, int]:
+        """Probes ``count`` evenly spaced images' files (:func:`probe_image`, annotated size
+        included) without decoding them: the quick check of a data set whose images were not
+        probed when it was opened.
+
+        Returns:
+            Problem (``missing_image``, ``corrupt_image``, ``size_mismatch``) -> images among the
+            sample; {} when every sampled image is whole.
+
+        Raises:
+            ValueError: no sampled image is usable, naming the first one and its problem (a
+                wrong image folder or extension, typically).
+        """
+        sample = range(0, len(self), max(1, len(self) // count))[:count]
+        problems: dict[str, int] = {}
+        first = None
+        for index in sample:
+            path, annotated = self.image_file(index)
+            problem, size = probe_image(path)
+            problem = problem or (None if size == annotated else "size_mismatch")
+            if problem:
+                problems[problem] = problems.get(problem, 0) + 1
+                first = first or f"{path}: {problem}"
+        if problems and sum(problems.values()) == len(sample):
+            raise ValueError(f"none of {len(sample)} sampled images is usable, e.g. {first}")
+        return problems
+
+
+class AnnotatedImageDataset(ImageFileDataset):
     """A detection dataset over parsed :class:`ImageRecord`\\ s; loaders only parse.
 
     Subclasses call :meth:`add_record` while parsing; it applies the shared bad-input policy
@@ -286,18 +383,13 @@ class AnnotatedImageDataset(Dataset):
             a large data set's index in a study driver).
 
     Attributes:
-        class_names: Class index -> name.
-        num_classes: ``len(class_names)``.
-        summary: :class:`LoaderSummary` of what was kept, repaired and skipped.
+        records: The kept images, in order.
     """
 
     def __init__(self, class_names: list[str], transforms: Transform | None = None,
                  check_images: bool = True) -> None:
-        self.class_names = list(class_names)
-        self.num_classes = len(self.class_names)
-        self.transforms = transforms
+        super().__init__(class_names, transforms)
         self.check_images = check_images
-        self.summary = LoaderSummary()
         self.records: list[ImageRecord] = []
 
     def add_record(self, path: Path, size: tuple[int, int] | None, boxes: torch.Tensor,
@@ -364,32 +456,6 @@ class AnnotatedImageDataset(Dataset):
                 dataset.summary.add_image(r.labels, self.class_names)
         return part
 
-    def probe_sample(self, count: int = 32) -> dict[str, int]:
-        """Probes ``count`` evenly spaced images' files (:func:`probe_image`, annotated size
-        included) without decoding them: the quick check of a data set opened with
-        ``check_images=False``.
-
-        Returns:
-            Problem (``missing_image``, ``corrupt_image``, ``size_mismatch``) -> images among the
-            sample; {} when every sampled image is whole.
-
-        Raises:
-            ValueError: no sampled image is usable, naming the first one and its problem (a
-                wrong image folder or extension, typically).
-        """
-        step = max(1, len(self.records) // count)
-        problems: dict[str, int] = {}
-        first = None
-        for record in self.records[::step][:count]:
-            problem, size = probe_image(record.path)
-            problem = problem or (None if size == record.size else "size_mismatch")
-            if problem:
-                problems[problem] = problems.get(problem, 0) + 1
-                first = first or f"{record.path}: {problem}"
-        if problems and sum(problems.values()) == len(self.records[::step][:count]):
-            raise ValueError(f"none of {sum(problems.values())} sampled images is usable, e.g. {first}")
-        return problems
-
     def log_summary(self) -> None:
         """Log the summary once parsing is done."""
         logger.info("%s: %s", type(self).__name__, self.summary)
@@ -397,18 +463,9 @@ class AnnotatedImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
+    def image_file(self, index: int) -> tuple[Path, tuple[int, int]]:
+        return self.records[index].path, self.records[index].size
+
     def annotations(self, index: int) -> Target:
-        """Target of image ``index`` in original pixels, without reading the image."""
         r = self.records[index]
         return make_target(r.boxes.clone(), r.labels.clone(), r.image_id, r.size, r.ignore.clone())
-
-    def targets(self) -> list[Target]:
-        """All targets in original pixels, without reading any image."""
-        return [self.annotations(i) for i in range(len(self))]
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, Target]:
-        image = read_image(self.records[index].path, self.records[index].size)  # (3, H, W) [0, 1]
-        target = self.annotations(index)
-        if self.transforms is not None:
-            image, target = self.transforms(image, target)
-        return image, target

@@ -19,6 +19,9 @@ Splits and classes come from the data unless given:
   ``classes.txt``/``labels.txt`` beside VOC's annotations (one name a line), else the sorted names
   found in the training annotations. ``data.unknown_classes`` says what an object of another class
   does: ``error`` (the default: names file and class) or ``skip`` (counted and logged).
+* ``data.index``: the data index the study driver wrote (``<study>/data/index.arrow``, see
+  :mod:`transcenter.model.data.index`): opened instead of parsing the annotation files, and refused
+  when it was built from other annotation files or options than these. None parses them.
 """
 from __future__ import annotations
 
@@ -51,6 +54,7 @@ class DataConfig:
     val_fraction: float = 0.0  # > 0: validation = this seeded fraction of the training images
     class_names: tuple[str, ...] | None = None  # None: from the data (module docstring)
     unknown_classes: str = "error"  # "error" or "skip": an object of a class not in class_names
+    index: str | None = None  # voc/coco: data index file or URI to open instead of parsing
     num_train: int = 512  # synthetic: images per epoch
     num_val: int = 128  # synthetic: validation images
     num_classes: int = 3  # synthetic only; VOC and COCO take theirs from the data
@@ -83,6 +87,11 @@ class DataConfig:
             check(self.val_ann is None and self.val_splits == AUTO, "data.val_fraction",
                   self.val_fraction, "splits the training images: leave data.val_ann and "
                                      "data.val_splits unset")
+        if self.index is not None:
+            check(self.name != "synthetic", "data.index", self.index,
+                  "is for voc/coco (synthetic scenes have no annotation files)")
+            check(isinstance(self.index, str) and bool(self.index.strip()), "data.index",
+                  self.index, "must be a path or URI")
         names = _names(self.class_names)
         object.__setattr__(self, "class_names", names)
         if names is not None:

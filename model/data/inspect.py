@@ -15,11 +15,17 @@ except ``ignored``. Only annotations are read (``dataset.targets()``), never ima
 Command line::
 
     python -m transcenter.model.data.inspect --data voc --data-root DIR [--input-size 512] [--json]
+        [--index <study>/data/index.arrow]
+
+``--index`` reads the data index a study driver wrote (:mod:`transcenter.model.data.index`)
+instead of parsing the annotation files, when it was built from these files with these options;
+otherwise they are parsed and a note on stderr says why.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -233,6 +239,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="data.* config override, repeatable (e.g. data.val_splits=2007/test)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--index", metavar="URI",
+                        help="a study's data index (<study>/data/index.arrow, a path or URI): read "
+                             "instead of parsing the annotation files when it was built from them "
+                             "with these options; otherwise they are parsed (a note on stderr "
+                             "says why)")
     args = parser.parse_args(argv)
     try:
         # Imported here, so that this module imports without the training package and the loaders.
@@ -248,8 +259,15 @@ def main(argv: list[str] | None = None) -> int:
         overrides = {"data.name": args.data, "data.root": args.data_root, **extra}
         config = trial_config(None, overrides)
         from transcenter.model.data.build import open_datasets
+        from transcenter.model.data.index import StaleIndexError
 
-        train, val = open_datasets(config.data, args.input_size, check_images=False)
+        data = dataclasses.replace(config.data, index=args.index) if args.index else config.data
+        try:
+            train, val = open_datasets(data, args.input_size, check_images=False)
+        except StaleIndexError as err:
+            print(f"note: {err}; parsing the annotation files instead", file=sys.stderr)
+            train, val = open_datasets(dataclasses.replace(data, index=None), args.input_size,
+                                       check_images=False)
         report = dataset_report({"train": train, "val": val}, args.input_size, args.heatmap_sizes)
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
