@@ -11,8 +11,14 @@ import os
 from importlib.metadata import version
 from typing import TYPE_CHECKING
 
-from ray.train.torch import TorchTrainer
+from ray.train.backend import Backend, BackendConfig
 from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
+from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
+from ray.train.v2._internal.execution.callback import WorkerGroupCallback
+from ray.train.v2._internal.util import TrainingFramework
+from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+
+from transcenter.platform.trial_files import record_placement_group
 
 if TYPE_CHECKING:
     import optuna
@@ -55,20 +61,121 @@ WORKER_ENV = {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "300",
 HEAD_NODE_RESOURCE = "node:__internal_head__"
 
 
-class LeanTorchTrainer(TorchTrainer):
-    """``TorchTrainer`` that skips Ray Data's callback when the trial passes no Ray Datasets.
+class LeanTorchConfig(BackendConfig):
+    """Ray's ``TorchConfig`` (process-group backend, init method, timeout) for processes that do
+    not train: the Tune trial actor and the Train controller never import torch for it.
 
-    Why: Ray 2.60 starts that callback's ``DatasetManager`` actor for every worker group, datasets
-    or not: one more Python process per trial, which a study pays for on every trial. Uses the
-    private ``_create_default_callbacks`` and ``DatasetsCallback``. Public replacement: Ray Train
-    creating the callback only when ``datasets`` is non-empty.
+    Why: ``ray.train.torch`` imports torch at its top (2-3 s and ~0.9 GB of RSS per process with a
+    CUDA build), and ``TorchTrainer``/``TorchConfig`` are reached through it, so every trial actor
+    and controller paid for torch only to hand a config to the workers. Ray's own backend
+    (private ``_TorchBackend``) is imported in the controller only for a trial of several workers,
+    where it sets up the process group; a single worker needs none (``prepare_model`` wraps DDP
+    and ``prepare_data_loader`` shards only when the world size is above 1). Public replacement:
+    ``ray.train.torch`` importing torch lazily.
     """
 
+    def __init__(self, backend: str | None = None, init_method: str = "env",
+                 timeout_s: int = 1800) -> None:
+        self.backend, self.init_method, self.timeout_s = backend, init_method, timeout_s
+
+    @property
+    def backend_cls(self):
+        return LeanTorchBackend
+
+    @property
+    def train_func_context(self):
+        return TorchDeviceContext
+
+    @property
+    def framework(self):
+        return TrainingFramework.TORCH
+
+    def torch_config(self):
+        """Returns the equivalent ``ray.train.torch.TorchConfig`` (imports torch)."""
+        from ray.train.torch import TorchConfig
+
+        return TorchConfig(backend=self.backend, init_method=self.init_method,
+                           timeout_s=self.timeout_s)
+
+
+class LeanTorchBackend(Backend):
+    """Ray's torch backend for several workers; nothing to set up for one (no process group)."""
+
+    share_cuda_visible_devices = True  # as Ray's torch backend: a node's workers see its GPUs (NCCL)
+
+    def on_start(self, worker_group, backend_config: LeanTorchConfig) -> None:
+        if len(worker_group) > 1:
+            _ray_torch_backend().on_start(worker_group, backend_config.torch_config())
+
+    def on_shutdown(self, worker_group, backend_config: LeanTorchConfig) -> None:
+        if len(worker_group) > 1:
+            _ray_torch_backend().on_shutdown(worker_group, backend_config.torch_config())
+
+
+def _ray_torch_backend() -> Backend:
+    from ray.train.torch.config import _TorchBackend
+
+    return _TorchBackend()
+
+
+class TorchDeviceContext:
+    """Ray's context around the training function (it selects the worker's CUDA device),
+    imported in the worker that enters it."""
+
+    def __enter__(self):
+        from ray.train.torch.config import TorchConfigContextManager
+
+        self._inner = TorchConfigContextManager()
+        return self._inner.__enter__()
+
+    def __exit__(self, *exc) -> bool:
+        return self._inner.__exit__(*exc)
+
+
+class PlacementGroupRecorder(WorkerGroupCallback):
+    """Records, in the trial's run folder, the placement group of each worker group the Train
+    controller starts and the controller's actor id (:func:`record_placement_group`), so that the
+    study driver removes it once the trial has ended and the controller is gone
+    (:mod:`transcenter.platform.placement`).
+
+    Why: Ray Train 2.60 starts a detached ``PlacementGroupCleaner`` actor for every run to do this
+    (one more process per trial); a study needs one cleaner, not one per trial. Uses the private
+    callback base class and worker-group state, as upstream's callback does. Public replacement:
+    a Train option to skip the per-run cleaner, or a cleaner shared by the runs of a job.
+    """
+
+    def __init__(self, run: str) -> None:
+        self.run = run
+
+    def after_worker_group_start(self, worker_group) -> None:
+        import ray
+
+        group = worker_group.get_worker_group_state().placement_group_handle.placement_group
+        record_placement_group(self.run, group.id.hex(),
+                               ray.get_runtime_context().get_actor_id())
+
+
+class LeanTorchTrainer(DataParallelTrainer):
+    """Ray Train's ``TorchTrainer`` (a ``DataParallelTrainer`` with the torch backend) without
+    what a trial does not need: torch in the trial actor and the controller
+    (:class:`LeanTorchConfig`), Ray Data's callback when the trial passes no Ray Datasets, and the
+    per-run placement-group cleaner actor (:class:`PlacementGroupRecorder` instead).
+
+    Why: Ray 2.60 starts that callback's ``DatasetManager`` actor for every worker group, datasets
+    or not, and a ``PlacementGroupCleaner`` actor for every run: two more Python processes per
+    trial, which a study pays for on every trial. Uses the private ``_create_default_callbacks``,
+    ``DatasetsCallback`` and ``PlacementGroupCleanerCallback``. Public replacement: Ray Train
+    creating the first only when ``datasets`` is non-empty, and an option for the second.
+    """
+
+    def __init__(self, train_loop_per_worker, *, run: str, **kwargs) -> None:
+        super().__init__(train_loop_per_worker, backend_config=LeanTorchConfig(), **kwargs)
+        self._run = run
+
     def _create_default_callbacks(self) -> list:
-        callbacks = super()._create_default_callbacks()
-        if self.datasets:
-            return callbacks
-        return [c for c in callbacks if not isinstance(c, DatasetsCallback)]
+        dropped = (PlacementGroupCleanerCallback,) + (() if self.datasets else (DatasetsCallback,))
+        callbacks = [c for c in super()._create_default_callbacks() if not isinstance(c, dropped)]
+        return callbacks + [PlacementGroupRecorder(self._run)]
 
 
 # OptunaSearch keeps its Optuna study and trials in private attributes; the study's searcher

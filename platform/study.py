@@ -31,6 +31,7 @@ from transcenter.platform.data_check import DataCheck, check_data
 from transcenter.platform import faults
 from transcenter.platform.errors import StudyError
 from transcenter.platform.optuna_db import check_storage
+from transcenter.platform.placement import PlacementGroupCleaner
 from transcenter.platform.ray_connect import alive_nodes, answers, connect, on_every_node
 from transcenter.platform.reconcile import reconcile
 from transcenter.platform.schedulers import make_scheduler
@@ -274,7 +275,8 @@ def build_tuner(spec: StudySpec, data: DataCheck) -> tune.Tuner | None:
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=samples,
                                     max_concurrent_trials=spec.max_concurrent_trials),
         run_config=tune.RunConfig(name=run_name, storage_path=f"{directory}/tune",
-                                  callbacks=[callback], verbose=1))
+                                  callbacks=[callback, PlacementGroupCleaner(f"{directory}/train")],
+                                  verbose=1))
 
 
 def check_nodes_reach(spec: StudySpec) -> None:

@@ -1,8 +1,8 @@
-"""One trial as a Ray Train V2 ``TorchTrainer``: its resources, run config and storage files.
+"""One trial as a Ray Train V2 torch trainer: its resources, run config and storage files.
 
 The workers run :func:`transcenter.platform.worker.run_trial`. This module is what the study's
-trial driver imports, so it stays light: the model and its torch/torchvision imports (seconds per
-process on a small machine) load only in the workers.
+trial actor imports, so it stays light: the model, torch and torchvision (seconds per process on a
+small machine) load only in the workers (:class:`~transcenter.platform.compat.LeanTorchTrainer`).
 """
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from typing import Any
 
 import pyarrow.fs
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-from ray.train.torch import TorchTrainer
 
 from transcenter.model.training.experiment import trial_config
 from transcenter.platform.compat import LeanTorchTrainer
@@ -56,8 +55,8 @@ def build_trainer(name: str, storage_path: str, preset: str | None, overrides: d
                   resources: Resources = Resources(), max_failures: int = 2,
                   num_to_keep: int = 1, callbacks: list | None = None,
                   storage_filesystem: pyarrow.fs.FileSystem | None = None,
-                  telemetry: dict | None = None, cost_dir: str | None = None) -> TorchTrainer:
-    """Returns a ``TorchTrainer`` for one trial.
+                  telemetry: dict | None = None, cost_dir: str | None = None) -> LeanTorchTrainer:
+    """Returns the torch trainer of one trial.
 
     A stable ``name`` under ``storage_path`` lets Ray Train resume the run from its latest
     checkpoint after a failure or a driver restart. Any pyarrow/fsspec URI works as storage.
@@ -69,9 +68,9 @@ def build_trainer(name: str, storage_path: str, preset: str | None, overrides: d
                            failure_config=FailureConfig(max_failures=max_failures),
                            checkpoint_config=CheckpointConfig(num_to_keep=num_to_keep),
                            callbacks=callbacks or [])
-    return LeanTorchTrainer(train_loop_per_worker,
+    run = run_dir(storage_path, name)
+    return LeanTorchTrainer(train_loop_per_worker, run=run,
                             train_loop_config={"preset": preset, "overrides": overrides,
-                                           "telemetry": telemetry,
-                                           "run_dir": run_dir(storage_path, name),
-                                           "fit_id": uuid.uuid4().hex, "cost_dir": cost_dir},
-                        scaling_config=resources.scaling_config(), run_config=run_config)
+                                               "telemetry": telemetry, "run_dir": run,
+                                               "fit_id": uuid.uuid4().hex, "cost_dir": cost_dir},
+                            scaling_config=resources.scaling_config(), run_config=run_config)

@@ -17,6 +17,10 @@ the other.
   group of a new ``fit()`` (the study driver was restarted) reports them again, the earlier ones
   flagged :data:`REPLAY_KEY` (stores fill what they miss; schedulers ignore them), the latest one
   plain, so every store gets every epoch the checkpoint holds.
+- **Placement group**: the Train controller records its worker group's placement group and its
+  own actor id in :data:`PLACEMENT_GROUP_FILE` (:func:`record_placement_group`); once the trial has
+  ended and that controller is gone, the study driver removes the group
+  (:mod:`transcenter.platform.placement`), which an ungracefully stopped controller leaves behind.
 - **Identity**: a trial is its Optuna trial number. The searcher puts it in the Tune config under
   :data:`TRIAL_NUMBER_KEY`; :func:`trial_key` turns it into the name of the run folder, the result
   store's ``trial_id`` and the telemetry label, so a trial keeps its name across driver restarts.
@@ -29,6 +33,7 @@ from transcenter.store.uri import read_text, write_text
 
 CHECKPOINT_FILE = "checkpoint.pt"
 FAILURE_FILE = "trial_failure.txt"
+PLACEMENT_GROUP_FILE = "placement_group.txt"  # "<placement group id> <controller actor id>", hex
 # Key of every epoch report naming the Ray node of the rank-0 worker that trained it (Tune's own
 # "node_ip" is the trial driver's).
 NODE_KEY = "train_node_ip"
@@ -72,3 +77,19 @@ def started(run: str, fit_id: str) -> bool:
 def mark_started(run: str, fit_id: str) -> None:
     """Records that a worker group of fit ``fit_id`` started in run folder ``run``."""
     write_text(f"{run}/fit-{fit_id}.started", "")
+
+
+def record_placement_group(run: str, group_id: str, controller_id: str) -> None:
+    """Records the placement group ``group_id`` of the latest worker group of run folder ``run`` and
+    the actor id of the Train controller that created it (hex ids)."""
+    write_text(f"{run}/{PLACEMENT_GROUP_FILE}", f"{group_id} {controller_id}")
+
+
+def recorded_placement_group(run: str) -> tuple[str, str] | None:
+    """Returns ``(placement group id, controller actor id)`` recorded in run folder ``run``, or
+    None."""
+    text = read_text(f"{run}/{PLACEMENT_GROUP_FILE}")
+    if not text or len(text.split()) != 2:
+        return None
+    group_id, controller_id = text.split()
+    return group_id, controller_id

@@ -1,5 +1,6 @@
 """One test per workaround in platform/compat.py: each fails when upstream Ray or Optuna changes the
 behaviour the workaround relies on, so an upgrade says which workaround to drop or redo."""
+import dataclasses
 import inspect
 import os
 import subprocess
@@ -13,6 +14,7 @@ import ray.train.v2._internal.constants as train_constants
 from ray.train import ScalingConfig
 from ray.train.torch import TorchTrainer
 from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
+from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
 from ray.tune.search.optuna import OptunaSearch
 
 from transcenter.platform import compat
@@ -32,13 +34,34 @@ def _noop(config):
     pass
 
 
-def test_upstream_still_adds_the_dataset_callback_without_datasets():
-    """LeanTorchTrainer: drop it once TorchTrainer stops adding Ray Data's callback (and with it a
-    DatasetManager actor per worker group) for trials without datasets."""
+def test_upstream_still_adds_a_dataset_callback_and_a_cleaner_per_run():
+    """LeanTorchTrainer: drop its callback filter once TorchTrainer stops adding Ray Data's callback
+    (a DatasetManager actor per worker group) for trials without datasets, and its recorder once
+    Train stops starting a PlacementGroupCleaner actor per run (or offers an option against it)."""
     upstream = TorchTrainer(_noop, scaling_config=ScalingConfig(num_workers=1))
-    assert any(isinstance(c, DatasetsCallback) for c in upstream._create_default_callbacks())
-    lean = compat.LeanTorchTrainer(_noop, scaling_config=ScalingConfig(num_workers=1))
-    assert not any(isinstance(c, DatasetsCallback) for c in lean._create_default_callbacks())
+    kinds = {type(c) for c in upstream._create_default_callbacks()}
+    assert {DatasetsCallback, PlacementGroupCleanerCallback} <= kinds
+    lean = compat.LeanTorchTrainer(_noop, run="/nowhere", scaling_config=ScalingConfig(num_workers=1))
+    kinds = {type(c) for c in lean._create_default_callbacks()}
+    assert not kinds & {DatasetsCallback, PlacementGroupCleanerCallback}
+    assert compat.PlacementGroupRecorder in kinds
+
+
+def test_upstream_torch_trainer_still_imports_torch_and_lean_config_mirrors_it():
+    """LeanTorchConfig: drop it once ``ray.train.torch`` no longer imports torch at import; until
+    then it must carry TorchConfig's fields, CUDA-device sharing and training-function context."""
+    from ray.train.torch import TorchConfig
+    from ray.train.torch.config import TorchConfigContextManager
+
+    code = "import sys, ray.train.torch; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "True"
+    upstream, lean = TorchConfig(), compat.LeanTorchConfig()
+    assert {f.name for f in dataclasses.fields(TorchConfig)} == set(vars(lean))
+    assert lean.torch_config() == upstream
+    assert compat.LeanTorchBackend.share_cuda_visible_devices == upstream.backend_cls.share_cuda_visible_devices
+    assert upstream.train_func_context is TorchConfigContextManager
+    assert lean.framework == upstream.framework
 
 
 def test_upstream_optuna_search_still_records_stopped_trials_as_complete():

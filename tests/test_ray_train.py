@@ -1,13 +1,17 @@
-"""Ray Train: the trial loop on 2 CPU workers (DDP over gloo), and recovery from a worker failure."""
+"""Ray Train: the trial loop on 2 CPU workers (DDP over gloo), recovery from a worker failure, and
+the lean trainer's controller of a one-worker trial."""
 import json
 import sys
 
 import pytest
+import ray
 from ray import cloudpickle
 from ray.train import UserCallback
+from ray.util.placement_group import PlacementGroup, placement_group_table
 
 from transcenter.model.metric_names import AP_KEYS, LOSS_KEYS
 from transcenter.platform.trainer import Resources, build_trainer
+from transcenter.platform.trial_files import recorded_placement_group, run_dir
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the cluster cannot import tests/
@@ -41,3 +45,32 @@ def test_two_workers_report_every_epoch_once_across_a_worker_failure(ray_cluster
     assert all(r["ranks"] == 2 for r in reports)
     assert set(LOSS_KEYS) | set(AP_KEYS) | {"epoch", "lr", "images_per_s"} <= set(reports[-1]["keys"])
     assert result.metrics["epoch"] == 3 and result.checkpoint is not None
+
+
+class ControllerModules(UserCallback):
+    """Writes, from the Train controller, whether torch is loaded in it."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def after_report(self, run_context, metrics, checkpoint):
+        with open(self.path, "w") as f:
+            f.write(json.dumps("torch" in sys.modules))
+
+
+def test_a_one_worker_trials_controller_never_loads_torch_and_records_its_group(ray_cluster,
+                                                                                 tmp_path):
+    """The lean trainer (platform/compat.py): the controller of a one-worker trial runs without
+    torch, records its worker group's placement group, and removes it when the run ends."""
+    flag = tmp_path / "controller_has_torch.json"
+    storage = str(tmp_path / "storage")
+    trainer = build_trainer(
+        name="lean", storage_path=storage, preset="smoke",
+        overrides={"data.num_train": 8, "data.num_val": 8, "train.epochs": 1, "train.threads": 1},
+        callbacks=[ControllerModules(flag)])
+    assert trainer.fit().metrics["epoch"] == 1
+    assert json.loads(flag.read_text()) is False
+    group_id, controller_id = recorded_placement_group(run_dir(storage, "lean"))
+    group = PlacementGroup(ray.PlacementGroupID(bytes.fromhex(group_id)))
+    assert placement_group_table(group)["state"] == "REMOVED"
+    assert len(bytes.fromhex(controller_id)) == 16  # an actor id

@@ -1,0 +1,66 @@
+"""The study's placement-group cleaner (platform/placement.py): a trial's worker placement group is
+removed once the trial has ended and the Train controller that created it is dead, never before."""
+import time
+from types import SimpleNamespace
+
+import pytest
+import ray
+from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
+
+from transcenter.platform.placement import PlacementGroupCleaner
+from transcenter.platform.trial_files import (TRIAL_NUMBER_KEY, record_placement_group, run_dir,
+                                              trial_key)
+
+pytestmark = [pytest.mark.ray]
+
+
+@ray.remote(num_cpus=0)
+class Controller:
+    def actor_id(self) -> str:
+        return ray.get_runtime_context().get_actor_id()
+
+
+def _state(group) -> str:
+    return placement_group_table(group)["state"]
+
+
+def _ended_trial(cleaner: PlacementGroupCleaner, number: int) -> None:
+    cleaner.on_trial_complete(0, [], SimpleNamespace(config={TRIAL_NUMBER_KEY: number}))
+
+
+def test_the_group_goes_once_the_controller_is_dead_and_not_before(ray_cluster, tmp_path):
+    group = placement_group([{"CPU": 0.01}])
+    ray.get(group.ready(), timeout=60)
+    controller = Controller.remote()
+    record_placement_group(run_dir(str(tmp_path), trial_key(4)), group.id.hex(),
+                           ray.get(controller.actor_id.remote()))
+    cleaner = PlacementGroupCleaner(str(tmp_path), interval_s=0)
+    cleaner.on_step_begin(0, [])
+    _ended_trial(cleaner, 4)
+    cleaner.on_step_begin(0, [])
+    assert _state(group) == "CREATED"  # its controller may still use it
+    ray.kill(controller)
+    deadline = time.time() + 60
+    while _state(group) != "REMOVED" and time.time() < deadline:
+        cleaner.on_step_begin(0, [])
+        time.sleep(0.5)
+    assert _state(group) == "REMOVED"
+
+
+def test_a_group_already_removed_or_never_recorded_is_no_error(ray_cluster, tmp_path):
+    group = placement_group([{"CPU": 0.01}])
+    ray.get(group.ready(), timeout=60)
+    remove_placement_group(group)  # the controller shut its worker group down itself
+    controller = Controller.remote()
+    controller_id = ray.get(controller.actor_id.remote())
+    ray.kill(controller)
+    record_placement_group(run_dir(str(tmp_path), trial_key(1)), group.id.hex(), controller_id)
+    cleaner = PlacementGroupCleaner(str(tmp_path), interval_s=0)
+    _ended_trial(cleaner, 1)
+    _ended_trial(cleaner, 2)  # stopped before its worker group started: nothing recorded
+    deadline = time.time() + 30
+    while cleaner.pending and time.time() < deadline:
+        cleaner.on_step_begin(0, [])
+        time.sleep(0.5)
+    assert not cleaner.pending
+    assert _state(group) == "REMOVED"
