@@ -37,6 +37,11 @@ VENV_BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
 
 
+# Each node's temporary folder (``TMPDIR`` of its processes), private as on separate machines;
+# Ray's own folder stays /tmp/ray (``RAY_TMPDIR``).
+NODE_TMP = "/tmp/ray/tmp"
+
+
 def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
 
@@ -59,8 +64,10 @@ class Node:
         return len(pids)
 
     def run(self, command: str, env: dict[str, str], **kwargs) -> subprocess.CompletedProcess:
-        """Runs ``command`` (bash) in this node's namespaces with ``env`` and a private /tmp/ray."""
-        script = f"mkdir -p /tmp/ray && mount -t tmpfs tmpfs /tmp/ray && exec {command}"
+        """Runs ``command`` (bash) in this node's namespaces with ``env`` and a private /tmp/ray,
+        which also holds the node's temporary folder (:data:`NODE_TMP`)."""
+        script = (f"mkdir -p /tmp/ray && mount -t tmpfs tmpfs /tmp/ray && mkdir -p {NODE_TMP} "
+                  f"&& exec {command}")
         setup = ["ip", "netns", "exec", self.name, "unshare", "--mount", "--propagation", "private",
                  "bash", "-c", script]
         return subprocess.run(setup, env=env, capture_output=True, text=True, **kwargs)
@@ -143,6 +150,7 @@ def start_ray_nodes(nodes: list[Node], env: dict[str, str] | None = None) -> Ite
     token authentication is on, with this user's token (``~/.ray/auth_token``, made if missing).
     """
     node_env = {**os.environ, **WORKER_ENV, **(env or {}), "RAY_AUTH_MODE": "token",
+                "TMPDIR": NODE_TMP, "RAY_TMPDIR": "/tmp",
                 "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     subprocess.run([str(VENV_BIN / "ray"), "get-auth-token", "--generate"], env=node_env,
                    capture_output=True, check=True)

@@ -2,7 +2,8 @@
 nodes, each in its own network namespace with its own /tmp/ray; studies in S3 (moto's server) and
 Optuna in PostgreSQL, both on the host; submitted with ``ray job submit`` from outside the nodes.
 One worker node is SIGKILLed mid-study: its trial resumes from its checkpoint in S3 on the other
-node, and every epoch of every trial is stored exactly once."""
+node, and every epoch of every trial is stored exactly once. A VOC study's data index is written to
+S3 once by the driver and copied from there by every worker node."""
 import contextlib
 import os
 import signal
@@ -13,7 +14,8 @@ import optuna
 import pandas as pd
 import pyarrow.fs as pafs
 import pytest
-from netns_cluster import node_loss_study, study_cluster, submit
+from data_fixtures import single_year_voc
+from netns_cluster import NODE_TMP, node_loss_study, study_cluster, submit
 
 from transcenter.store.results import ResultStore
 
@@ -26,6 +28,12 @@ TRIALS, EPOCHS = 3, 3
 def cluster_parts():
     with study_cluster(workers=2, pg_password=PG_SECRET) as parts:
         yield parts
+
+
+@pytest.fixture(scope="module")
+def voc_root(tmp_path_factory) -> Path:
+    """A VOC folder outside /tmp/ray, so every node sees it (as a shared file system would)."""
+    return single_year_voc(tmp_path_factory.mktemp("voc"), length=12)
 
 
 def _all_objects(s3) -> bytes:
@@ -56,9 +64,10 @@ def _driver_pids(cluster) -> list[int]:
     return pids
 
 
-def test_killed_driver_resumes_from_object_storage_and_postgres(cluster_parts):
+def test_killed_driver_resumes_from_object_storage_and_postgres(cluster_parts, voc_root):
     cluster, s3, pg = cluster_parts
     args = ["--name", "resume", "--num-samples", "2", "--epochs", str(EPOCHS), "--no-report",
+            "--data", "voc", "--data-root", str(voc_root),
             "--storage-path", f"s3://{s3.bucket}/studies",
             "--optuna-url", f"postgresql+psycopg://studies@{pg.host}:{pg.port}/studies"]
     store = ResultStore(f"{s3.bucket}/studies", "resume", filesystem=s3.filesystem())
@@ -82,6 +91,14 @@ def test_killed_driver_resumes_from_object_storage_and_postgres(cluster_parts):
     assert (trials["status"] == "completed").all() and len(trials) == 2
     study = optuna.load_study(study_name="resume", storage=pg.url())
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+
+    index = f"s3://{s3.bucket}/studies/resume/data/index.arrow"
+    assert set(epochs["data.index"]) == {index}  # every trial opened the driver's index
+    assert s3.filesystem().get_file_info(index.removeprefix("s3://")).size > 0
+    assert set(epochs["node_ip"]) == {w.ip for w in cluster.workers}
+    for worker in cluster.workers:  # each node copied it from S3 into its own temporary folder
+        cache = Path(f"/proc/{worker.pids()[0]}/root{NODE_TMP}/transcenter-index")
+        assert list(cache.glob("*.arrow")), f"node {worker.ip} has no copy of the data index"
 
 
 def _head_logs(cluster) -> bytes:
