@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import shutil
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -32,14 +31,15 @@ from transcenter.platform import faults
 from transcenter.platform.errors import StudyError
 from transcenter.platform.optuna_db import check_storage
 from transcenter.platform.placement import PlacementGroupCleaner
-from transcenter.platform.ray_connect import alive_nodes, answers, connect, on_every_node
+from transcenter.platform.ray_connect import alive_nodes, connect, on_every_node
 from transcenter.platform.reconcile import reconcile
 from transcenter.platform.schedulers import make_scheduler
+from transcenter.platform.storage_check import check_writable, probe_storage
 from transcenter.platform.search import SAMPLERS, Constraint, SearchSpace, make_searcher
 from transcenter.platform.trainer import Resources
 from transcenter.platform.trial import TrialSpec, trainable
 from transcenter.store import uri
-from transcenter.store.uri import delete_file, read_text, write_text
+from transcenter.store.uri import delete_file, write_text
 from transcenter.store.results import META_FILE, ResultStore
 
 logger = logging.getLogger(__name__)
@@ -151,30 +151,6 @@ def resolve_storage(path: str) -> str:
 def study_dir(spec: StudySpec) -> str:
     """Returns ``<storage path>/<study name>`` (absolute path or URI)."""
     return f"{spec.storage_path.rstrip('/')}/{spec.name}"
-
-
-def check_writable(directory: str, min_free_gb: float = 0.0) -> None:
-    """Creates ``directory``, writes/removes a probe file and, for local storage, checks that
-    ``min_free_gb`` GiB are free; raises :class:`StudyError` naming the path otherwise (within
-    seconds for an object store whose endpoint does not answer)."""
-    endpoint = uri.object_store_endpoint(directory)
-    if endpoint and not answers(endpoint):
-        raise StudyError(f"storage path {uri.mask(directory)!r}: the object store at {endpoint} "
-                         f"does not answer")
-    try:
-        fs, path = uri.filesystem(directory)
-        fs.create_dir(path, recursive=True)
-        probe = f"{path}/.write-probe-{uuid.uuid4().hex}"
-        with fs.open_output_stream(probe) as f:
-            f.write(b"x" * 4096)
-        fs.delete_file(probe)
-    except (OSError, ValueError) as e:
-        raise StudyError(f"storage path {uri.mask(directory)!r} is not writable: {uri.mask(str(e))}") from e
-    if uri.is_local(directory):
-        free_gb = shutil.disk_usage(uri.local_path(directory)).free / 2**30
-        if free_gb < min_free_gb:
-            raise StudyError(f"storage path {directory!r} has {free_gb:.2f} GiB free, less than "
-                             f"the {min_free_gb} GiB a study needs (--min-free-gb)")
 
 
 def optuna_url(spec: StudySpec) -> str:
@@ -290,26 +266,13 @@ def check_nodes_reach(spec: StudySpec) -> None:
     marker = f"{directory}/.reach-{uuid.uuid4().hex}"
     write_text(marker, "")
     try:
-        answers_by_node = on_every_node(_probe_storage, marker)
+        answers_by_node = on_every_node(probe_storage, marker)
     finally:
         delete_file(marker)
     bad = {node: why for node, why in answers_by_node.items() if why}
     if bad:
         raise StudyError(f"storage path {uri.mask(directory)!r} is not shared by every Ray node: "
                          + "; ".join(f"node {node}: {why}" for node, why in sorted(bad.items())))
-
-
-def _probe_storage(marker: str) -> str | None:
-    """Returns why this node does not see the driver's ``marker`` file or cannot write beside
-    it, or None."""
-    try:
-        if read_text(marker) is None:
-            return ("the driver's files are not there (a folder local to the driver's machine? "
-                    "use shared storage such as s3://)")
-        check_writable(marker.rsplit("/", 1)[0])
-    except (StudyError, OSError) as e:
-        return uri.mask(str(e))
-    return None
 
 
 def run_study(spec: StudySpec, address: str | None = None) -> ResultStore:

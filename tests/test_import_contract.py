@@ -19,6 +19,8 @@ ENTRIES = {
     # worker function (platform/trainer.py).
     "transcenter.platform.trial": NOT_IN_TRIAL_ACTORS,
     "transcenter.platform.trainer": NOT_IN_TRIAL_ACTORS,
+    # Every node of a cluster runs the storage probe as a Ray task before the study starts.
+    "transcenter.platform.storage_check": NOT_IN_TRIAL_ACTORS,
     # Train workers run the model, never the driver's code or the dashboards.
     "transcenter.platform.worker": ("matplotlib", "transcenter.dashboards",
                                     "transcenter.platform.study", "transcenter.platform.cli",
