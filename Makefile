@@ -12,10 +12,12 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 install: $(STAMP)
 
 # Rebuilt only when pyproject.toml changes; pip takes torch/torchvision from the local cache.
+# --no-compile: Python compiles a module's bytecode when it is first imported, so only the modules
+# in use are compiled (about a minute less than compiling every installed file up front).
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet --no-compile --upgrade pip setuptools wheel
+	$(PY) -m pip install --quiet --no-compile -e '.[test]'
 	touch $(STAMP)
 
 # Headless Chromium for the browser tests (report and optuna-dashboard rendering).

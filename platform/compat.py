@@ -7,6 +7,7 @@ when upstream changes the behaviour it relies on, naming the workaround to drop 
 """
 from __future__ import annotations
 
+import asyncio
 import os
 from importlib.metadata import version
 from typing import TYPE_CHECKING
@@ -15,6 +16,7 @@ from ray.train.backend import Backend, BackendConfig
 from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
 from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
 from ray.train.v2._internal.execution.callback import WorkerGroupCallback
+from ray.train.v2._internal.execution.controller import TrainController
 from ray.train.v2._internal.util import TrainingFramework
 from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
@@ -157,15 +159,23 @@ class PlacementGroupRecorder(WorkerGroupCallback):
 
 class LeanTorchTrainer(DataParallelTrainer):
     """Ray Train's ``TorchTrainer`` (a ``DataParallelTrainer`` with the torch backend) without
-    what a trial does not need: torch in the trial actor and the controller
-    (:class:`LeanTorchConfig`), Ray Data's callback when the trial passes no Ray Datasets, and the
-    per-run placement-group cleaner actor (:class:`PlacementGroupRecorder` instead).
+    what a trial does not need: torch in the trial actor (:class:`LeanTorchConfig`), Ray Data's
+    callback when the trial passes no Ray Datasets, the per-run placement-group cleaner actor
+    (:class:`PlacementGroupRecorder` instead), and, inside an actor such as a Tune trial, the
+    separate controller actor: the Train controller runs in the calling actor's own process, so
+    its callbacks (the report to Tune among them) are plain calls in the trial actor.
 
-    Why: Ray 2.60 starts that callback's ``DatasetManager`` actor for every worker group, datasets
-    or not, and a ``PlacementGroupCleaner`` actor for every run: two more Python processes per
-    trial, which a study pays for on every trial. Uses the private ``_create_default_callbacks``,
-    ``DatasetsCallback`` and ``PlacementGroupCleanerCallback``. Public replacement: Ray Train
-    creating the first only when ``datasets`` is non-empty, and an option for the second.
+    Why: Ray 2.60 starts, for every trial, a controller actor, a ``DatasetManager`` actor (datasets
+    or not), a ``PlacementGroupCleaner`` actor, and with Tune's ``TuneReportCallback`` a queue
+    actor to carry each report from the controller back to the trial actor: four Python
+    processes per trial besides the workers, each importing Ray. Uses the private
+    ``_create_default_callbacks``, ``_initialize_and_run_controller``, ``TrainController``,
+    ``DatasetsCallback`` and ``PlacementGroupCleanerCallback``. The workers get the calling actor as
+    their controller handle, so ``ray.train.get_all_reported_checkpoints`` (which the workers of
+    this project never call) is not available to them. Outside an actor (a script's driver) the
+    controller stays upstream's actor, as Ray Train needs an actor handle for it. Public
+    replacement: Ray Train creating the datasets callback only when ``datasets`` is non-empty,
+    an option for the cleaner, and an in-process controller for runs under Tune.
     """
 
     def __init__(self, train_loop_per_worker, *, run: str, **kwargs) -> None:
@@ -176,6 +186,15 @@ class LeanTorchTrainer(DataParallelTrainer):
         dropped = (PlacementGroupCleanerCallback,) + (() if self.datasets else (DatasetsCallback,))
         callbacks = [c for c in super()._create_default_callbacks() if not isinstance(c, dropped)]
         return callbacks + [PlacementGroupRecorder(self._run)]
+
+    def _initialize_and_run_controller(self, **controller_init_kwargs):
+        import ray
+
+        if ray.get_runtime_context().get_actor_id() is None:
+            return super()._initialize_and_run_controller(**controller_init_kwargs)
+        controller = TrainController(**controller_init_kwargs)
+        asyncio.run(controller.run())
+        return controller.get_result()
 
 
 # OptunaSearch keeps its Optuna study and trials in private attributes; the study's searcher

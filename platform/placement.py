@@ -3,11 +3,13 @@ that a trial's Train controller leaves behind when the trial ends without the co
 its worker group down.
 
 Tune stops a trial (ASHA, a stopper, the end of the study) by ending its trial actor; the Train
-controller, which that actor owns, dies with it, and the worker group's placement group, owned by
+controller, which runs in that actor (:class:`~transcenter.platform.compat.LeanTorchTrainer`),
+dies with it, and the worker group's placement group, owned by
 the study's job, keeps its CPUs/GPUs until the job ends: later trials would wait for them. Ray
 Train 2.60 starts a detached cleaner actor per run for this; a study needs one cleaner, so the
 trials' controllers only record their group (:class:`~transcenter.platform.compat.PlacementGroupRecorder`)
-and this Tune callback removes it once the trial has ended and its controller is dead. A group
+and this Tune callback removes it once the trial has ended and the actor its controller ran in
+is dead. A group
 whose controller ended normally is already gone; removing it again does nothing.
 """
 from __future__ import annotations

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ray import tune
-from ray.tune.integration.ray_train import TuneReportCallback
+from ray.train import UserCallback
 
 from transcenter.platform.compat import HEAD_NODE_RESOURCE
 from transcenter.platform.errors import TrialFailure
@@ -32,6 +32,18 @@ class TrialSpec:
     max_failures: int = 2
 
 
+class ReportToTune(UserCallback):
+    """Reports each epoch's metrics (rank 0's, as Ray Train keeps them) to the Tune trial.
+
+    The trial's Train controller runs in the trial actor itself
+    (:class:`~transcenter.platform.compat.LeanTorchTrainer`), so this is a direct ``tune.report``
+    in the trial's thread; it returns once Tune has taken the result, and a trial Tune stops
+    ends with its actor."""
+
+    def after_report(self, run_context, metrics: list[dict[str, Any]], checkpoint) -> None:
+        tune.report(dict(metrics[0]))
+
+
 def trial_driver(config: dict[str, Any], spec: TrialSpec) -> None:
     """Tune trainable of one trial: runs its TorchTrainer; epochs reach Tune via the callback.
 
@@ -47,7 +59,7 @@ def trial_driver(config: dict[str, Any], spec: TrialSpec) -> None:
     train_dir = f"{spec.study_dir}/train"
     trainer = build_trainer(name=key, storage_path=train_dir,
                             preset=spec.preset, overrides=overrides, resources=spec.resources,
-                            max_failures=spec.max_failures, callbacks=[TuneReportCallback()],
+                            max_failures=spec.max_failures, callbacks=[ReportToTune()],
                             telemetry={"study": spec.study, "trial_id": key},
                             cost_dir=f"{spec.study_dir}/costs")
     trainer.fit()

@@ -47,6 +47,24 @@ def test_upstream_still_adds_a_dataset_callback_and_a_cleaner_per_run():
     assert compat.PlacementGroupRecorder in kinds
 
 
+def test_upstream_still_runs_a_controller_actor_and_tune_reports_through_a_queue_actor():
+    """LeanTorchTrainer's in-process controller and the trial's ReportToTune: drop them once Ray
+    Train runs the controller of a run under Tune without an actor of its own, and once Tune's
+    report callback no longer needs a queue actor to reach the trial. The overridden hook must
+    still receive the controller's constructor arguments."""
+    from ray.train.v2._internal.execution.controller import TrainController
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    assert "ray.remote(" in inspect.getsource(DataParallelTrainer._initialize_and_run_controller)
+    assert "_get_or_create_inter_actor_queue" in inspect.getsource(TuneReportCallback.__init__)
+    fit = inspect.getsource(DataParallelTrainer.fit)
+    passed = {"train_fn_ref", "scaling_policy", "failure_policy", "train_run_context", "callbacks",
+              "validation_config"}
+    assert all(f"{name}=" in fit for name in passed)
+    assert passed <= set(inspect.signature(TrainController.__init__).parameters)
+
+
 def test_upstream_torch_trainer_still_imports_torch_and_lean_config_mirrors_it():
     """LeanTorchConfig: drop it once ``ray.train.torch`` no longer imports torch at import; until
     then it must carry TorchConfig's fields, CUDA-device sharing and training-function context."""

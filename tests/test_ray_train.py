@@ -1,5 +1,5 @@
 """Ray Train: the trial loop on 2 CPU workers (DDP over gloo), recovery from a worker failure, and
-the lean trainer's controller of a one-worker trial."""
+the lean trainer's controller inside a trial's actor."""
 import json
 import sys
 
@@ -47,30 +47,48 @@ def test_two_workers_report_every_epoch_once_across_a_worker_failure(ray_cluster
     assert result.metrics["epoch"] == 3 and result.checkpoint is not None
 
 
-class ControllerModules(UserCallback):
-    """Writes, from the Train controller, whether torch is loaded in it."""
+class ControllerProcess(UserCallback):
+    """Writes, from wherever the Train controller runs, its pid and whether torch is loaded."""
 
     def __init__(self, path):
         self.path = str(path)
 
     def after_report(self, run_context, metrics, checkpoint):
+        import os
+
         with open(self.path, "w") as f:
-            f.write(json.dumps("torch" in sys.modules))
+            f.write(json.dumps({"pid": os.getpid(), "torch": "torch" in sys.modules}))
 
 
-def test_a_one_worker_trials_controller_never_loads_torch_and_records_its_group(ray_cluster,
-                                                                                 tmp_path):
-    """The lean trainer (platform/compat.py): the controller of a one-worker trial runs without
-    torch, records its worker group's placement group, and removes it when the run ends."""
-    flag = tmp_path / "controller_has_torch.json"
+@ray.remote(num_cpus=0)
+class TrialLike:
+    """An actor that builds and fits a one-worker trainer, as a Tune trial actor does."""
+
+    def fit(self, storage: str, flag: str) -> dict:
+        import os
+
+        trainer = build_trainer(
+            name="lean", storage_path=storage, preset="smoke",
+            overrides={"data.num_train": 8, "data.num_val": 8, "train.epochs": 1,
+                       "train.threads": 1},
+            callbacks=[ControllerProcess(flag)])
+        return {"epoch": trainer.fit().metrics["epoch"], "pid": os.getpid(),
+                "actor_id": ray.get_runtime_context().get_actor_id()}
+
+
+def test_a_trial_actors_controller_runs_in_it_without_torch_and_records_its_group(ray_cluster,
+                                                                                  tmp_path):
+    """The lean trainer (platform/compat.py) fitted inside an actor: the Train controller runs in
+    that actor's process (no controller actor), never loads torch there, records its worker
+    group's placement group against that actor, and removes the group when the run ends."""
+    flag = tmp_path / "controller.json"
     storage = str(tmp_path / "storage")
-    trainer = build_trainer(
-        name="lean", storage_path=storage, preset="smoke",
-        overrides={"data.num_train": 8, "data.num_val": 8, "train.epochs": 1, "train.threads": 1},
-        callbacks=[ControllerModules(flag)])
-    assert trainer.fit().metrics["epoch"] == 1
-    assert json.loads(flag.read_text()) is False
+    actor = TrialLike.remote()
+    fitted = ray.get(actor.fit.remote(storage, str(flag)))
+    assert fitted["epoch"] == 1
+    assert json.loads(flag.read_text()) == {"pid": fitted["pid"], "torch": False}
     group_id, controller_id = recorded_placement_group(run_dir(storage, "lean"))
+    assert controller_id == fitted["actor_id"]
     group = PlacementGroup(ray.PlacementGroupID(bytes.fromhex(group_id)))
     assert placement_group_table(group)["state"] == "REMOVED"
-    assert len(bytes.fromhex(controller_id)) == 16  # an actor id
+    ray.kill(actor)
