@@ -71,6 +71,12 @@ def build_parser(name: str, description: str, asha: bool, seeds: int = 1,
                    help="refuse to start with less free disk on local storage (default %(default)s)")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local Ray)")
     p.add_argument("--no-report", action="store_true", help="skip writing report.html at the end")
+    p.add_argument("--simulate", metavar="SOURCE",
+                   help="simulate the trials instead of training them: each replays a learning "
+                        "curve (surrogate: the built-in curve family with a known optimum) on a "
+                        "sped-up clock through the real Tune, Optuna, ASHA and result store")
+    p.add_argument("--time-scale", type=float, default=1000.0,
+                   help="--simulate: simulated seconds per real second (default %(default)s)")
     p.set_defaults(study_objectives=tuple(objectives))
     return p
 
@@ -103,7 +109,8 @@ def spec_from_args(args: argparse.Namespace, space: SearchSpace,
                      max_concurrent_trials=args.max_concurrent_trials, asha=args.asha,
                      grace_period=args.grace_period, resources=resources,
                      storage_path=args.storage_path, optuna_url=args.optuna_url,
-                     resume=args.resume, seed=args.seed, min_free_gb=args.min_free_gb)
+                     resume=args.resume, seed=args.seed, min_free_gb=args.min_free_gb,
+                     simulate=args.simulate, time_scale=args.time_scale)
 
 
 def outcome(store: ResultStore) -> tuple[int, str]:

@@ -10,6 +10,9 @@ For VOC and COCO it also leaves the data index (:mod:`transcenter.model.data.ind
 study keeps it, and every trial opens that instead of parsing the annotation files again. A
 resumed study reuses its index when the annotation files and options still match it, and
 rebuilds it otherwise.
+
+The data stack (the loaders, and torch with them) is imported when a data set is opened, not with
+this module: a driver that opens none (a simulated study, a resumed synthetic one) never loads it.
 """
 from __future__ import annotations
 
@@ -18,10 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from transcenter.model.data.build import data_fingerprint, open_datasets
 from transcenter.model.data.config import DataConfig
-from transcenter.model.data.index import MissingIndexError, StaleIndexError, open_index, write_index
-from transcenter.model.data.inspect import dataset_report
 from transcenter.model.training.experiment import TrialConfig
 from transcenter.platform.errors import StudyError
 
@@ -48,8 +48,8 @@ class DataCheck:
     def trial_overrides(self) -> dict[str, Any]:
         """Config fields every trial gets so that none re-derives the classes differently or parses
         the data set again: ``data.class_names`` and ``data.index`` (VOC, COCO; synthetic scenes
-        have fixed names and no files)."""
-        if self.report.get("data") == "synthetic":
+        have fixed names and no files, and simulated trials read no data)."""
+        if self.report.get("data") in ("synthetic", "simulated"):
             return {}
         return {"data.class_names": self.class_names,
                 **({"data.index": self.index} if self.index else {})}
@@ -63,6 +63,8 @@ def check_data(config: TrialConfig, index_uri: str | None = None) -> DataCheck:
     Raises:
         StudyError: ``data: <the loader's message>``, naming the file, field and value.
     """
+    from transcenter.model.data.inspect import dataset_report
+
     start = time.perf_counter()
     size = config.model.input_size
     index = index_uri if config.data.name != "synthetic" else None
@@ -86,6 +88,10 @@ def check_data(config: TrialConfig, index_uri: str | None = None) -> DataCheck:
 def _open(data: DataConfig, size: int, index: str | None) -> tuple[Any, Any]:
     """Returns (train, val): from the data index at ``index`` when it matches ``data``, else
     parsed (annotations only) and, with ``index``, written there."""
+    from transcenter.model.data.build import data_fingerprint, open_datasets
+    from transcenter.model.data.index import (MissingIndexError, StaleIndexError, open_index,
+                                              write_index)
+
     if index is None:
         return open_datasets(data, size, check_images=False)
     fingerprint = data_fingerprint(data)

@@ -95,6 +95,20 @@ class SearchSpace:
                 except ValueError as e:
                     raise ValueError(f"search space parameter {name!r} value {value!r}: {e}") from e
 
+    @classmethod
+    def from_description(cls, description: dict[str, dict[str, Any]]) -> SearchSpace:
+        """Returns the space :meth:`describe` gave ``description`` for (``study.json``'s
+        ``search_space``)."""
+        params: dict[str, Categorical | Float] = {}
+        for name, spec in description.items():
+            if spec["type"] == "float":
+                params[name] = Float(spec["low"], spec["high"], spec.get("log", False))
+            elif spec["type"] == "categorical":
+                params[name] = Categorical(spec["values"])
+            else:
+                raise ValueError(f"search space parameter {name!r}: unknown type {spec['type']!r}")
+        return cls(params)
+
     def grid(self) -> dict[str, list]:
         """Returns the grid for Optuna's ``GridSampler``; every parameter must be categorical."""
         bad = [n for n, s in self.params.items() if not isinstance(s, Categorical)]

@@ -36,6 +36,7 @@ from transcenter.platform.reconcile import reconcile
 from transcenter.platform.schedulers import make_scheduler
 from transcenter.platform.storage_check import check_writable, probe_storage
 from transcenter.platform.search import SAMPLERS, Constraint, SearchSpace, make_searcher
+from transcenter.platform.simulate import SimulationSpec, simulated_trainable
 from transcenter.platform.trainer import Resources
 from transcenter.platform.trial import TrialSpec, trainable
 from transcenter.store import uri
@@ -72,6 +73,8 @@ class StudySpec:
     seed: int = 0
     max_failures: int = 2
     min_free_gb: float = 1.0  # refuse to start on local storage with less free disk
+    simulate: str | None = None  # a learning-curve source: trials replay it instead of training
+    time_scale: float = 1000.0  # simulated seconds per real second of a simulated study
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:
@@ -89,6 +92,20 @@ class StudySpec:
             object.__setattr__(self, "optuna_url", uri.take_password(self.optuna_url))
         trial_config(self.preset, self.overrides)  # fixed fields first, then the searched ones
         self.space.validate(self.preset, self.overrides)
+        simulation = self.simulation  # building it validates the source and the time scale
+        if simulation is not None:
+            if self.resume:
+                raise ValueError("--resume with --simulate: a simulated study keeps no "
+                                 "checkpoints to resume from; run it again under another --name")
+            simulation.curves()  # a study folder without rows or parameters is refused here
+
+    @property
+    def simulation(self) -> SimulationSpec | None:
+        """How the trials are simulated (``--simulate``), or None for a study that trains."""
+        if not self.simulate:
+            return None
+        return SimulationSpec(self.simulate, self.space.describe(), self.epochs,
+                              self.time_scale, self.seed)
 
     @property
     def objective_modes(self) -> dict[str, str]:
@@ -192,7 +209,18 @@ def _definition(spec: StudySpec) -> dict[str, Any]:
     return {"search_space": spec.space.describe(), "metric": spec.metric, "mode": spec.mode,
             "objectives": spec.objective_modes,
             "constraints": [str(c) for c in spec.constraint_list], "sampler": spec.sampler,
-            "preset": spec.preset}
+            "preset": spec.preset, **({"simulate": spec.simulate} if spec.simulate else {})}
+
+
+def _settings(spec: StudySpec) -> dict[str, Any]:
+    """Returns the ``study.json`` fields that say how a study ran (a replay starts from them; a
+    resumed study may change them)."""
+    return {"num_samples": spec.samples, "epochs": spec.epochs, "seed": spec.seed,
+            "asha": spec.asha, "grace_period": spec.grace_period,
+            "reduction_factor": spec.reduction_factor,
+            "max_concurrent_trials": spec.max_concurrent_trials,
+            "workers": spec.resources.workers, "gpus_per_worker": spec.resources.gpus_per_worker,
+            "cpus_per_worker": spec.resources.cpus_per_worker}
 
 
 def build_tuner(spec: StudySpec, data: DataCheck) -> tune.Tuner | None:
@@ -237,7 +265,8 @@ def build_tuner(spec: StudySpec, data: DataCheck) -> tune.Tuner | None:
         if samples <= 0:
             return None
     else:
-        store.write_meta({**definition, "class_names": data.class_names, "dataset": data.report})
+        store.write_meta({**definition, "class_names": data.class_names, "dataset": data.report,
+                          "settings": _settings(spec)})
     searcher = make_searcher(spec.space, objectives, optuna_url(spec), spec.name, spec.epochs,
                              spec.sampler, seed, spec.constraint_list, unfinished=unfinished)
     scheduler = make_scheduler(objectives, spec.asha, spec.epochs, spec.grace_period,
@@ -246,10 +275,12 @@ def build_tuner(spec: StudySpec, data: DataCheck) -> tune.Tuner | None:
     run_name = f"run-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:4]}"
     trial_spec = TrialSpec(spec.name, directory, spec.preset, spec.overrides, spec.resources,
                            spec.max_failures)
+    simulation = spec.simulation
     return tune.Tuner(
-        trainable(trial_spec),
+        simulated_trainable(simulation) if simulation else trainable(trial_spec),
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=samples,
-                                    max_concurrent_trials=spec.max_concurrent_trials),
+                                    max_concurrent_trials=spec.max_concurrent_trials,
+                                    reuse_actors=simulation is not None),
         run_config=tune.RunConfig(name=run_name, storage_path=f"{directory}/tune",
                                   callbacks=[callback, PlacementGroupCleaner(f"{directory}/train")],
                                   verbose=1))
@@ -275,11 +306,24 @@ def check_nodes_reach(spec: StudySpec) -> None:
                          + "; ".join(f"node {node}: {why}" for node, why in sorted(bad.items())))
 
 
+def _data(spec: StudySpec) -> DataCheck:
+    """Returns what the trials need to know of the data set: nothing read for a simulated study;
+    for a resumed synthetic one, what its start stored (its scenes follow from its configuration,
+    with no files to check again); else :func:`check_data`'s check of the data set."""
+    if spec.simulate:
+        return DataCheck(class_names=list(spec.trial_defaults.data.class_names or ()),
+                         report={"data": "simulated", "source": spec.simulate})
+    stored = ResultStore(spec.storage_path, spec.name).read_meta() if spec.resume else {}
+    if spec.trial_defaults.data.name == "synthetic" and "dataset" in stored:
+        return DataCheck(list(stored.get("class_names", ())), stored["dataset"])
+    return check_data(spec.trial_defaults, f"{study_dir(spec)}/data/index.arrow")
+
+
 def run_study(spec: StudySpec, address: str | None = None) -> ResultStore:
     """Runs (or resumes) the study to the end and returns its result store."""
     faults.arm_driver()
     check_study(spec)
-    data = check_data(spec.trial_defaults, f"{study_dir(spec)}/data/index.arrow")
+    data = _data(spec)
     connect(address)
     removed = remove_placement_groups_of_ended_jobs()
     if removed:

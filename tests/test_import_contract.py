@@ -19,14 +19,19 @@ ENTRIES = {
     # worker function (platform/trainer.py).
     "transcenter.platform.trial": NOT_IN_TRIAL_ACTORS,
     "transcenter.platform.trainer": NOT_IN_TRIAL_ACTORS,
+    # A simulated trial's actor unpickles simulate.simulated_trainable.
+    "transcenter.platform.simulate": NOT_IN_TRIAL_ACTORS,
     # Every node of a cluster runs the storage probe as a Ray task before the study starts.
     "transcenter.platform.storage_check": NOT_IN_TRIAL_ACTORS,
     # Train workers run the model, never the driver's code or the dashboards.
     "transcenter.platform.worker": ("matplotlib", "transcenter.dashboards",
                                     "transcenter.platform.study", "transcenter.platform.cli",
                                     "transcenter.platform.search", "optuna"),
-    # The study driver writes its report by running the dashboards in a subprocess.
-    "transcenter.platform.cli": ("matplotlib", "transcenter.dashboards"),
+    # The study driver writes its report by running the dashboards in a subprocess, and loads
+    # the data stack (torch) only when it opens a data set.
+    "transcenter.platform.cli": ("matplotlib", "transcenter.dashboards", "torch", "torchvision"),
+    # The replay runs the searcher and scheduler in simulated time: no training stack.
+    "transcenter.platform.replay": NOT_IN_TRIAL_ACTORS[:5] + ("transcenter.dashboards",),
 }
 
 

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from crash_resume import audit, run_to_the_end, study_command
 
+from transcenter.platform.replay import Setting, replay
 from transcenter.platform.search import Categorical, SearchSpace
 from transcenter.store.results import ResultStore
 from transcenter.platform.study import StudySpec, run_study
@@ -50,6 +51,16 @@ def test_asha_stops_trials_and_later_trials_still_run(ray_cluster, tmp_path):
     assert all(t.intermediate_values for t in pruned)  # pruned, not COMPLETE with an early value
     first_stop = min(t.datetime_complete for t in pruned)
     assert any(t.datetime_start > first_stop for t in complete + pruned)
+
+    # Its replay (issue 23) finds the same best trial at the same cost, and the same study
+    # without ASHA would have cost more: its stopped trials' later epochs are predicted.
+    out = replay(str(tmp_path / "asha"), [Setting("grid", False, 1, 2, 3, 1)], seeds=1)
+    finished = epochs[epochs["trial_id"].isin(trials.index[trials["status"] == "completed"])]
+    last = finished[finished["epoch"] == 3].set_index("trial_id")["loss"]
+    assert out["actual"]["best_trial"] == last.idxmin()
+    assert out["actual"]["best"] == pytest.approx(last.min())
+    assert out["actual"]["gpu_hours"] == pytest.approx(epochs["time_s"].sum() / 3600, rel=0.1)
+    assert out["settings"][0]["gpu_hours"] > out["actual"]["gpu_hours"]
 
 
 def test_study_killed_and_resumed_has_every_epoch_once_typed_and_in_optuna(ray_cluster,

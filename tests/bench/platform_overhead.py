@@ -11,7 +11,12 @@ a small machine; ``processes`` (Ray process title -> how many were seen and how 
 library mapped, sampled from ``/proc`` while the study ran); and ``trial_actor_import_s``, the
 time to import the trial actor's module in a fresh interpreter.
 
-    python tests/bench/platform_overhead.py --trials 4 --epochs 3
+With ``--cli N``, it first runs a study of N trials the way a user does, through the CLI in a fresh
+process that starts its own local Ray (``studies/focal_loss.py --preset smoke --sampler random``,
+same epochs and concurrency), and adds ``cli``: its wall time (Ray's start and the driver's checks
+included), the trainer's own time, and ``per_trial_s`` (wall time × concurrency / trials).
+
+    python tests/bench/platform_overhead.py --trials 4 --epochs 3 [--cli 8]
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import pandas as pd
 import ray
 from ray.util.state import list_workers
 
@@ -90,12 +96,33 @@ def import_time(module: str) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
+def cli_study(trials: int, epochs: int, concurrency: int) -> dict[str, float]:
+    """Runs a smoke study of ``trials`` through the CLI in a fresh process with its own local Ray;
+    returns its wall time, the trainer's time summed over its epochs, and the slot time per trial."""
+    repo = Path(__file__).resolve().parents[2]
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, str(repo / "studies" / "focal_loss.py"), "--preset", "smoke",
+               "--epochs", str(epochs), "--num-samples", str(trials), "--sampler", "random",
+               "--max-concurrent-trials", str(concurrency), "--storage-path", tmp, "--no-report"]
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        start = time.perf_counter()
+        subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        wall = time.perf_counter() - start
+        trial_time = float(pd.read_parquet(f"{tmp}/focal_loss/epochs")["time_s"].sum())
+    return {"trials": trials, "wall_s": round(wall, 2), "trial_time_s": round(trial_time, 2),
+            "per_trial_s": round(wall * concurrency / trials, 2)}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--trials", type=int, default=4)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--concurrency", type=int, default=2)
+    p.add_argument("--cli", type=int, default=0, metavar="N",
+                   help="also run an N-trial study through the CLI with its own Ray (see above)")
     args = p.parse_args()
+    cli = cli_study(args.cli, args.epochs, args.concurrency) if args.cli else None
     actor_import_s = import_time("transcenter.platform.trial")
     ray.init(num_cpus=2, runtime_env={"env_vars": WORKER_ENV})
     with tempfile.TemporaryDirectory() as tmp:
@@ -126,7 +153,8 @@ def main() -> None:
                       "overhead_fraction": round(1 - trial_time / slots, 3),
                       "processes_per_trial": round(started / args.trials, 2),
                       "processes": sampler.summary(before),
-                      "trial_actor_import_s": round(actor_import_s, 2)}))
+                      "trial_actor_import_s": round(actor_import_s, 2),
+                      **({"cli": cli} if cli else {})}))
 
 
 if __name__ == "__main__":
