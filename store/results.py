@@ -149,6 +149,10 @@ def read_parquet_dir(filesystem: pafs.FileSystem, path: str) -> pa.Table | None:
 class ResultStore:
     """Writes and reads one study's epochs and trials (see the module docstring for the layout).
 
+    A store keeps the epoch table it last wrote for each trial not yet recorded as ended, so
+    recording an epoch rewrites the trial's file without reading it back first; while it writes, it
+    must be the only writer of those files (in a study, the driver's store is).
+
     Args:
         storage_path: A local path or any URI pyarrow understands (``file://``, ``s3://``, ``gs://``);
             with ``filesystem``, a path inside that filesystem.
@@ -179,6 +183,7 @@ class ResultStore:
         self.root = posixpath.join(storage_path, study) if storage_path else study
         self.param_types = {k: _PARAM_TYPES[v] for k, v in (param_types or {}).items()}
         self.after_temp_write = after_temp_write
+        self._written: dict[str, pa.Table] = {}  # trial -> the epoch table this store last wrote
 
     @classmethod
     def open(cls, study_dir: str, filesystem: pafs.FileSystem | None = None) -> ResultStore:
@@ -240,7 +245,7 @@ class ResultStore:
             keep = pc.not_equal(old["epoch"], pa.scalar(int(epoch), pa.int64()))
             new = pa.concat_tables([old.filter(keep), new], promote_options="permissive")
         new = new.sort_by("epoch").select(list(types) + [c for c in new.column_names if c not in types])
-        self._write_atomic(new, self._file("epochs", trial_id))
+        self._write_trial_epochs(trial_id, new)
 
     def mark_last_epoch(self, trial_id: str, status: str) -> None:
         """Sets the status of the trial's last stored epoch (no-op for a trial with no epochs).
@@ -256,7 +261,7 @@ class ResultStore:
         last = pc.equal(old["epoch"], pc.max(old["epoch"]))
         statuses = pc.if_else(last, pa.scalar(status, pa.string()), old["status"])
         table = old.set_column(old.schema.get_field_index("status"), "status", statuses)
-        self._write_atomic(table, self._file("epochs", trial_id))
+        self._write_trial_epochs(trial_id, table)
 
     def remove_temporaries(self) -> int:
         """Deletes the temporary files that writes interrupted by a crash left behind (hidden
@@ -306,6 +311,8 @@ class ResultStore:
         types["best_epoch"] = pa.int64()
         table = pa.Table.from_pylist([row], schema=pa.schema(types))
         self._write_atomic(table, self._file("trials", trial_id))
+        if status != "running":
+            self._written.pop(trial_id, None)  # it ended: no more epochs in this run
 
     def read_epochs(self) -> pd.DataFrame:
         """Returns every trial-epoch, one row each, sorted by trial and epoch (empty if none)."""
@@ -336,7 +343,13 @@ class ResultStore:
             table = pa.schema({**columns, **metric_types}).empty_table()
         return table.sort_by([(c, "ascending") for c in order]).to_pandas()
 
+    def _write_trial_epochs(self, trial_id: str, table: pa.Table) -> None:
+        self._write_atomic(table, self._file("epochs", trial_id))
+        self._written[trial_id] = table
+
     def _read_trial_epochs(self, trial_id: str) -> pa.Table | None:
+        if trial_id in self._written:
+            return self._written[trial_id]
         path = self._file("epochs", trial_id)
         if self.filesystem.get_file_info(path).type != pafs.FileType.File:
             return None

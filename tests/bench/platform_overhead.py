@@ -21,6 +21,7 @@ included), the trainer's own time, and ``per_trial_s`` (wall time × concurrency
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -137,7 +138,8 @@ def main() -> None:
         sampler.start()
         start_ms = time.time() * 1000
         start = time.perf_counter()
-        store = run_study(spec)
+        with contextlib.redirect_stdout(sys.stderr):  # Tune's tables; stdout is the JSON
+            store = run_study(spec)
         wall = time.perf_counter() - start
         sampler.done.set()
         sampler.join()

@@ -21,6 +21,7 @@ Prints one JSON object, ``{"runs": [...]}``, one entry per N:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -107,7 +108,8 @@ def one_run(space, trials: int, epochs: int, slots: int, time_scale: float, root
                      simulate="surrogate", time_scale=time_scale)
     with Timed("suggest") as ask, Timed("on_trial_complete") as tell:
         cpu, start = _cpu_s(), time.perf_counter()
-        run_study(spec)
+        with contextlib.redirect_stdout(sys.stderr):  # Tune's tables; stdout is the JSON
+            run_study(spec)
         wall, cpu = time.perf_counter() - start, _cpu_s() - cpu
     directory = root / spec.name
     start = time.perf_counter()
