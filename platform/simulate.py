@@ -3,9 +3,9 @@ callbacks) with the training replaced by a learning curve played on a sped-up cl
 
 A simulated trial is a light Tune trial: no Ray Train worker group, no torch. For each epoch it
 sleeps the epoch's simulated duration divided by the time scale, then reports the same metrics a
-real trial reports (same names; ``train_device`` says ``simulated (<source>)``, so a stored row
-says what ran). The study reuses trial actors between trials (Tune's ``reuse_actors``), so a study
-of 10,000 trials does not start 10,000 processes.
+real trial reports (same names; the stored ``device`` says ``simulated (<source>)``, so a row says
+what ran). The study lets Tune reuse a finished trial's actor for the next trial
+(``reuse_actors``).
 
 Two learning-curve sources: :class:`Surrogate`, built in and needing no data (a parametric curve
 family over any search space, with a known optimum), and :class:`StudyCurves`, a finished study's
