@@ -1,0 +1,60 @@
+"""The replay CLI (issue 23) on a finished study written by the result store, without Ray: the
+study's own setting reproduces its best trial and its hours; another setting is reported beside
+it; a folder without recorded settings is refused in one line."""
+import json
+
+import pytest
+
+from transcenter.platform import replay
+from transcenter.platform.search import Categorical, SearchSpace
+from transcenter.store.results import ResultStore
+
+SPACE = SearchSpace({"loss.alpha": Categorical([1.0, 2.0, 3.0])})
+FINAL = {1.0: 30.0, 2.0: 50.0, 3.0: 40.0}  # AP50 after the last epoch
+EPOCHS, EPOCH_S = 3, 120.0
+
+
+@pytest.fixture
+def study(tmp_path):
+    """A finished grid study of 3 trials x 3 epochs, one GPU per trial."""
+    store = ResultStore(str(tmp_path), "grid")
+    for number, alpha in enumerate(FINAL):
+        key = f"trial-{number:05d}"
+        for epoch in range(1, EPOCHS + 1):
+            store.record_epoch(key, epoch, {"loss.alpha": alpha},
+                               {"AP50": FINAL[alpha] * epoch / EPOCHS}, time_s=EPOCH_S)
+        store.record_trial(key, {"loss.alpha": alpha}, "completed")
+    store.write_meta({"search_space": SPACE.describe(), "objectives": {"AP50": "max"},
+                      "sampler": "grid", "metric": "AP50", "mode": "max",
+                      "settings": {"num_samples": 3, "epochs": EPOCHS, "seed": 0, "asha": False,
+                                   "grace_period": 1, "reduction_factor": 2,
+                                   "max_concurrent_trials": 1, "workers": 1,
+                                   "gpus_per_worker": 1.0, "cpus_per_worker": 4.0}})
+    return tmp_path / "grid"
+
+
+def test_the_replay_of_the_studys_own_setting_reproduces_it(study, capsys):
+    assert replay.main([str(study), "--json", "--seeds", "2", "--asha", "--slots", "3"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    actual = out["actual"]
+    assert actual["best"] == pytest.approx(50.0) and actual["best_spread"] == 0
+    assert actual["best_trial"] == "trial-00001"  # the grid's order: same seed, same sampler
+    assert actual["gpu_hours"] == pytest.approx(3 * EPOCHS * EPOCH_S / 3600)
+    assert actual["hours_unit"] == "GPU"
+    assert actual["wall_h"] == pytest.approx(actual["gpu_hours"])  # one slot at a time
+    (other,) = out["settings"]
+    assert other["setting"]["asha"] is True and other["setting"]["slots"] == 3
+    assert other["wall_h"] < actual["wall_h"]  # three slots at once
+    assert other["gpu_hours"] <= actual["gpu_hours"]
+
+
+def test_a_folder_without_recorded_settings_is_refused(tmp_path, capsys):
+    assert replay.main([str(tmp_path)]) == 2
+    assert "no study.json with the study's settings" in capsys.readouterr().err
+
+
+def test_without_json_it_prints_one_line_per_setting(study, capsys):
+    assert replay.main([str(study), "--seeds", "1", "--no-asha", "--sampler", "random"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "actual: 0.300 GPU-hours, 0.300 h wall, best 50.00 ± 0.00"
+    assert len(lines) == 2 and "'sampler': 'random'" in lines[1]
