@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import uuid
@@ -83,6 +84,22 @@ def hypervolume(study: SimulatedStudy, objectives: dict[str, str], epochs: int,
     return volume
 
 
+def anytime(study: SimulatedStudy, objectives: dict[str, str], epochs: int,
+            hours_per_second: float) -> list[list[float]]:
+    """Returns the anytime curve of one replay: ``[hours, best so far]`` each time a trial that ran
+    every epoch ends, ``hours`` being the time of the trials ended so far (in the replay's unit)."""
+    metric, mode = next(iter(objectives.items()))
+    pick = max if mode == "max" else min
+    curve, spent, best = [], 0.0, None
+    for trial in sorted(study.trials, key=lambda t: t.end_s):
+        spent += (trial.end_s - trial.start_s) * hours_per_second
+        if trial.epochs == epochs:
+            value = float(trial.last[metric])
+            best = value if best is None else pick(best, value)
+            curve.append([spent, best])
+    return curve
+
+
 def _spread(values: list[float]) -> float:
     return statistics.stdev(values) if len(values) > 1 else 0.0
 
@@ -109,14 +126,16 @@ def replay_setting(directory: str, meta: dict[str, Any], setting: Setting, seeds
         best, key = best_of(study, objectives, config["epochs"])
         runs.append({"hours": study.busy_s * (gpus or 1) / 3600, "wall_h": study.wall_s / 3600,
                      "best": best, "best_trial": key,
-                     "hypervolume": hypervolume(study, objectives, config["epochs"], reference)})
+                     "hypervolume": hypervolume(study, objectives, config["epochs"], reference),
+                     "anytime": anytime(study, objectives, config["epochs"], (gpus or 1) / 3600)})
     volumes = [r["hypervolume"] for r in runs if r["hypervolume"] is not None]
     return {"setting": asdict(setting), "gpu_hours": statistics.mean(r["hours"] for r in runs),
             "hours_unit": "GPU" if gpus else "trial slot (CPU study)",
             "wall_h": statistics.mean(r["wall_h"] for r in runs),
             "best": statistics.mean(r["best"] for r in runs),
             "best_spread": _spread([r["best"] for r in runs]), "best_trial": runs[0]["best_trial"],
-            "hypervolume": statistics.mean(volumes) if volumes else None}
+            "hypervolume": statistics.mean(volumes) if volumes else None,
+            "objective": next(iter(objectives)), "anytime": [r["anytime"] for r in runs]}
 
 
 def replay(directory: str, settings: list[Setting], seeds: int) -> dict[str, Any]:
@@ -139,8 +158,24 @@ def replay(directory: str, settings: list[Setting], seeds: int) -> dict[str, Any
         others = [replay_setting(directory, meta, s, seeds, config["seed"], workdir)
                   for s in settings]
     return {"actual": {k: own[k] for k in ("gpu_hours", "hours_unit", "wall_h", "best",
-                                           "best_spread", "best_trial")},
+                                           "best_spread", "best_trial", "objective", "anytime")},
             "settings": others}
+
+
+def draw_anytime(out: dict[str, Any], path: str) -> None:
+    """Draws the anytime curves of a replay's output to the PNG ``path`` with the dashboards' own
+    command line (the platform never imports the dashboards).
+
+    Raises:
+        ValueError: The figure could not be drawn (the dashboards' error).
+    """
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
+        json.dump(out, f)
+        f.flush()
+        done = subprocess.run([sys.executable, "-m", "transcenter.dashboards.replay_figure",
+                               f.name, "-o", path], capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise ValueError(f"--figure {path}: {done.stderr.strip()[-1000:]}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-samples", type=int, help="trials (default: the study's)")
     p.add_argument("--seeds", type=int, default=10, help="replays per setting (default %(default)s)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--figure", metavar="PNG", help="also draw the anytime curves (best found "
+                   "against hours spent, each seed a line) to this file")
     args = p.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
@@ -174,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.seeds < 1:
             raise ValueError(f"--seeds {args.seeds}: must be >= 1")
         out = replay(args.study, settings, args.seeds)
+        if args.figure:
+            draw_anytime(out, args.figure)
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -58,3 +58,13 @@ def test_without_json_it_prints_one_line_per_setting(study, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "actual: 0.300 GPU-hours, 0.300 h wall, best 50.00 ± 0.00"
     assert len(lines) == 2 and "'sampler': 'random'" in lines[1]
+
+
+def test_the_anytime_figure_is_drawn_by_the_dashboards(study, tmp_path, capsys):
+    figure = tmp_path / "anytime.png"
+    assert replay.main([str(study), "--json", "--seeds", "2", "--figure", str(figure)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and figure.stat().st_size > 10_000
+    hours, best = zip(*out["actual"]["anytime"][0])
+    assert list(hours) == sorted(hours) and list(best) == sorted(best)  # spend and best only grow
+    assert best[-1] == out["actual"]["best"] and len(out["actual"]["anytime"]) == 2
