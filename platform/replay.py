@@ -13,7 +13,7 @@ used (``study.json``'s ``settings``: sampler, ASHA, concurrency, trials, seed), 
 the study found at the cost it had.
 
 Hours are GPU-hours for a study whose trials reserved GPUs (slot time × GPUs per trial); for a CPU
-study they are trial-slot hours (``hours_unit`` says which).
+study they are slot-hours, the time trials held their slots (``hours_unit`` says which).
 """
 from __future__ import annotations
 
@@ -130,7 +130,7 @@ def replay_setting(directory: str, meta: dict[str, Any], setting: Setting, seeds
                      "anytime": anytime(study, objectives, config["epochs"], (gpus or 1) / 3600)})
     volumes = [r["hypervolume"] for r in runs if r["hypervolume"] is not None]
     return {"setting": asdict(setting), "gpu_hours": statistics.mean(r["hours"] for r in runs),
-            "hours_unit": "GPU" if gpus else "trial slot (CPU study)",
+            "hours_unit": "GPU" if gpus else "slot",
             "wall_h": statistics.mean(r["wall_h"] for r in runs),
             "best": statistics.mean(r["best"] for r in runs),
             "best_spread": _spread([r["best"] for r in runs]), "best_trial": runs[0]["best_trial"],
