@@ -29,22 +29,44 @@ class EpochLog(UserCallback):
                                 "ranks": len(metrics)}) + "\n")
 
 
+@ray.remote(num_cpus=0)
+class TrialLike:
+    """An actor that builds and fits a trainer, as a Tune trial actor does (the Train controller
+    then runs in it)."""
+
+    def fit(self, **trainer_args) -> dict:
+        import os
+
+        result = build_trainer(**trainer_args).fit()
+        return {"epoch": result.metrics["epoch"], "checkpoint": result.checkpoint is not None,
+                "pid": os.getpid(), "actor_id": ray.get_runtime_context().get_actor_id()}
+
+
+# "driver": fitted by this process, with Ray Train's own controller actor; "actor": fitted inside
+# an actor, whose process runs the controller and the two workers' process group set-up.
+@pytest.mark.parametrize("where", ["driver", "actor"])
 @pytest.mark.parametrize("kind", ["raise"])  # SIGKILL: tests/test_reliability.py
 def test_two_workers_report_every_epoch_once_across_a_worker_failure(ray_cluster, inject_faults,
-                                                                     tmp_path, kind):
+                                                                     tmp_path, kind, where):
     log = tmp_path / "reports.jsonl"
     inject_faults([{"epoch": 2, "marker": str(tmp_path / "fault"), "kind": kind}])
-    trainer = build_trainer(
-        name=f"run-{kind}", storage_path=str(tmp_path / "storage"), preset="smoke",
-        overrides={"data.num_train": 16, "data.num_val": 8, "train.epochs": 3, "train.threads": 1},
-        resources=Resources(workers=2), max_failures=2, callbacks=[EpochLog(log)])
-    result = trainer.fit()
+    args = dict(name=f"run-{kind}", storage_path=str(tmp_path / "storage"), preset="smoke",
+                overrides={"data.num_train": 16, "data.num_val": 8, "train.epochs": 3,
+                           "train.threads": 1},
+                resources=Resources(workers=2), max_failures=2, callbacks=[EpochLog(log)])
+    if where == "driver":
+        result = build_trainer(**args).fit()
+        fitted = {"epoch": result.metrics["epoch"], "checkpoint": result.checkpoint is not None}
+    else:
+        actor = TrialLike.remote()
+        fitted = ray.get(actor.fit.remote(**args))
+        ray.kill(actor)
     assert (tmp_path / "fault").exists()  # the fault really fired
     reports = [json.loads(line) for line in log.read_text().splitlines()]
     assert [r["epoch"] for r in reports] == [1, 2, 3]  # epoch 2 re-run after restart, each once
     assert all(r["ranks"] == 2 for r in reports)
     assert set(LOSS_KEYS) | set(AP_KEYS) | {"epoch", "lr", "images_per_s"} <= set(reports[-1]["keys"])
-    assert result.metrics["epoch"] == 3 and result.checkpoint is not None
+    assert fitted["epoch"] == 3 and fitted["checkpoint"]
 
 
 class ControllerProcess(UserCallback):
@@ -60,22 +82,6 @@ class ControllerProcess(UserCallback):
             f.write(json.dumps({"pid": os.getpid(), "torch": "torch" in sys.modules}))
 
 
-@ray.remote(num_cpus=0)
-class TrialLike:
-    """An actor that builds and fits a one-worker trainer, as a Tune trial actor does."""
-
-    def fit(self, storage: str, flag: str) -> dict:
-        import os
-
-        trainer = build_trainer(
-            name="lean", storage_path=storage, preset="smoke",
-            overrides={"data.num_train": 8, "data.num_val": 8, "train.epochs": 1,
-                       "train.threads": 1},
-            callbacks=[ControllerProcess(flag)])
-        return {"epoch": trainer.fit().metrics["epoch"], "pid": os.getpid(),
-                "actor_id": ray.get_runtime_context().get_actor_id()}
-
-
 def test_a_trial_actors_controller_runs_in_it_without_torch_and_records_its_group(ray_cluster,
                                                                                   tmp_path):
     """The lean trainer (platform/compat.py) fitted inside an actor: the Train controller runs in
@@ -84,7 +90,10 @@ def test_a_trial_actors_controller_runs_in_it_without_torch_and_records_its_grou
     flag = tmp_path / "controller.json"
     storage = str(tmp_path / "storage")
     actor = TrialLike.remote()
-    fitted = ray.get(actor.fit.remote(storage, str(flag)))
+    fitted = ray.get(actor.fit.remote(
+        name="lean", storage_path=storage, preset="smoke",
+        overrides={"data.num_train": 8, "data.num_val": 8, "train.epochs": 1, "train.threads": 1},
+        callbacks=[ControllerProcess(flag)]))
     assert fitted["epoch"] == 1
     assert json.loads(flag.read_text()) == {"pid": fitted["pid"], "torch": False}
     group_id, controller_id = recorded_placement_group(run_dir(storage, "lean"))
