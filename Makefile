@@ -7,7 +7,7 @@ STUDY ?= results/heatmap_size
 PORT ?= 8080
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install chromium postgres test demo bench dashboard clean
+.PHONY: install chromium postgres lint test demo bench dashboard clean
 
 install: $(STAMP)
 
@@ -29,7 +29,11 @@ chromium:
 postgres:
 	@ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq postgresql >/dev/null; }
 
-test: install chromium postgres
+# The lint gate (rules in pyproject.toml) runs before the tests.
+lint: install
+	$(VENV)/bin/ruff check .
+
+test: install chromium postgres lint
 	$(PY) -m pytest -q --durations=15
 
 demo: install

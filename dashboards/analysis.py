@@ -16,6 +16,7 @@ import optuna
 import pandas as pd
 
 from transcenter.dashboards import paper
+
 # Accuracy against compute, for users of this module: the Pareto front of several objectives and
 # its hypervolume (implemented in transcenter.dashboards.pareto).
 from transcenter.dashboards.pareto import hypervolume, hypervolume_curve, pareto_front  # noqa: F401

@@ -12,6 +12,7 @@ password moves to ``PGPASSWORD`` and is never printed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -68,10 +69,8 @@ def serve(storage_url: str, host: str = "127.0.0.1", port: int = 8080, verbose: 
         bound_host, bound_port = httpd.server_address[:2]
         print(f"optuna-dashboard on {display(storage_url)}: http://{bound_host}:{bound_port}/dashboard "
               "(Ctrl-C to stop)", flush=True)
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             httpd.serve_forever()
-        except KeyboardInterrupt:
-            pass
 
 
 def main(argv: Sequence[str] | None = None) -> int:

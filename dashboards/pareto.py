@@ -20,6 +20,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from transcenter.dashboards import paper
+from transcenter.model.evaluation.hypervolume import as_costs, non_dominated
+from transcenter.model.evaluation.hypervolume import hypervolume as volume_of
 from transcenter.store.results import COCO_AP_KEYS, is_param_column
 
 DIRECTIONS = ("max", "min")
@@ -130,7 +132,7 @@ def pareto_front(df: pd.DataFrame, objectives: Mapping[str, str]) -> pd.DataFram
         objectives, then by first appearance).
     """
     points = trial_points(df, objectives)
-    front = points[_non_dominated(_costs(points, objectives))]
+    front = points[non_dominated(_costs(points, objectives))]
     return front.sort_values(list(objectives), ascending=[d == "min" for d in objectives.values()],
                              kind="stable", ignore_index=True)
 
@@ -150,7 +152,7 @@ def hypervolume(df: pd.DataFrame, objectives: Mapping[str, str], reference: Mapp
         The hypervolume; 0.0 with no point beyond the reference.
     """
     points = trial_points(df, objectives)
-    return _hypervolume(_costs(points, objectives), _reference_costs(reference, objectives))
+    return volume_of(_costs(points, objectives), _reference_costs(reference, objectives))
 
 
 def hypervolume_curve(
@@ -193,8 +195,8 @@ def hypervolume_curve(
         cost = costs.get(key)
         if cost is not None and (cost < ref).all():
             front = np.vstack([front, cost])
-            front = front[_non_dominated(front)]
-        volumes.append(_hypervolume(front, ref))
+            front = front[non_dominated(front)]
+        volumes.append(volume_of(front, ref))
     curve = trials[keys].assign(hypervolume=np.asarray(volumes, dtype="float64"))
     curve.insert(0, "trials", np.arange(1, len(curve) + 1))
     return curve
@@ -334,8 +336,7 @@ def _with_objectives(df: pd.DataFrame, names: list[str]) -> pd.DataFrame:
 
 def _costs(points: pd.DataFrame, objectives: Mapping[str, str]) -> np.ndarray:
     """The points as costs to minimise (maximised objectives negated), ``(N, K)`` float64."""
-    signs = np.array([-1.0 if d == "max" else 1.0 for d in objectives.values()])
-    return points[list(objectives)].to_numpy(dtype="float64") * signs  # (N, K)
+    return as_costs(points[list(objectives)].to_numpy(), list(objectives.values()))  # (N, K)
 
 
 def _reference_costs(reference: Mapping[str, float], objectives: Mapping[str, str]) -> np.ndarray:
@@ -347,38 +348,4 @@ def _reference_costs(reference: Mapping[str, float], objectives: Mapping[str, st
     values = np.array([float(reference[n]) for n in objectives])
     if not np.isfinite(values).all():
         raise ValueError(f"reference {dict(reference)} is not finite")
-    return values * np.array([-1.0 if d == "max" else 1.0 for d in objectives.values()])
-
-
-def _non_dominated(costs: np.ndarray) -> np.ndarray:
-    """Mask of the rows of ``costs`` ``(N, K)`` (minimised) that no other row dominates; O(N^2 K)."""
-    weakly = (costs[:, None, :] <= costs[None, :, :]).all(axis=-1)  # (N, N): i no worse than j
-    strictly = (costs[:, None, :] < costs[None, :, :]).any(axis=-1)  # (N, N): i better somewhere
-    return ~(weakly & strictly).any(axis=0)
-
-
-def _hypervolume(costs: np.ndarray, reference: np.ndarray) -> float:
-    """Exact hypervolume of ``costs`` ``(N, K)`` (minimised) up to ``reference`` ``(K,)``."""
-    costs = costs[(costs < reference).all(axis=1)]
-    if not len(costs):
-        return 0.0
-    return float(_slices(np.unique(costs[_non_dominated(costs)], axis=0), reference))
-
-
-def _slices(costs: np.ndarray, reference: np.ndarray) -> float:
-    """HSO on mutually non-dominated points strictly inside the reference."""
-    if costs.shape[1] == 1:
-        return reference[0] - costs[:, 0].min()
-    if costs.shape[1] == 2:  # sweep by the first objective: each point adds its strip below the last
-        costs = costs[np.lexsort((costs[:, 1], costs[:, 0]))]  # non-dominated: 2nd now non-increasing
-        upper = np.append(reference[1], costs[:-1, 1])
-        return float(((reference[0] - costs[:, 0]) * (upper - costs[:, 1])).sum())
-    costs = costs[np.argsort(costs[:, -1], kind="stable")]
-    tops = np.append(costs[1:, -1], reference[-1])  # each slice spans [own last coordinate, next one)
-    volume = 0.0
-    for i in range(len(costs)):
-        depth = tops[i] - costs[i, -1]
-        if depth > 0:  # the points at or below this slice, projected onto the other objectives
-            below = costs[: i + 1, :-1]
-            volume += depth * _slices(below[_non_dominated(below)], reference[:-1])
-    return volume
+    return as_costs(values, list(objectives.values()))[0]  # (K,)

@@ -19,7 +19,6 @@ from transcenter.dashboards import analysis, dataset_tables, pareto
 from transcenter.dashboards.dataset_tables import DataSetTables
 from transcenter.store.results import OVERLAP_RECALL, ResultStore
 
-
 OVERLAP_TITLE = ("Overlap recall vs. AP per head (paper Fig. 2): recall (%) of objects sharing "
                  "their heatmap cell with a same-class object, at each trial's last evaluation")
 CLASS_AP50_TITLE = "Per-class AP50 (%) of the best trial at its best epoch, weakest class first"

@@ -8,8 +8,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from transcenter.model.metric_names import (AP_KEYS, COST_KEYS, EXTRA_KEYS, LOSS_KEYS,
-                                           PER_CLASS_AP50_PREFIX)
+from transcenter.model.metric_names import AP_KEYS, COST_KEYS, EXTRA_KEYS, LOSS_KEYS, PER_CLASS_AP50_PREFIX
 from transcenter.platform.faults import kill_point
 from transcenter.platform.trial_files import DEVICE_KEY, NODE_KEY, split_config
 from transcenter.store.results import ResultStore
@@ -91,5 +90,5 @@ class ResultStoreCallback(Callback):
     def get_state(self) -> None:
         # Tune calls this as it saves its experiment snapshot, after the snapshot's trial states.
         kill_point("snapshot_saved")
-        return None
+        return
 

@@ -246,7 +246,8 @@ def enable_token_auth_if_token_available() -> None:
     (``ray.init(address=...)`` honouring an existing token would make this unnecessary).
     """
     from ray._private.authentication.authentication_token_setup import (
-        maybe_enable_token_auth_if_token_available)
+        maybe_enable_token_auth_if_token_available,
+    )
 
     maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
@@ -295,7 +296,7 @@ def remove_placement_groups_of_ended_jobs() -> int:
         ended = {j.job_id for j in list_jobs(limit=10_000, raise_on_missing_output=False)
                  if j.job_id and j.status in ("FAILED", "STOPPED", "SUCCEEDED")}
         groups = list_placement_groups(limit=10_000, detail=True, raise_on_missing_output=False)
-    except Exception:  # noqa: BLE001 - no dashboard / State API on this cluster
+    except Exception:
         return 0
     leaked = [g for g in groups if g.creator_job_id in ended and not g.is_detached
               and g.state in ("CREATED", "PENDING", "RESCHEDULING")]

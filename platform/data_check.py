@@ -89,8 +89,7 @@ def _open(data: DataConfig, size: int, index: str | None) -> tuple[Any, Any]:
     """Returns (train, val): from the data index at ``index`` when it matches ``data``, else
     parsed (annotations only) and, with ``index``, written there."""
     from transcenter.model.data.build import data_fingerprint, open_datasets
-    from transcenter.model.data.index import (MissingIndexError, StaleIndexError, open_index,
-                                              write_index)
+    from transcenter.model.data.index import MissingIndexError, StaleIndexError, open_index, write_index
 
     if index is None:
         return open_datasets(data, size, check_images=False)

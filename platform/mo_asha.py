@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import math
 import pickle
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
@@ -56,7 +57,7 @@ def non_dominated_ranks(points: Sequence[Sequence[float]]) -> list[int]:
     """
     pts = _as_points(points)
     finite = [i for i, p in enumerate(pts) if _is_finite(p)]
-    dominated_by = {i: 0 for i in finite}  # how many points dominate i
+    dominated_by = dict.fromkeys(finite, 0)  # how many points dominate i
     dominates: dict[int, list[int]] = {i: [] for i in finite}
     for a_pos, a in enumerate(finite):
         for b in finite[a_pos + 1:]:
@@ -101,9 +102,9 @@ def crowding_distances(points: Sequence[Sequence[float]]) -> list[float]:
     """
     pts = _as_points(points)
     distinct = sorted({p for p in pts if _is_finite(p)})
-    distance = {p: 0.0 for p in distinct}
+    distance = dict.fromkeys(distinct, 0.0)
     if len(distinct) <= 2:
-        distance = {p: math.inf for p in distinct}
+        distance = dict.fromkeys(distinct, math.inf)
     else:
         for j in range(len(distinct[0])):
             order = sorted(distinct, key=lambda p: (p[j], p))
@@ -231,7 +232,7 @@ class MultiObjectiveASHA(FIFOScheduler):
             k += 1
         self.num_stopped = 0
 
-    def set_search_properties(self, metric: Optional[str], mode: Optional[str], **spec) -> bool:
+    def set_search_properties(self, metric: str | None, mode: str | None, **spec) -> bool:
         """Tune passes ``TuneConfig(metric=, mode=)`` here (``None`` when unset, the usual case with
         a multi-objective searcher). The objectives come from the constructor: this accepts
         ``None`` or a metric (or list of metrics) among them with matching modes, and changes
@@ -261,7 +262,7 @@ class MultiObjectiveASHA(FIFOScheduler):
         """Returns ``values`` (constructor order) with maximised objectives negated."""
         return tuple(s * v for s, v in zip(self._signs, values))
 
-    def _rung_reached(self, t: float) -> Optional[Rung]:
+    def _rung_reached(self, t: float) -> Rung | None:
         reached = [rung for rung in self.rungs if t >= rung.milestone]
         return reached[-1] if reached else None
 
@@ -277,7 +278,7 @@ class MultiObjectiveASHA(FIFOScheduler):
         rung.continued[trial_id] = keep
         return keep
 
-    def on_trial_result(self, tune_controller: "TuneController", trial: "Trial",
+    def on_trial_result(self, tune_controller: TuneController, trial: Trial,
                         result: dict) -> str:
         """Returns ``STOP`` or ``CONTINUE`` for this result (see the class docstring). A result
         without ``time_attr`` continues; one with it but without an objective raises
@@ -291,8 +292,8 @@ class MultiObjectiveASHA(FIFOScheduler):
             return TrialScheduler.STOP
         return TrialScheduler.CONTINUE
 
-    def on_trial_complete(self, tune_controller: "TuneController", trial: "Trial",
-                          result: Optional[dict]):
+    def on_trial_complete(self, tune_controller: TuneController, trial: Trial,
+                          result: dict | None):
         """Records a last result that reached a new rung (a trial ended by a stopper never had it
         through :meth:`on_trial_result`), as Ray's ASHA does; a result without ``time_attr`` or an
         objective is ignored."""

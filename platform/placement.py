@@ -73,7 +73,7 @@ class PlacementGroupCleaner(Callback):
         group_id, controller_id = recorded
         try:
             controller = get_actor(controller_id, timeout=5)
-        except Exception as e:  # noqa: BLE001 - the State API (dashboard) did not answer
+        except Exception as e:
             logger.debug("placement group of %s: no answer about its controller (%s)", run, e)
             if waited_s < self.blind_s:
                 return False

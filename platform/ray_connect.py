@@ -11,8 +11,11 @@ from typing import Any, TypeVar
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from transcenter.platform.compat import (WORKER_ENV, enable_token_auth_if_token_available,
-                                         recorded_cluster_address)
+from transcenter.platform.compat import (
+    WORKER_ENV,
+    enable_token_auth_if_token_available,
+    recorded_cluster_address,
+)
 from transcenter.platform.errors import StudyError
 
 logger = logging.getLogger(__name__)

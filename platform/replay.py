@@ -27,8 +27,11 @@ import uuid
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import optuna
 
+from transcenter.model.evaluation.hypervolume import as_costs
+from transcenter.model.evaluation.hypervolume import hypervolume as volume_of
 from transcenter.platform.search import SAMPLERS, SearchSpace
 from transcenter.platform.simulate import SimulationSpec
 from transcenter.platform.simulated_time import SimulatedStudy, run_simulated_time
@@ -66,22 +69,15 @@ def best_of(study: SimulatedStudy, objectives: dict[str, str], epochs: int) -> t
 
 def hypervolume(study: SimulatedStudy, objectives: dict[str, str], epochs: int,
                 reference: dict[str, float]) -> float | None:
-    """Returns the hypervolume dominated by the finished trials of a two-objective study,
-    measured from ``reference`` (each objective's worst value in the study's rows); None for one
-    objective or more than two."""
-    if len(objectives) != 2:
+    """Returns the exact hypervolume dominated by the trials of a multi-objective study that ran
+    every epoch, measured from ``reference`` (each objective's worst value in the study's rows);
+    None for a single objective."""
+    if len(objectives) < 2:
         return None
-    (m1, d1), (m2, d2) = objectives.items()
-    sign = {"max": -1.0, "min": 1.0}  # minimise both
-    points = sorted((sign[d1] * t.last[m1], sign[d2] * t.last[m2])
-                    for t in study.trials if t.epochs == epochs)
-    ref = (sign[d1] * reference[m1], sign[d2] * reference[m2])
-    volume, best_y = 0.0, ref[1]
-    for x, y in points:
-        if x < ref[0] and y < best_y:
-            volume += (ref[0] - x) * (best_y - y)
-            best_y = y
-    return volume
+    directions = list(objectives.values())
+    values = [[t.last[m] for m in objectives] for t in study.trials if t.epochs == epochs]
+    return volume_of(as_costs(np.array(values), directions),
+                     as_costs(np.array([reference[m] for m in objectives]), directions)[0])
 
 
 def anytime(study: SimulatedStudy, objectives: dict[str, str], epochs: int,
@@ -105,16 +101,13 @@ def _spread(values: list[float]) -> float:
 
 
 def replay_setting(directory: str, meta: dict[str, Any], setting: Setting, seeds: int,
-                   first_seed: int, workdir: str) -> dict[str, Any]:
+                   first_seed: int, workdir: str, reference: dict[str, float]) -> dict[str, Any]:
     """Replays ``setting`` ``seeds`` times on the study's curves; returns hours, wall time and the
     best objective (mean and spread over the seeds), the best trial of the first seed, and the
-    hypervolume of a two-objective study."""
+    hypervolume from ``reference`` of a multi-objective study."""
     space = SearchSpace.from_description(meta["search_space"])
     objectives, config = meta["objectives"], meta["settings"]
     gpus = config["workers"] * config["gpus_per_worker"]
-    rows = ResultStore.open(directory).read_epochs()
-    reference = {m: float(rows[m].min() if mode == "max" else rows[m].max())
-                 for m, mode in objectives.items()}
     runs = []
     for i in range(seeds):
         seed = first_seed + i
@@ -150,12 +143,15 @@ def replay(directory: str, settings: list[Setting], seeds: int) -> dict[str, Any
         raise ValueError(f"{directory}: no study.json with the study's settings (studies started "
                          f"by this version record them)")
     config = meta["settings"]
+    rows = ResultStore.open(directory).read_epochs()
+    reference = {m: float(rows[m].min() if mode == "max" else rows[m].max())
+                 for m, mode in meta["objectives"].items()}
     actual = Setting(meta["sampler"], config["asha"], config["grace_period"],
                      config["reduction_factor"], config["num_samples"],
                      config["max_concurrent_trials"])
     with tempfile.TemporaryDirectory() as workdir:
-        own = replay_setting(directory, meta, actual, seeds, config["seed"], workdir)
-        others = [replay_setting(directory, meta, s, seeds, config["seed"], workdir)
+        own = replay_setting(directory, meta, actual, seeds, config["seed"], workdir, reference)
+        others = [replay_setting(directory, meta, s, seeds, config["seed"], workdir, reference)
                   for s in settings]
     return {"actual": {k: own[k] for k in ("gpu_hours", "hours_unit", "wall_h", "best",
                                            "best_spread", "best_trial", "objective", "anytime")},

@@ -15,8 +15,7 @@ import optuna
 from ray.tune.search.optuna import OptunaSearch
 
 from transcenter.model.training.experiment import trial_config
-from transcenter.platform.compat import (close_optuna_trial, open_optuna_trial, optuna_study,
-                                         trial_handle)
+from transcenter.platform.compat import close_optuna_trial, open_optuna_trial, optuna_study, trial_handle
 from transcenter.platform.faults import kill_point
 from transcenter.platform.trial_files import TRIAL_NUMBER_KEY
 

@@ -15,7 +15,11 @@ nearest ones it trained). This module is what a simulated trial's actor imports,
 """
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
+import heapq
+import json
 import math
 import random
 import time
@@ -24,8 +28,14 @@ from typing import Any
 
 from ray import tune
 
-from transcenter.model.metric_names import (AP_KEYS, COCO_AP_KEYS, COST_KEYS, EXTRA_KEYS,
-                                            LOSS_KEYS, OVERLAP_RECALL)
+from transcenter.model.metric_names import (
+    AP_KEYS,
+    COCO_AP_KEYS,
+    COST_KEYS,
+    EXTRA_KEYS,
+    LOSS_KEYS,
+    OVERLAP_RECALL,
+)
 from transcenter.platform.trial_files import DEVICE_KEY, NODE_KEY, split_config
 from transcenter.store.results import ResultStore
 
@@ -190,6 +200,12 @@ class StudyCurves:
                                 for e, g in group.groupby("epoch")}
         self.spread = self._seed_spread(rows, metrics)
 
+    def reseeded(self, seed: int) -> StudyCurves:
+        """Returns the same curves with their noise seeded by ``seed`` (shares the parsed rows)."""
+        other = copy.copy(self)
+        other.seed = seed
+        return other
+
     def _key(self, params: dict[str, Any]) -> tuple:
         return tuple(_plain(params.get(n)) for n in self.names)
 
@@ -222,8 +238,9 @@ class StudyCurves:
         reached = [(k, c[epoch]) for k, c in self.curves.items() if epoch in c]
         if not reached:  # beyond every trial: hold each trial's last epoch
             reached = [(k, c[max(c)]) for k, c in self.curves.items()]
-        nearest = sorted(reached, key=lambda kc: self._distance(key, kc[0]))[:self.neighbours]
-        weights = [1.0 / (self._distance(key, k) + 1e-9) for k, _ in nearest]
+        nearest = heapq.nsmallest(self.neighbours, ((self._distance(key, k), c) for k, c in reached),
+                                  key=lambda dc: dc[0])  # [(distance, metrics)]
+        weights = [1.0 / (d + 1e-9) for d, _ in nearest]
         names = set.intersection(*(set(m) for _, m in nearest))
         predicted = {m: sum(w * v[m] for w, (_, v) in zip(weights, nearest)) / sum(weights)
                      for m in names}
@@ -276,7 +293,14 @@ class SimulationSpec:
         """
         if self.source == SURROGATE:
             return Surrogate(self.space, seed=self.seed)
-        return StudyCurves(self.source, self.space, seed=self.seed)
+        return _study_curves(self.source, json.dumps(self.space, sort_keys=True)).reseeded(self.seed)
+
+
+@functools.lru_cache(maxsize=8)
+def _study_curves(directory: str, space_json: str) -> StudyCurves:
+    """Returns a finished study's curves, read once per process (a replay's seeds and settings, and
+    a reused trial actor's trials, share them)."""
+    return StudyCurves(directory, json.loads(space_json))
 
 
 def simulated_trial(config: dict[str, Any], sim: SimulationSpec) -> None:

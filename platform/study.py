@@ -23,25 +23,28 @@ from ray import tune
 
 from transcenter.model.metric_names import AP_KEYS, COST_KEYS, EXTRA_KEYS, LOSS_KEYS
 from transcenter.model.training.experiment import trial_config
-from transcenter.platform.callbacks import ResultStoreCallback
-from transcenter.platform.compat import (job_working_dir, keep_secrets_out_of_runtime_envs,
-                                         remove_placement_groups_of_ended_jobs)
-from transcenter.platform.data_check import DataCheck, check_data
 from transcenter.platform import faults
+from transcenter.platform.callbacks import ResultStoreCallback
+from transcenter.platform.compat import (
+    job_working_dir,
+    keep_secrets_out_of_runtime_envs,
+    remove_placement_groups_of_ended_jobs,
+)
+from transcenter.platform.data_check import DataCheck, check_data
 from transcenter.platform.errors import StudyError
 from transcenter.platform.optuna_db import check_storage
 from transcenter.platform.placement import PlacementGroupCleaner
 from transcenter.platform.ray_connect import alive_nodes, connect, on_every_node
 from transcenter.platform.reconcile import reconcile
 from transcenter.platform.schedulers import make_scheduler
-from transcenter.platform.storage_check import check_writable, probe_storage
 from transcenter.platform.search import SAMPLERS, Constraint, SearchSpace, make_searcher
 from transcenter.platform.simulate import SimulationSpec, simulated_trainable
+from transcenter.platform.storage_check import check_writable, probe_storage
 from transcenter.platform.trainer import Resources
 from transcenter.platform.trial import TrialSpec, trainable
 from transcenter.store import uri
-from transcenter.store.uri import delete_file, write_text
 from transcenter.store.results import META_FILE, ResultStore
+from transcenter.store.uri import delete_file, write_text
 
 logger = logging.getLogger(__name__)
 

@@ -96,7 +96,7 @@ class EpochGauges:
                     from ray.util.metrics import Gauge as factory
                 self._gauges = {name: factory(name, DESCRIPTIONS[key], TAG_KEYS)
                                 for key, name in METRIC_NAMES.items()}
-            except Exception:  # noqa: BLE001 - no metrics is better than a failed trial
+            except Exception:
                 logger.warning("cannot create Ray metrics; per-trial gauges are off", exc_info=True)
                 self._gauges = {}
         return self._gauges

@@ -17,6 +17,7 @@ from transcenter.model.training.experiment import trial_config
 from transcenter.platform.compat import LeanTorchTrainer
 from transcenter.platform.trial_files import run_dir
 
+
 @dataclass(frozen=True)
 class Resources:
     """Per-trial resources: Train workers, and CPUs/GPUs reserved by each worker."""

@@ -21,9 +21,16 @@ from transcenter.model.training.engine import DivergedError, TrialRunner
 from transcenter.model.training.experiment import trial_config
 from transcenter.platform import faults
 from transcenter.platform.costs import cached_count
-from transcenter.platform.trial_files import (CHECKPOINT_FILE, DEVICE_KEY, NODE_KEY, REPLAY_KEY,
-                                              REPORTS_KEY, mark_started, started, write_failure)
-
+from transcenter.platform.trial_files import (
+    CHECKPOINT_FILE,
+    DEVICE_KEY,
+    NODE_KEY,
+    REPLAY_KEY,
+    REPORTS_KEY,
+    mark_started,
+    started,
+    write_failure,
+)
 
 # Errors from the trial's own input (its configuration, its data set, a missing file): the same on
 # every retry, so the trial fails at once. Everything else (a lost worker or node, a collective that
@@ -49,7 +56,7 @@ def run_trial(loop_config: dict[str, Any]) -> None:
     rank = ray.train.get_context().get_world_rank()
     epoch = 0  # the epoch being trained, for the failure message
     try:
-        for epoch in _train(loop_config, rank):
+        for epoch in _train(loop_config, rank):  # noqa: B007 (the except below names the epoch)
             pass
     except DivergedError as e:
         failure = f"diverged at epoch {epoch}: {e}"

@@ -61,10 +61,9 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from transcenter.store import uri
-
 # The metric vocabulary of the store, re-exported for its readers (the dashboards).
 from transcenter.model.metric_names import COCO_AP_KEYS, LOSS_KEYS, OVERLAP_RECALL  # noqa: F401
+from transcenter.store import uri
 
 logger = logging.getLogger(__name__)
 
@@ -173,7 +172,7 @@ class ResultStore:
         after_temp_write: Callable[[], None] | None = None,
     ) -> None:
         _check_name("study", study)
-        unknown = {t for t in (param_types or {}).values()} - set(_PARAM_TYPES)
+        unknown = set((param_types or {}).values()) - set(_PARAM_TYPES)
         if unknown:
             raise ValueError(f"param_types: unknown types {sorted(unknown)}, use {sorted(_PARAM_TYPES)}")
         if filesystem is None:

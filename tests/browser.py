@@ -29,12 +29,11 @@ import sys
 import tempfile
 import time
 import urllib.request
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-
 from procs import stop
 
 CHROMIUM = "/usr/bin/chromium"
@@ -127,10 +126,8 @@ class Browser:
                 process.kill()
                 process.wait(timeout=10)
         for fd in (self._read_fd, self._write_fd):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
         self._read_fd = self._write_fd = -1
         self._log.close()
         shutil.rmtree(self._profile, ignore_errors=True)

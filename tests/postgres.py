@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from procs import stop
 
 USER, DATABASE = "studies", "studies"

@@ -195,8 +195,9 @@ def test_head_comparison_uses_each_trials_last_evaluation(tmp_path):
 
 
 def test_lower_limit_leader_per_seed_and_whether_the_conclusion_holds():
-    from transcenter.dashboards.summary import lower_limit_note
     import pandas as pd
+
+    from transcenter.dashboards.summary import lower_limit_note
 
     def frame(ap50_by_seed):  # {seed: {size: AP50 in epochs 1-3}}
         rows = [{"trial_id": f"{seed}-{size}", "epoch": epoch, "model.heatmap_size": size,

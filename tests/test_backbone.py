@@ -2,6 +2,7 @@
 nothing, the fallback without pretrained weights, SyncBatchNorm, and rank-0-only evaluation."""
 import json
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -107,6 +108,6 @@ def _rank(rank: int, init: str, out: str) -> None:
 def test_under_ddp_only_rank0_computes_the_metrics_and_every_rank_gets_them(tmp_path):
     out = str(tmp_path / "rank")
     mp.spawn(_rank, args=(f"file://{tmp_path / 'init'}", out), nprocs=2, join=True)
-    ranks = [json.loads(open(f"{out}.{r}").read()) for r in (0, 1)]
+    ranks = [json.loads(Path(f"{out}.{r}").read_text()) for r in (0, 1)]
     assert ranks[0]["calls"] == [0] and ranks[1]["calls"] == []
     assert ranks[0]["result"] == ranks[1]["result"] == {"sum": 1 + 2 + 11 + 12, "n": 4}

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from transcenter.platform.search import Categorical, Float, SearchSpace
 from transcenter.platform.ray_connect import check_reachable
+from transcenter.platform.search import Categorical, Float, SearchSpace
 from transcenter.platform.study import StudyError, StudySpec, check_study
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,3 +1,4 @@
+import itertools
 import json
 import subprocess
 import sys
@@ -23,6 +24,6 @@ def test_table1_params_within_1_percent_and_macs_within_5_percent(table):
 
 
 def test_each_doubling_adds_one_transposed_conv(table):
-    steps = [b["params"] - a["params"] for a, b in zip(table, table[1:])]
+    steps = [b["params"] - a["params"] for a, b in itertools.pairwise(table)]
     # ConvTranspose2d(256, 256, 4) without bias + BatchNorm(256): 256*256*16 + 512.
     assert steps == [256 * 256 * 16 + 512] * 3

@@ -1,7 +1,13 @@
 import pytest
 
-from transcenter.model.detector.config import (LossConfig, MatcherConfig, ModelConfig,
-                                               TransCenterConfig, from_dict, to_flat_dict)
+from transcenter.model.detector.config import (
+    LossConfig,
+    MatcherConfig,
+    ModelConfig,
+    TransCenterConfig,
+    from_dict,
+    to_flat_dict,
+)
 from transcenter.model.training.experiment import parse_overrides
 
 

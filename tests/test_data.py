@@ -8,8 +8,15 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from transcenter.model.data import (VOC_CLASSES, COCODetection, SyntheticConfig, SyntheticScenes,
-                                    VOCDetection, collate, export_voc)
+from transcenter.model.data import (
+    VOC_CLASSES,
+    COCODetection,
+    SyntheticConfig,
+    SyntheticScenes,
+    VOCDetection,
+    collate,
+    export_voc,
+)
 from transcenter.model.data.common import write_image
 from transcenter.model.data.synthetic import main as synthetic_main
 from transcenter.model.evaluation.evaluate import same_cell_mask
@@ -20,7 +27,7 @@ VOC07 = [("2007", "trainval")]
 
 def assert_contract(image, target, num_classes):
     assert image.dtype == torch.float32 and image.ndim == 3 and image.shape[0] == 3
-    assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0
+    assert float(image.min()) >= 0.0 and float(image.max()) <= 1.0
     k = target["labels"].shape[0]
     assert target["boxes"].dtype == torch.float32 and target["boxes"].shape == (k, 4)
     assert target["labels"].dtype == torch.int64

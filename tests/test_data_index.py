@@ -8,19 +8,24 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from data_fixtures import coco_80, flat_png_export, voc_07_12
 from torch.utils.data import DataLoader
 
 from transcenter.model.data import DataConfig, collate, open_datasets
 from transcenter.model.data.build import data_fingerprint
 from transcenter.model.data.common import write_image
-from transcenter.model.data.index import (IndexedDetection, MissingIndexError, StaleIndexError,
-                                          cached_index, open_index, write_index)
+from transcenter.model.data.index import (
+    IndexedDetection,
+    MissingIndexError,
+    StaleIndexError,
+    cached_index,
+    open_index,
+    write_index,
+)
 from transcenter.model.data.inspect import main as inspect_main
 from transcenter.model.training.engine import TrialRunner
 from transcenter.model.training.experiment import trial_config
 from transcenter.platform.data_check import check_data
-
-from data_fixtures import coco_80, flat_png_export, voc_07_12
 
 
 @pytest.fixture(autouse=True)
@@ -282,4 +287,4 @@ def test_a_trial_trains_and_evaluates_from_the_index(tmp_path):
     assert isinstance(runner.val_set, IndexedDetection) and runner.config.num_classes == 3
     row = runner.run_epoch()
     assert row["epoch"] == 1 and torch.isfinite(torch.tensor(row["loss"]))
-    assert set(f"AP50_class{k}" for k in range(3)) <= set(row)
+    assert {f"AP50_class{k}" for k in range(3)} <= set(row)

@@ -5,13 +5,12 @@ import logging
 
 import pytest
 import torch
+from data_fixtures import COCO_IDS, coco_80, flat_png_export, scenes, single_year_voc, voc_07_12
 
 from transcenter.model.data import DataConfig, VOCDetection, open_datasets
 from transcenter.model.data.common import write_image
 from transcenter.model.training.engine import TrialRunner
 from transcenter.model.training.experiment import trial_config
-
-from data_fixtures import COCO_IDS, coco_80, flat_png_export, scenes, single_year_voc, voc_07_12
 
 
 def voc(root, **fields):
@@ -29,7 +28,7 @@ def test_single_year_voc_folder_without_devkit_opens_with_the_default_splits(tmp
     assert train.class_names == val.class_names == sorted(scenes(1).class_names)
     source = scenes(10)
     for dataset in (train, val):
-        for i, record in enumerate(dataset.records):
+        for _i, record in enumerate(dataset.records):
             original = source.annotations(int(record.path.stem))
             names = [source.class_names[k] for k in original["labels"].tolist()]
             assert torch.equal(record.boxes, original["boxes"])
@@ -123,7 +122,7 @@ def test_coco_80_non_contiguous_categories_train_one_step(tmp_path):
     assert len(runner.val_set.records[-1].labels) == 0  # an image without annotations is kept
     row = runner.run_epoch()
     assert row["epoch"] == 1 and torch.isfinite(torch.tensor(row["loss"]))
-    assert set(f"AP50_class{k}" for k in range(80)) <= set(row)
+    assert {f"AP50_class{k}" for k in range(80)} <= set(row)
 
 
 def test_coco_single_json_with_seeded_val_fraction_and_coco_folder_names(tmp_path):
@@ -163,7 +162,8 @@ def test_voc_bad_input(tmp_path, caplog):
     single_year_voc(tmp_path, length=10)
     year = tmp_path / "VOC2007"
     xml = (year / "Annotations" / "000001.xml").read_text()
-    (year / "Annotations" / "000001.xml").write_text(xml.replace("<size>", "<sizeless>").replace("</size>", "</sizeless>"))
+    sizeless = xml.replace("<size>", "<sizeless>").replace("</size>", "</sizeless>")
+    (year / "Annotations" / "000001.xml").write_text(sizeless)
     write_image(torch.rand(3, 50, 64), year / "JPEGImages" / "000002.jpg")  # annotation says 64 x 64
     (year / "ImageSets" / "Main" / "trainval.txt").write_text(
         "\n".join(f"{i:06d}" for i in [0, 1, 2, 3, 3, 4]) + "\n")  # 000003 twice

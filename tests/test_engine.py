@@ -4,8 +4,11 @@ import pytest
 import torch
 
 from transcenter.model.metric_names import AP_KEYS, LOSS_KEYS
-from transcenter.model.training.checkpoint import (IncompatibleCheckpointError, load_checkpoint,
-                                                   save_checkpoint)
+from transcenter.model.training.checkpoint import (
+    IncompatibleCheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+)
 from transcenter.model.training.engine import DivergedError, TrialRunner
 from transcenter.model.training.experiment import trial_config
 

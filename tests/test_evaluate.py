@@ -8,10 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from transcenter.model.data import (SyntheticConfig, SyntheticScenes, eval_transforms, make_target,
-                                    to_original)
-from transcenter.model.evaluation.evaluate import (METRICS, evaluate, overlap_recall, recall_at_iou,
-                                                   same_cell_mask, xyxy_to_xywh)
+from transcenter.model.data import SyntheticConfig, SyntheticScenes, eval_transforms, make_target, to_original
+from transcenter.model.evaluation.evaluate import (
+    METRICS,
+    evaluate,
+    overlap_recall,
+    recall_at_iou,
+    same_cell_mask,
+    xyxy_to_xywh,
+)
 
 CLASSES = ["a", "b", "c"]
 # One small (< 32² px), one medium and one large (> 96² px) object, so every size bucket is defined.
@@ -23,7 +28,7 @@ def random_targets(n_images=8, seed=0, crowd_every=0):
     targets = []
     for i in range(n_images):
         boxes, labels = [], []
-        for k, (w, h) in enumerate(SIZES * 2):
+        for _k, (w, h) in enumerate(SIZES * 2):
             x0, y0 = (torch.rand(2, generator=g) * torch.tensor([300 - w, 240 - h])).round().tolist()
             boxes.append([x0, y0, x0 + w, y0 + h])
             labels.append(int(torch.randint(len(CLASSES), (), generator=g)))

@@ -6,6 +6,7 @@ import math
 import pickle
 import re
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -91,7 +92,7 @@ def test_ray_cluster_panels_use_metrics_ray_exports(dashboard):
 
 
 class FakeGauge:
-    made = []
+    made: ClassVar[list] = []
 
     def __init__(self, name, description, tag_keys):
         self.name, self.description, self.tag_keys, self.values = name, description, tag_keys, []

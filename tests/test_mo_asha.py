@@ -10,8 +10,13 @@ import numpy as np
 import pytest
 from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 
-from transcenter.platform.mo_asha import (MultiObjectiveASHA, continue_quota, crowding_distances,
-                                          non_dominated_ranks, rank_order)
+from transcenter.platform.mo_asha import (
+    MultiObjectiveASHA,
+    continue_quota,
+    crowding_distances,
+    non_dominated_ranks,
+    rank_order,
+)
 
 STOP, CONTINUE = TrialScheduler.STOP, TrialScheduler.CONTINUE
 NAN, INF = float("nan"), float("inf")
@@ -41,7 +46,7 @@ def brute_ranks(points):
     while remaining:
         front = {i for i in remaining
                  if not any(brute_dominates(points[j], points[i]) for j in remaining)}
-        ranks.update({i: level for i in front})
+        ranks.update(dict.fromkeys(front, level))
         remaining -= front
         level += 1
     ranks.update({i: level for i in range(len(points)) if i not in finite})
@@ -173,7 +178,7 @@ def test_points_of_different_lengths_are_refused():
 
 @pytest.mark.parametrize("rf", [2, 3, 4, 1.5])
 def test_quota_is_rays_quantile_where_it_falls_on_a_value(rf):
-    for m in range(0, 40):
+    for m in range(40):
         assert continue_quota(m, rf) == (1 if m == 0 else
                                          m - math.ceil(round((m - 1) * (1 - 1 / rf), 9)))
     assert [continue_quota(m, 2) for m in range(8)] == [1, 1, 1, 2, 2, 3, 3, 4]

@@ -48,7 +48,7 @@ def test_default_relative_storage_path_keeps_every_file_under_the_study(ray_clus
     meta = json.loads((study / "study.json").read_text())
     assert meta["search_space"] == {"model.heatmap_size": {"type": "categorical", "values": [16]}}
     assert len(list((study / "train").glob("*/checkpoint_*/checkpoint.pt"))) == 1
-    strays = [p for p in Path("/tmp/ray").glob(f"session_*/artifacts/**/{name}")]
+    strays = list(Path("/tmp/ray").glob(f"session_*/artifacts/**/{name}"))
     assert strays == [], f"study files outside the storage path: {strays}"
 
 

@@ -25,7 +25,7 @@ def better_or_equal(a, b, direction):
 
 
 def dominates(a, b, objectives):
-    """a, b: {objective: value}; written out independently of pareto._non_dominated."""
+    """a, b: {objective: value}; written out independently of hypervolume.non_dominated."""
     no_worse = all(better_or_equal(a[n], b[n], d) for n, d in objectives.items())
     return no_worse and any(a[n] != b[n] for n in objectives)
 
@@ -67,7 +67,7 @@ def random_trials(objectives, grid, n, seed):
             rows.append({"study": "s", "trial_id": f"t{i:03d}", "epoch": epoch, "status": "running",
                          **metrics, "model.heatmap_size": int(16 * 2 ** (i % 3)), "optim.lr": 1e-4})
     rows.append({"study": "s", "trial_id": "failed", "epoch": 1, "status": "error",
-                 **{name: np.nan for name in objectives}, "model.heatmap_size": 16, "optim.lr": 1e-4})
+                 **dict.fromkeys(objectives, np.nan), "model.heatmap_size": 16, "optim.lr": 1e-4})
     return pd.DataFrame(rows)
 
 

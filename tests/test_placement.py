@@ -8,8 +8,7 @@ import ray
 from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
 
 from transcenter.platform.placement import PlacementGroupCleaner
-from transcenter.platform.trial_files import (TRIAL_NUMBER_KEY, record_placement_group, run_dir,
-                                              trial_key)
+from transcenter.platform.trial_files import TRIAL_NUMBER_KEY, record_placement_group, run_dir, trial_key
 
 pytestmark = [pytest.mark.ray]
 

@@ -79,7 +79,7 @@ def test_every_combination_has_its_outcome(stores):
 
 def test_a_completed_trial_without_a_finite_value_is_failed(stores):
     study, store, train = stores
-    t, key = _trial(study, store, 1)
+    _t, key = _trial(study, store, 1)
     store.record_epoch(key, 1, {**FIXED, "model.heatmap_size": 16}, {"AP50": math.nan})
     store.record_trial(key, FIXED, "completed")
     reconcile(study, store, train, FIXED, ["AP50"])

@@ -1,4 +1,4 @@
-"""The replay CLI (issue 23) on a finished study written by the result store, without Ray: the
+"""The replay CLI on a finished study written by the result store, without Ray: the
 study's own setting reproduces its best trial and its hours; another setting is reported beside
 it; a folder without recorded settings is refused in one line."""
 import json
@@ -7,6 +7,7 @@ import pytest
 
 from transcenter.platform import replay
 from transcenter.platform.search import Categorical, SearchSpace
+from transcenter.platform.simulated_time import SimulatedStudy, SimulatedTrial
 from transcenter.store.results import ResultStore
 
 SPACE = SearchSpace({"loss.alpha": Categorical([1.0, 2.0, 3.0])})
@@ -68,3 +69,16 @@ def test_the_anytime_figure_is_drawn_by_the_dashboards(study, tmp_path, capsys):
     hours, best = zip(*out["actual"]["anytime"][0])
     assert list(hours) == sorted(hours) and list(best) == sorted(best)  # spend and best only grow
     assert best[-1] == out["actual"]["best"] and len(out["actual"]["anytime"]) == 2
+
+
+def test_hypervolume_counts_the_trials_that_ran_every_epoch_in_three_objectives():
+    """Two finished boxes from the reference (AP 0, 20 GMACs, 10 ms): 50·10·5 + 40·15·2 minus
+    their overlap 40·10·2 = 2,900; the trial stopped after one epoch adds nothing."""
+    def trial(epochs, ap, gmacs, ms):
+        return SimulatedTrial("t", {}, epochs, 0.0, 1.0, {"AP": ap, "gmacs": gmacs, "ms": ms})
+    study = SimulatedStudy([trial(3, 50.0, 10.0, 5.0), trial(3, 40.0, 5.0, 8.0),
+                            trial(1, 90.0, 1.0, 1.0)], wall_s=1.0)
+    objectives = {"AP": "max", "gmacs": "min", "ms": "min"}
+    reference = {"AP": 0.0, "gmacs": 20.0, "ms": 10.0}
+    assert replay.hypervolume(study, objectives, 3, reference) == pytest.approx(2900.0)
+    assert replay.hypervolume(study, {"AP": "max"}, 3, {"AP": 0.0}) is None

@@ -13,8 +13,8 @@ from crash_resume import audit, run_to_the_end, study_command
 
 from transcenter.platform.replay import Setting, replay
 from transcenter.platform.search import Categorical, SearchSpace
-from transcenter.store.results import ResultStore
 from transcenter.platform.study import StudySpec, run_study
+from transcenter.store.results import ResultStore
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 TINY = {"data.num_train": 16, "data.num_val": 8, "train.threads": 1}

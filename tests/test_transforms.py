@@ -49,7 +49,7 @@ def test_to_original_inverts_the_transform(make):
     box = [30, 20, 70, 60]
     for seed in range(6):
         torch.manual_seed(seed)
-        image, target = make()(*patch_scene(box))
+        _image, target = make()(*patch_scene(box))
         assert target["boxes"].shape == (1, 4)  # scale < 1 letterboxes: nothing is cropped
         back = to_original(target["boxes"], target)
         assert (back - torch.tensor([box], dtype=torch.float32)).abs().max() < 1e-3, f"seed {seed}"
@@ -86,7 +86,7 @@ def test_dataset_applies_transforms_and_collate_stacks():
     ds = SyntheticScenes(SyntheticConfig(length=4), transforms=train_transforms(size=192))
     images, targets = collate([ds[i] for i in range(4)])
     assert images.shape == (4, 3, 192, 192)
-    assert 0.0 <= float(images.min()) and float(images.max()) <= 1.0
+    assert float(images.min()) >= 0.0 and float(images.max()) <= 1.0
     for t in targets:
         assert t["boxes"].dtype == torch.float32 and t["labels"].dtype == torch.int64
         assert bool((t["boxes"][:, 2:] > t["boxes"][:, :2]).all())

@@ -3,9 +3,9 @@ import os
 
 import pytest
 
-from transcenter.store import uri
 from transcenter.platform.search import SearchSpace
 from transcenter.platform.study import StudySpec
+from transcenter.store import uri
 
 
 @pytest.mark.parametrize("text, masked", [

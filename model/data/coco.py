@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torchvision.ops import box_convert
@@ -71,9 +72,9 @@ class COCODetection(AnnotatedImageDataset):
             field (message names the file, annotation id, field and value).
     """
 
-    def __init__(self, image_dir: str | Path | Sequence[Path], ann_file: str | Path, transforms: Transform | None = None,
-                 class_names: Sequence[str] | None = None, unknown_classes: str = "error",
-                 check_images: bool = True) -> None:
+    def __init__(self, image_dir: str | Path | Sequence[Path], ann_file: str | Path,
+                 transforms: Transform | None = None, class_names: Sequence[str] | None = None,
+                 unknown_classes: str = "error", check_images: bool = True) -> None:
         ann_file = Path(ann_file)
         data = load_coco_json(ann_file)
         name_of = _unique_by_id(data["categories"], f"{ann_file} category", "name")

@@ -40,14 +40,15 @@ import random
 import warnings
 from abc import ABC, abstractmethod
 from collections import Counter
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
-from torch.utils.data import Dataset
 from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_image, encode_jpeg, encode_png, read_file, write_file
 
 logger = logging.getLogger(__name__)
@@ -429,7 +430,7 @@ class AnnotatedImageDataset(ImageFileDataset):
         self.summary.add_image(record.labels, self.class_names)
         return True
 
-    def split_off(self, fraction: float, seed: int, transforms: Transform | None) -> "AnnotatedImageDataset":
+    def split_off(self, fraction: float, seed: int, transforms: Transform | None) -> AnnotatedImageDataset:
         """Moves a seeded, deterministic ``fraction`` of the images (at least one, chosen by
         image id, so the order of the annotation files does not matter) into a new dataset with
         ``transforms``, and returns it; this dataset keeps the rest and its ``skipped`` counts.

@@ -73,8 +73,15 @@ import pyarrow.fs as pafs
 import torch
 from pyarrow import ipc
 
-from transcenter.model.data.common import (AnnotatedImageDataset, ImageError, ImageFileDataset,
-                                           LoaderSummary, Target, Transform, make_target)
+from transcenter.model.data.common import (
+    AnnotatedImageDataset,
+    ImageError,
+    ImageFileDataset,
+    LoaderSummary,
+    Target,
+    Transform,
+    make_target,
+)
 from transcenter.model.data.config import DataConfig
 
 logger = logging.getLogger(__name__)

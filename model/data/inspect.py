@@ -29,7 +29,8 @@ import dataclasses
 import json
 import statistics
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 

@@ -18,9 +18,9 @@ from __future__ import annotations
 import argparse
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch.utils.data import Dataset
@@ -137,7 +137,7 @@ class SceneObject:
 
 def _odd(x: float, lo: int, hi: int) -> int:
     """Nearest odd integer to x within [lo, hi] (lo, hi odd)."""
-    n = int(round(x))
+    n = round(x)
     n += 1 - n % 2
     return max(lo, min(hi, n))
 

@@ -17,15 +17,20 @@ from __future__ import annotations
 import logging
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch.utils.data import Dataset
 
-from transcenter.model.data.common import (IMAGE_EXTENSIONS, AnnotatedImageDataset, Target,
-                                           Transform, write_image)
+from transcenter.model.data.common import (
+    IMAGE_EXTENSIONS,
+    AnnotatedImageDataset,
+    Target,
+    Transform,
+    write_image,
+)
 
 logger = logging.getLogger(__name__)
 

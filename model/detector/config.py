@@ -106,7 +106,7 @@ class ModelConfig:
                and self.heatmap_size % enc == 0, "model.heatmap_size", self.heatmap_size,
                f"must be a power-of-two multiple of the encoder map size {enc} "
                f"(input_size / backbone_stride)")
-        check(self.num_classes is None or isinstance(self.num_classes, int) and self.num_classes >= 1,
+        check(self.num_classes is None or (isinstance(self.num_classes, int) and self.num_classes >= 1),
               "model.num_classes", self.num_classes, "must be an integer >= 1 (or unset: from the data)")
         for name in ("num_queries", "d_model", "nhead", "dim_feedforward",
                      "head_width", "head_convs"):

@@ -11,8 +11,13 @@ from transcenter.model.detector.box_codec import encode_boxes, to_heatmap_coords
 from transcenter.model.detector.config import TransCenterConfig
 from transcenter.model.detector.gaussian import object_radius, render_gaussians
 from transcenter.model.detector.heads import OffsetHead
-from transcenter.model.detector.losses import (classification_loss, gaussian_focal_loss,
-                                               global_count, offset_loss, weighted_total)
+from transcenter.model.detector.losses import (
+    classification_loss,
+    gaussian_focal_loss,
+    global_count,
+    offset_loss,
+    weighted_total,
+)
 from transcenter.model.detector.matcher import HungarianMatcher
 from transcenter.model.detector.postprocess import decode_predictions
 

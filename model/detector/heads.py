@@ -1,6 +1,8 @@
 """Heads on top of the transformer: upsampler, convolutional map branches and the offset head."""
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 
@@ -67,7 +69,7 @@ class OffsetHead(nn.Module):
         self.use_cell = cell_dim > 0
         dims = [d_model + cell_dim] + [d_model] * (num_layers - 1)
         layers: list[nn.Module] = []
-        for a, b in zip(dims[:-1], dims[1:]):
+        for a, b in itertools.pairwise(dims):
             layers += [nn.Linear(a, b), nn.ReLU(inplace=True)]
         self.net = nn.Sequential(*layers, nn.Linear(dims[-1], 4))
 

@@ -14,9 +14,16 @@ from typing import Any
 import yaml
 
 from transcenter.model.data.config import DataConfig
-from transcenter.model.detector.config import (LossConfig, MatcherConfig, ModelConfig,
-                                               TransCenterConfig, check, check_choice, from_dict,
-                                               to_flat_dict)
+from transcenter.model.detector.config import (
+    LossConfig,
+    MatcherConfig,
+    ModelConfig,
+    TransCenterConfig,
+    check,
+    check_choice,
+    from_dict,
+    to_flat_dict,
+)
 
 
 @dataclass(frozen=True)

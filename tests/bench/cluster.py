@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the cluster helpers
-from faults import row_counts  # noqa: E402
-from netns_cluster import node_loss_study, study_cluster  # noqa: E402
+from faults import row_counts
+from netns_cluster import node_loss_study, study_cluster
 
 
 def main() -> None:

@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the helpers
-from crash_resume import ALL_POINTS, KINDS, audit, fault, run_to_the_end, study_command  # noqa: E402
-from local_cluster import local_head  # noqa: E402
+from crash_resume import ALL_POINTS, KINDS, audit, fault, run_to_the_end, study_command
+from local_cluster import local_head
 
 from transcenter.platform import faults
 

@@ -13,8 +13,14 @@ import time
 import torch
 from torch.utils.data import DataLoader
 
-from transcenter.model.data import (SyntheticConfig, SyntheticScenes, VOCDetection, collate, export_voc,
-                                    train_transforms)
+from transcenter.model.data import (
+    SyntheticConfig,
+    SyntheticScenes,
+    VOCDetection,
+    collate,
+    export_voc,
+    train_transforms,
+)
 
 IMAGES = 384
 BATCH = 16

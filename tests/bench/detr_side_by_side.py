@@ -2,7 +2,8 @@
 JSON object.
 
 DETR's code is not part of this project: fetch facebookresearch/detr (commit 29901c5) and pass its
-folder with ``--detr`` (without it, only TransCenter's side is timed). Its model, criterion (aux loss on, Hungarian matching), AdamW groups
+folder with ``--detr`` (without it, only TransCenter's side is timed). Its model, criterion (aux loss
+on, Hungarian matching), AdamW groups
 (backbone lr 1e-5) and grad clipping 0.1 are its own (``main.py``'s defaults, 20 classes, random
 init: its backbone would download ImageNet weights, so that is switched off). Both see the same
 512×512 synthetic images and boxes (``--objects`` per image), batch ``--batch``, fp32 on CPU.
@@ -31,7 +32,6 @@ from torch.utils.flop_counter import FlopCounterMode
 from transcenter.model.evaluation.complexity import count
 from transcenter.model.training.engine import TrialRunner
 from transcenter.model.training.experiment import PRESETS, trial_config
-
 
 
 def batches(size: int, batch: int, objects: int, count_: int, seed: int = 0) -> list:

@@ -20,13 +20,13 @@ from pathlib import Path
 import ray
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the local head helper
-from local_cluster import local_head  # noqa: E402
-from netns_cluster import node_loss_study, study_cluster  # noqa: E402
+from local_cluster import local_head
+from netns_cluster import node_loss_study, study_cluster
 
 from transcenter.platform import faults as fault_injection
 from transcenter.platform.search import Categorical, SearchSpace
-from transcenter.store.results import ResultStore
 from transcenter.platform.study import StudySpec, run_study
+from transcenter.store.results import ResultStore
 
 EPOCHS = 3
 SMALL = {"data.num_train": 16, "data.num_val": 8, "train.epochs": EPOCHS, "train.threads": 1}

@@ -36,8 +36,8 @@ import pandas as pd
 import ray
 from ray.util.state import list_workers
 
-from transcenter.platform.search import Categorical, SearchSpace
 from transcenter.platform.compat import WORKER_ENV
+from transcenter.platform.search import Categorical, SearchSpace
 from transcenter.platform.study import StudySpec, run_study
 
 
