@@ -5,6 +5,8 @@ import inspect
 import os
 import subprocess
 import sys
+import textwrap
+from types import SimpleNamespace
 
 import optuna
 import pytest
@@ -34,6 +36,14 @@ def _noop(config):
     pass
 
 
+class _Stop(Exception):
+    """Raised by a stand-in where the real call would need a running Ray cluster."""
+
+
+def _stop(*args, **kwargs):
+    raise _Stop
+
+
 def test_upstream_still_adds_a_dataset_callback_and_a_cleaner_per_run():
     """LeanTorchTrainer: drop its callback filter once TorchTrainer stops adding Ray Data's callback
     (a DatasetManager actor per worker group) for trials without datasets, and its recorder once
@@ -47,22 +57,59 @@ def test_upstream_still_adds_a_dataset_callback_and_a_cleaner_per_run():
     assert compat.PlacementGroupRecorder in kinds
 
 
-def test_upstream_still_runs_a_controller_actor_and_tune_reports_through_a_queue_actor():
+def test_upstream_still_runs_a_controller_actor_and_tune_reports_through_a_queue_actor(monkeypatch):
     """LeanTorchTrainer's in-process controller and the trial's ReportToTune: drop them once Ray
     Train runs the controller of a run under Tune without an actor of its own, and once Tune's
     report callback no longer needs a queue actor to reach the trial. The overridden hook must
-    still receive the controller's constructor arguments."""
+    still receive the controller's constructor arguments.
+
+    Checked by behaviour without a cluster: Ray's calls that would need one (``ray.put``,
+    ``ray.remote``, the Tune session) are replaced by stand-ins that record what upstream hands
+    them and then stop it."""
+    import ray.train.v2.api.data_parallel_trainer as data_parallel_trainer
+    import ray.tune.integration.ray_train as tune_ray_train
     from ray.train.v2._internal.execution.controller import TrainController
-    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    assert "ray.remote(" in inspect.getsource(DataParallelTrainer._initialize_and_run_controller)
-    assert "_get_or_create_inter_actor_queue" in inspect.getsource(TuneReportCallback.__init__)
-    fit = inspect.getsource(DataParallelTrainer.fit)
-    passed = {"train_fn_ref", "scaling_policy", "failure_policy", "train_run_context", "callbacks",
-              "validation_config"}
-    assert all(f"{name}=" in fit for name in passed)
-    assert passed <= set(inspect.signature(TrainController.__init__).parameters)
+    # fit() hands the controller's constructor arguments to _initialize_and_run_controller ...
+    trainer = TorchTrainer(_noop, scaling_config=ScalingConfig(num_workers=1))
+    passed = {}
+
+    def record(**kwargs):
+        passed.update(kwargs)
+        raise _Stop
+
+    monkeypatch.setattr(data_parallel_trainer, "ObjectRefWrapper", lambda fn: fn)  # not ray.put
+    monkeypatch.setattr(trainer, "_initialize_and_run_controller", record)
+    with pytest.raises(_Stop):
+        trainer.fit()
+    assert passed and set(passed) <= set(inspect.signature(TrainController.__init__).parameters)
+
+    # ... which makes the controller a Ray actor of its own and constructs it with them.
+    made = []
+
+    def remote(**options):
+        def actor_class(cls):
+            made.append(cls)
+            return SimpleNamespace(remote=_stop)
+        return actor_class
+
+    fake_ray = SimpleNamespace(remote=remote, _raylet=ray._raylet,
+                               get_runtime_context=lambda: SimpleNamespace(get_node_id=lambda: "n"))
+    monkeypatch.setattr(data_parallel_trainer, "ray", fake_ray)
+    with pytest.raises(_Stop):
+        data_parallel_trainer.DataParallelTrainer._initialize_and_run_controller(trainer, **passed)
+    assert made == [TrainController]
+
+    # Tune's report callback sends each report through the queue the Tune session keeps for
+    # other actors (the controller actor) to reach the trial.
+    queue = SimpleNamespace(items=[])
+    queue.put = queue.items.append
+    monkeypatch.setattr(tune_ray_train, "_in_tune_session", lambda: True)
+    monkeypatch.setattr(tune_ray_train, "get_session",
+                        lambda: SimpleNamespace(_get_or_create_inter_actor_queue=lambda: queue))
+    TuneReportCallback().after_report(run_context=None, metrics=[{"AP50": 1.0}], checkpoint=None)
+    assert queue.items == [{"AP50": 1.0}]
 
 
 def test_upstream_torch_trainer_still_imports_torch_and_lean_config_mirrors_it():
@@ -95,11 +142,35 @@ def test_upstream_optuna_search_still_records_stopped_trials_as_complete():
     assert compat.open_optuna_trial(search, "t1") is None  # told: the accessors follow upstream
 
 
-def test_ray_init_still_skips_token_auth_for_an_explicit_address():
-    """enable_token_auth_if_token_available: drop it once ray.init(address=...) honours a token."""
-    source = inspect.getsource(ray._private.worker.init)
-    assert 'if address in (None, "auto"):' in source
-    assert "maybe_enable_token_auth_if_token_available" in source
+def test_ray_init_still_skips_token_auth_for_an_explicit_address(tmp_path):
+    """enable_token_auth_if_token_available: drop it once ray.init(address=...) honours a token.
+
+    In a fresh process (ray.init in this one would meet the session's cluster): ray.init connects
+    to an explicit address and to the cluster recorded under RAY_TMPDIR, with Ray's token-auth
+    steps replaced by stand-ins that record whether token auth was looked for, then stop it before
+    it connects."""
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "ray" / "ray_current_cluster").write_text("127.0.0.1:6379")
+    code = textwrap.dedent("""
+        import ray, ray._private.worker as worker
+        class Stop(Exception):
+            pass
+        def stop(*args, **kwargs):
+            raise Stop
+        looked = []
+        worker.maybe_enable_token_auth_if_token_available = lambda **kwargs: looked.append(True)
+        worker.ensure_token_if_auth_enabled = stop
+        for address in ("127.0.0.1:6379", None):
+            looked.clear()
+            try:
+                ray.init(address=address)
+            except Stop:
+                print(address, bool(looked))
+        """)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | {"RAY_TMPDIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.stdout.split("\n")[:2] == ["127.0.0.1:6379 False", "None True"], done.stderr[-2000:]
 
 
 def test_token_helper_turns_token_auth_on_when_a_token_exists(tmp_path):
@@ -130,9 +201,10 @@ def test_ray_train_still_reads_the_worker_env_knobs():
 
 def test_job_working_dirs_are_still_unpacked_where_we_look(tmp_path, monkeypatch):
     """job_working_dir: Ray unpacks --working-dir under runtime_resources/working_dir_files."""
-    import ray._private.runtime_env.working_dir as working_dir
+    from ray._private.runtime_env.working_dir import WorkingDirPlugin
 
-    assert '"working_dir_files"' in inspect.getsource(working_dir)
+    WorkingDirPlugin(str(tmp_path / "runtime_resources"), gcs_client=None)
+    assert (tmp_path / "runtime_resources" / "working_dir_files").is_dir()
     copy = tmp_path / "runtime_resources" / "working_dir_files" / "_ray_pkg_0"
     copy.mkdir(parents=True)
     monkeypatch.chdir(copy)
@@ -141,12 +213,27 @@ def test_job_working_dirs_are_still_unpacked_where_we_look(tmp_path, monkeypatch
     assert compat.job_working_dir() is None
 
 
-def test_tune_still_propagates_aws_credentials_into_runtime_envs():
+def test_tune_still_propagates_aws_credentials_into_runtime_envs(monkeypatch):
     """keep_secrets_out_of_runtime_envs: drop it once Tune stops copying the driver's AWS keys into
-    trial actors' runtime envs (which Ray's runtime-env agent logs in clear text)."""
+    trial actors' runtime envs (which Ray's runtime-env agent logs in clear text). The runtime env
+    Tune gives a trial actor is read from a stand-in for ``ray.remote``; Tune's list of variables,
+    which the workaround replaces, is put back when the test ends."""
     from ray.tune.execution import class_cache
 
-    assert '"AWS_SECRET_ACCESS_KEY",' in inspect.getsource(class_cache)
+    monkeypatch.setattr(class_cache, "ENV_VARS_TO_PROPAGATE", class_cache.ENV_VARS_TO_PROPAGATE)
+    for name in compat.SECRET_ENV_VARS:
+        monkeypatch.setenv(name, f"{name}-value")
+    monkeypatch.setenv("RAY_CHDIR_TO_TRIAL_DIR", "0")
+    envs = []
+
+    def remote(runtime_env):
+        envs.append(runtime_env["env_vars"])
+        return lambda cls: cls
+
+    monkeypatch.setattr(class_cache.ray, "remote", remote)
+    class_cache._ActorClassCache().get(_noop)
+    assert set(envs[-1]) >= compat.SECRET_ENV_VARS  # upstream copies them
     compat.keep_secrets_out_of_runtime_envs()
-    assert not compat.SECRET_ENV_VARS & class_cache.ENV_VARS_TO_PROPAGATE
-    assert "PL_DISABLE_FORK" in class_cache.DEFAULT_ENV_VARS  # the rest is untouched
+    class_cache._ActorClassCache().get(_noop)
+    assert not compat.SECRET_ENV_VARS & set(envs[-1])
+    assert {"PL_DISABLE_FORK", "RAY_CHDIR_TO_TRIAL_DIR"} <= set(envs[-1])  # the rest still goes
