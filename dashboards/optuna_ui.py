@@ -6,7 +6,7 @@ history, parallel coordinates and importance. The study's searcher writes its tr
 default (reach a remote head node through an SSH tunnel). A directory without ``optuna.db`` is
 refused rather than given an empty new database, which is what optuna-dashboard would make of a
 mistyped path. A study on a database server (``--optuna-url``) is served from that URL; its
-password moves to ``PGPASSWORD`` and is never printed.
+URL, password included, goes to the database client only; what is printed has the password masked.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from transcenter.store.uri import display, is_local, local_path, take_password
+from transcenter.store.uri import display, is_local, local_path
 
 OPTUNA_DB = "optuna.db"
 
@@ -35,14 +35,13 @@ class _QuietHandler(WSGIRequestHandler):
 
 def study_storage_url(study_dir: str | Path) -> str:
     """Returns the Optuna storage URL of a study: ``sqlite:///<study dir>/optuna.db`` (absolute)
-    for a local study directory, or ``study_dir`` itself when it is a database URL (without its
-    password, which goes to ``PGPASSWORD``).
+    for a local study directory, or ``study_dir`` itself when it is a database URL.
 
     Raises:
         FileNotFoundError: If the directory has no ``optuna.db``; the message says what to pass.
     """
     if not is_local(str(study_dir)):
-        return take_password(str(study_dir))
+        return str(study_dir)
     path = Path(local_path(str(study_dir))) / OPTUNA_DB
     if not path.is_file():
         raise FileNotFoundError(

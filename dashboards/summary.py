@@ -106,7 +106,7 @@ def collect(
     epochs = analysis.load_study(paths)
     status = analysis.trial_status(epochs, analysis.load_trials(paths))
     overlap = (analysis.head_comparison(epochs, by=by) if OVERLAP_RECALL in epochs
-               else f"The study reports no {OVERLAP_RECALL!r} (recorded since issue 8).")
+               else f"The study reports no {OVERLAP_RECALL!r} (studies of older versions did not record it).")
     lower_note = ""
     if epochs.empty:
         lower = upper = losses = overlap = "No epoch has been recorded yet."

@@ -156,8 +156,9 @@ def main(name: str, space: SearchSpace, description: str, sampler: str = "tpe",
         spec = spec_from_args(args, space, fixed, fixed_by_preset)
         directory = study_dir(spec)
         print(f"study {spec.name}: {spec.samples} trials x {spec.epochs} epochs -> {mask(directory)}")
+        database = display(optuna_url(spec), spec.optuna_password is not None)
         print(f"  live: Ray dashboard http://127.0.0.1:8265 | "
-              f"optuna-dashboard {display(optuna_url(spec))} | tensorboard --logdir {mask(directory)}/tune")
+              f"optuna-dashboard {database} | tensorboard --logdir {mask(directory)}/tune")
         store = run_study(spec, args.address)
     except (StudyError, ValueError) as e:
         print(f"error: {mask(str(e))}", file=sys.stderr)

@@ -39,7 +39,7 @@ def check_versions(ray_version: str, optuna_version: str) -> None:
         raise ImportError(
             f"transcenter.platform was written for Ray {WRITTEN_FOR['ray']}.x and Optuna "
             f"{WRITTEN_FOR['optuna']}.x, but Ray {ray_version} and Optuna {optuna_version} are "
-            f"installed: its workarounds in transcenter/platform/compat.py use their private APIs. "
+            f"installed: its workarounds in platform/compat.py (transcenter.platform.compat) use their private APIs. "
             f"Install the pinned versions (pip install -e .) or review compat.py and its tests "
             f"(tests/test_compat.py) for the new release.")
 

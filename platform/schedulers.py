@@ -35,6 +35,9 @@ def make_scheduler(objectives: dict[str, str], asha: bool, epochs: int, grace_pe
     ``objectives`` has several metrics."""
     if not asha:
         return FIFOScheduler()
+    # Both ASHAs answer STOP to a result at epoch >= max_t. max_t one above the last epoch lets a
+    # trial that passed its rungs end by finishing (recorded completed), not by a STOP at its last
+    # epoch (which the store and Optuna would record as stopped / pruned).
     rungs = dict(time_attr="epoch", max_t=epochs + 1, grace_period=grace_period,
                  reduction_factor=reduction_factor)
     if len(objectives) > 1:

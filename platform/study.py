@@ -32,7 +32,7 @@ from transcenter.platform.compat import (
 )
 from transcenter.platform.data_check import DataCheck, check_data
 from transcenter.platform.errors import StudyError
-from transcenter.platform.optuna_db import check_storage
+from transcenter.platform.optuna_db import check_storage, split_password, use_password
 from transcenter.platform.placement import PlacementGroupCleaner
 from transcenter.platform.ray_connect import alive_nodes, connect, on_every_node
 from transcenter.platform.reconcile import reconcile
@@ -71,13 +71,14 @@ class StudySpec:
     reduction_factor: int = 2
     resources: Resources = field(default_factory=Resources)
     storage_path: str = "results"  # resolved at construction: absolute path or URI
-    optuna_url: str | None = None  # a password moves to PGPASSWORD at construction (uri.take_password)
+    optuna_url: str | None = None  # a password is split off into optuna_password at construction
     resume: bool = False
     seed: int = 0
     max_failures: int = 2
     min_free_gb: float = 1.0  # refuse to start on local storage with less free disk
     simulate: str | None = None  # a learning-curve source: trials replay it instead of training
     time_scale: float = 1000.0  # simulated seconds per real second of a simulated study
+    optuna_password: str | None = field(default=None, repr=False)  # used by run_study only
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:
@@ -92,7 +93,10 @@ class StudySpec:
                                  f"{', '.join(OBJECTIVE_METRICS)}")
         object.__setattr__(self, "storage_path", resolve_storage(self.storage_path))
         if self.optuna_url:
-            object.__setattr__(self, "optuna_url", uri.take_password(self.optuna_url))
+            clean, password = split_password(self.optuna_url)
+            object.__setattr__(self, "optuna_url", clean)
+            if password is not None:
+                object.__setattr__(self, "optuna_password", password)
         trial_config(self.preset, self.overrides)  # fixed fields first, then the searched ones
         self.space.validate(self.preset, self.overrides)
         simulation = self.simulation  # building it validates the source and the time scale
@@ -325,6 +329,7 @@ def _data(spec: StudySpec) -> DataCheck:
 def run_study(spec: StudySpec, address: str | None = None) -> ResultStore:
     """Runs (or resumes) the study to the end and returns its result store."""
     faults.arm_driver()
+    use_password(spec.optuna_password)
     check_study(spec)
     data = _data(spec)
     connect(address)

@@ -7,11 +7,9 @@ own working directory, where a relative path would name another folder.
 
 Any text printed or stored that may hold a URL (a banner, an error message, a trial's error)
 goes through :func:`mask`, which replaces the password of ``scheme://user:password@host`` with
-``***``. A password in an Optuna database URL never travels further than :func:`take_password`:
-Tune pickles the searcher, and with it the storage URL, into the experiment state under
-``<study>/tune/``. For PostgreSQL the password moves to ``PGPASSWORD`` in this process's
-environment, where libpq (psycopg) reads it, as it would from ``~/.pgpass``; the URL kept everywhere
-else has none. Other databases must take their password from their client's own configuration.
+``***``. :func:`split_password` splits a password off a URL; the study driver keeps an Optuna
+database's password apart from its URL (:mod:`transcenter.platform.optuna_db`), because Tune pickles
+the searcher, and with it the storage URL, into the experiment state under ``<study>/tune/``.
 """
 from __future__ import annotations
 
@@ -19,12 +17,12 @@ import os
 import posixpath
 import re
 from pathlib import Path
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow.fs as pafs
 
 MASK = "***"
-PASSWORD_ENV = "PGPASSWORD"
+PASSWORD_ENV = "PGPASSWORD"  # where libpq (psycopg) reads a PostgreSQL password
 # scheme://user:password@ — the password runs to the last '@' of the URL (a secret may hold '/' or
 # '@' that its owner did not percent-encode; masking too much is safe).
 _CREDENTIALS = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*:)(?P<secret>\S*)@")
@@ -100,13 +98,13 @@ def mask(text: str) -> str:
     return _CREDENTIALS.sub(lambda m: f"{m.group('head')}{MASK}@", text)
 
 
-def display(url: str) -> str:
-    """Returns ``url`` as it may be shown: its password masked, and ``user:***@`` also where the
-    password comes from ``PGPASSWORD`` (:func:`take_password` put it there)."""
+def display(url: str, kept_apart: bool = False) -> str:
+    """Returns ``url`` as it may be shown: its password masked, and ``user:***@`` also where a
+    PostgreSQL password goes with it from elsewhere (``kept_apart``, or ``PGPASSWORD`` set)."""
     if split_password(url)[1] is not None:
         return mask(url)
     parts = urlsplit(url)
-    if dialect(url) == "postgresql" and parts.username and os.environ.get(PASSWORD_ENV):
+    if dialect(url) == "postgresql" and parts.username and (kept_apart or os.environ.get(PASSWORD_ENV)):
         return url.replace(f"//{parts.username}@", f"//{parts.username}:{MASK}@", 1)
     return url
 
@@ -131,20 +129,3 @@ def split_password(url: str) -> tuple[str, str | None]:
 def dialect(url: str) -> str:
     """Returns the SQLAlchemy dialect of ``url``: ``postgresql+psycopg://`` -> ``postgresql``."""
     return url.split("://", 1)[0].split("+", 1)[0]
-
-
-def take_password(url: str) -> str:
-    """Returns ``url`` without its password, which moves to ``PGPASSWORD`` (PostgreSQL only).
-
-    Raises:
-        ValueError: For a password in the URL of another database (it would be stored).
-    """
-    clean, password = split_password(url)
-    if password is None:
-        return url
-    if dialect(url) != "postgresql":
-        raise ValueError(f"--optuna-url {mask(url)}: a password in a {dialect(url)} URL would be "
-                         f"stored in the study's Tune state; give it through the database "
-                         f"client's own configuration instead")
-    os.environ[PASSWORD_ENV] = unquote(password)
-    return clean

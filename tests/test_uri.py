@@ -3,6 +3,7 @@ import os
 
 import pytest
 
+from transcenter.platform.optuna_db import split_password, use_password
 from transcenter.platform.search import SearchSpace
 from transcenter.platform.study import StudySpec
 from transcenter.store import uri
@@ -21,17 +22,22 @@ def test_mask_hides_every_password(text, masked):
     assert uri.mask(text) == masked
 
 
-def test_take_password_moves_a_postgres_password_to_pgpassword(monkeypatch):
+def test_a_spec_keeps_a_postgres_password_apart_and_leaves_the_environment_alone(monkeypatch):
     monkeypatch.delenv("PGPASSWORD", raising=False)
-    clean = uri.take_password("postgresql+psycopg://tc:p%40ss@127.0.0.1:5432/studies?sslmode=disable")
-    assert clean == "postgresql+psycopg://tc@127.0.0.1:5432/studies?sslmode=disable"
+    url = "postgresql+psycopg://tc:p%40ss@127.0.0.1:5432/studies?sslmode=disable"
+    specs = [StudySpec(name="s", space=SearchSpace(), preset="smoke", optuna_url=url) for _ in range(2)]
+    assert "PGPASSWORD" not in os.environ
+    assert specs[0].optuna_url == "postgresql+psycopg://tc@127.0.0.1:5432/studies?sslmode=disable"
+    assert specs[0].optuna_password == "p@ss" and "p@ss" not in repr(specs[0])
+    use_password(specs[0].optuna_password)  # what run_study does before it opens the database
     assert os.environ["PGPASSWORD"] == "p@ss"
-    assert uri.display(clean) == "postgresql+psycopg://tc:***@127.0.0.1:5432/studies?sslmode=disable"
+    assert uri.display(specs[0].optuna_url) == ("postgresql+psycopg://tc:***@127.0.0.1:5432/studies"
+                                                "?sslmode=disable")
 
 
 def test_password_of_another_database_is_refused_masked():
     with pytest.raises(ValueError, match=r"mysql://u:\*\*\*@h/db") as e:
-        uri.take_password("mysql://u:hunter2@h/db")
+        split_password("mysql://u:hunter2@h/db")
     assert "hunter2" not in str(e.value)
 
 

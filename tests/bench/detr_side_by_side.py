@@ -11,7 +11,7 @@ init: its backbone would download ImageNet weights, so that is switched off). Bo
 TransCenter runs the ``paper`` preset (ResNet-50 C5, d=256, 6+6 layers, N=100) at each ``--sizes``
 S, with DETR's backbone practice (frozen BatchNorm, stem + layer1 frozen: random weights written
 to a temp file stand in for ImageNet's, which cost the same) and channels-last memory, and, as
-``S<n>_before``, as before issue 16: every backbone stage training on batch statistics, NCHW.
+``S<n>_before``, the former defaults: every backbone stage training on batch statistics, NCHW.
 ``ratio_to_detr`` is s/step over DETR's; ``macs_ratio`` the forward-MACs ratio it may reach.
 
     python tests/bench/detr_side_by_side.py --detr /path/to/detr [--steps 3] [--threads 2]
@@ -173,7 +173,7 @@ def main(argv=None) -> None:
     with tempfile.NamedTemporaryFile(suffix=".pt") as weights:
         torch.save(torchvision.models.resnet50().state_dict(), weights.name)
         variants = {f"S{s}": (s, weights.name, {}) for s in args.sizes}
-        variants[f"S{args.sizes[0]}_before"] = (args.sizes[0], None, {  # before issue 16
+        variants[f"S{args.sizes[0]}_before"] = (args.sizes[0], None, {  # the former defaults
             "model.backbone_norm": "batch", "model.backbone_trainable": "all",
             "train.channels_last": False})
         if args.contiguous:

@@ -1,4 +1,4 @@
-"""Training-step cost (issue 4): prints ONE JSON object.
+"""Training-step cost: prints ONE JSON object.
 
 Seconds per step, split into ``data`` (waiting for the loader's next batch + copy to the device),
 ``forward`` (model, under bf16 autocast on CUDA), ``matcher_targets`` (``SetCriterion.build_targets``:
@@ -16,7 +16,7 @@ Runs:
   against ``--peak-tflops`` (989: H100 SXM bf16 dense), with training FLOPs taken as
   3 × forward MACs × 2 (``transcenter.model.evaluation.complexity.count``).
 * ``cpu_contiguous`` and, with ``--compile``, ``cpu_compile``: the same without
-  ``train.channels_last`` (NCHW, the default before issue 16) / with ``train.compile``;
+  ``train.channels_last`` (NCHW, the former default) / with ``train.compile``;
   ``compile_s`` is the first step's time (compilation), left out of the mean.
 * ``share_n100_s64``: the share of the criterion (``matcher_targets`` + ``loss``) in a step at
   N=100, S=64 (goal <= 5 %). From
