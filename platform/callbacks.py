@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,16 +40,22 @@ class ResultStoreCallback(Callback):
     trial re-reporting an epoch replaces that epoch's row, so a retried or resumed study neither
     loses nor duplicates rows. Tune calls the searcher before this callback, so Optuna hears of an
     epoch or a trial's end before parquet does (:mod:`transcenter.platform.reconcile` relies on it).
+
+
+    Args:
+        params_of: a trial's searched values -> its rows' hyperparameters (every scalar field of
+            the configuration it trained: :class:`~transcenter.platform.columns.TrialColumns`).
     """
 
-    def __init__(self, store: ResultStore, total_epochs: int, fixed_params: dict[str, Any]):
+    def __init__(self, store: ResultStore, total_epochs: int,
+                 params_of: Callable[[dict[str, Any]], dict[str, Any]]):
         self.store = store
         self.total_epochs = total_epochs
-        self.fixed_params = fixed_params  # study hyperparameters not searched, stored as columns
+        self.params_of = params_of
 
     def _key_params(self, trial) -> tuple[str, dict[str, Any]]:
         key, params = split_config(trial.config)
-        return key, {**self.fixed_params, **params}
+        return key, self.params_of(params)
 
     @staticmethod
     def _metrics(result: dict[str, Any]) -> dict[str, float]:

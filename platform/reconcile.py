@@ -44,7 +44,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -69,15 +71,16 @@ class Reconciled:
     actions: list[str] = field(default_factory=list)  # one line per repair, for the log
 
 
-def reconcile(study: optuna.Study, store: ResultStore, train_dir: str, fixed_params: dict,
-              metrics: list[str]) -> Reconciled:
+def reconcile(study: optuna.Study, store: ResultStore, train_dir: str,
+              params_of: Callable[[dict[str, Any]], dict[str, Any]], metrics: list[str]) -> Reconciled:
     """Brings parquet and Optuna into agreement (see the module docstring) and returns what is left.
 
     Args:
         study: The study's Optuna study.
         store: Its result store.
         train_dir: The folder of its Ray Train runs (``<study>/train``), for failure lines.
-        fixed_params: The hyperparameters every trial has (stored beside the searched ones).
+        params_of: A trial's searched values -> its rows' hyperparameters, as the study's
+            :class:`~transcenter.platform.callbacks.ResultStoreCallback` stores them.
         metrics: The objective metric names, in the Optuna study's direction order.
     """
     out = Reconciled()
@@ -92,7 +95,7 @@ def reconcile(study: optuna.Study, store: ResultStore, train_dir: str, fixed_par
     for trial in study.get_trials(deepcopy=False):
         key = trial_key(trial.number)
         known.add(key)
-        params = {**fixed_params, **trial.params}
+        params = params_of(trial.params)
         status = ended.get(key)
         if trial.state in _END_STATUS:
             out.finished += 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -283,7 +284,13 @@ def make_searcher(space: SearchSpace, objectives: dict[str, str], storage_url: s
         raise ValueError(f"sampler={sampler!r}: must be one of {SAMPLERS}")
     metrics, modes = list(objectives), list(objectives.values())
     storage = optuna.storages.RDBStorage(storage_url)
-    return StudySearch(space=space, metric=metrics[0] if len(metrics) == 1 else metrics,
-                       mode=modes[0] if len(modes) == 1 else modes, sampler=ot_sampler,
-                       storage=storage, study_name=study_name, total_epochs=total_epochs,
-                       constraints=tuple(constraints), unfinished=tuple(unfinished))
+    searcher = StudySearch(space=space, metric=metrics[0] if len(metrics) == 1 else metrics,
+                           mode=modes[0] if len(modes) == 1 else modes, sampler=ot_sampler,
+                           storage=storage, study_name=study_name, total_epochs=total_epochs,
+                           constraints=tuple(constraints), unfinished=tuple(unfinished))
+    # optuna-dashboard names the objectives by these ("AP50", not "Objective 0"); a resumed
+    # study is given the same names again. Experimental in Optuna since 3.2, stable in use.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna_study(searcher).set_metric_names(metrics)
+    return searcher

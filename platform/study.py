@@ -25,6 +25,7 @@ from transcenter.model.metric_names import AP_KEYS, COST_KEYS, EXTRA_KEYS, LOSS_
 from transcenter.model.training.experiment import trial_config
 from transcenter.platform import faults
 from transcenter.platform.callbacks import ResultStoreCallback
+from transcenter.platform.columns import TrialColumns
 from transcenter.platform.compat import (
     job_working_dir,
     keep_secrets_out_of_runtime_envs,
@@ -235,7 +236,9 @@ def build_tuner(spec: StudySpec, data: DataCheck) -> tune.Tuner | None:
     :func:`check_study` first.
 
     A new study writes ``study.json``: its definition, and ``data`` (the driver's
-    :func:`check_data`: the class list fixed for every trial, the data-set report). A resumed one
+    :func:`check_data`: the class list fixed for every trial, the data-set report) and
+    ``trial_config``, the configuration each trial trains before its searched values (resolved for
+    the trials' device: :class:`~transcenter.platform.columns.TrialColumns`). A resumed one
     (``spec.resume``) must have the same definition; :func:`~transcenter.platform.reconcile.reconcile`
     then brings its stores into agreement, its unfinished trials run again first (each from its
     checkpoint) and new trials make up ``spec.samples``. Every run of the driver is a new Tune
@@ -246,9 +249,14 @@ def build_tuner(spec: StudySpec, data: DataCheck) -> tune.Tuner | None:
                         after_temp_write=functools.partial(faults.kill_point, "parquet_write"))
     objectives = spec.objective_modes
     # Every scalar field of the trial configuration is a column, searched or not: the dashboards
-    # group by some (the heatmap size, the head) in any study.
-    fixed = {k: v for k, v in spec.trial_defaults.to_flat_dict().items()
-             if isinstance(v, (bool, int, float, str))}
+    # group by some (the heatmap size, the head) in any study. Each is what the trials train on
+    # their device (a setting that would not take effect there is stored as resolved).
+    columns = TrialColumns.of(spec.preset, spec.overrides, spec.resources,
+                              trains=not spec.simulate)
+    changed = columns.substitutions({})
+    if changed:
+        logger.warning("the trials train another model than asked (stored as trained): %s",
+                       changed)
     definition = _definition(spec)
     unfinished: tuple = ()
     samples, seed = spec.samples, spec.seed
@@ -263,7 +271,7 @@ def build_tuner(spec: StudySpec, data: DataCheck) -> tune.Tuner | None:
                              + "; ".join(f"{k}: stored {stored[k]!r}, given {definition[k]!r}"
                                          for k in differ))
         study = optuna.load_study(study_name=spec.name, storage=optuna_url(spec))
-        state = reconcile(study, store, f"{directory}/train", fixed, list(objectives))
+        state = reconcile(study, store, f"{directory}/train", columns, list(objectives))
         unfinished = state.unfinished
         samples = max(spec.samples - state.finished, len(unfinished))
         seed = spec.seed + len(study.trials)  # a resumed sampler does not repeat the first draws
@@ -273,12 +281,12 @@ def build_tuner(spec: StudySpec, data: DataCheck) -> tune.Tuner | None:
             return None
     else:
         store.write_meta({**definition, "class_names": data.class_names, "dataset": data.report,
-                          "settings": _settings(spec)})
+                          "settings": _settings(spec), "trial_config": columns({})})
     searcher = make_searcher(spec.space, objectives, optuna_url(spec), spec.name, spec.epochs,
                              spec.sampler, seed, spec.constraint_list, unfinished=unfinished)
     scheduler = make_scheduler(objectives, spec.asha, spec.epochs, spec.grace_period,
                                spec.reduction_factor)
-    callback = ResultStoreCallback(store, spec.epochs, fixed)
+    callback = ResultStoreCallback(store, spec.epochs, columns)
     run_name = f"run-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:4]}"
     trial_spec = TrialSpec(spec.name, directory, spec.preset, spec.overrides, spec.resources,
                            spec.max_failures)

@@ -34,6 +34,11 @@ class Resources:
             raise ValueError(f"cpus_per_worker={self.cpus_per_worker!r}, "
                              f"gpus_per_worker={self.gpus_per_worker!r}: must be >= 0")
 
+    @property
+    def threads(self) -> int:
+        """Torch CPU threads per worker, where a trial sets none: its CPUs, at least 1."""
+        return max(1, int(self.cpus_per_worker))
+
     def scaling_config(self) -> ScalingConfig:
         """Returns the Ray Train ``ScalingConfig`` of these resources."""
         per_worker = {"CPU": self.cpus_per_worker}

@@ -55,7 +55,7 @@ def trial_driver(config: dict[str, Any], spec: TrialSpec) -> None:
     """
     key, params = split_config(config)
     overrides = {**spec.overrides, **params}
-    overrides.setdefault("train.threads", max(1, int(spec.resources.cpus_per_worker)))
+    overrides.setdefault("train.threads", spec.resources.threads)
     train_dir = f"{spec.study_dir}/train"
     trainer = build_trainer(name=key, storage_path=train_dir,
                             preset=spec.preset, overrides=overrides, resources=spec.resources,

@@ -17,7 +17,7 @@ import ray.train.torch
 import torch
 
 from transcenter.model.training.checkpoint import load_checkpoint, save_checkpoint
-from transcenter.model.training.engine import DivergedError, TrialRunner
+from transcenter.model.training.engine import DivergedError, TrialRunner, configure_process
 from transcenter.model.training.experiment import trial_config
 from transcenter.platform import faults
 from transcenter.platform.costs import cached_count
@@ -76,6 +76,7 @@ def _train(loop_config: dict[str, Any], rank: int) -> Iterator[int]:
     yields each epoch's number (1-based) as it starts."""
     cfg = trial_config(loop_config.get("preset"), loop_config.get("overrides"))
     cost = {"count_cost": cached_count(loop_config["cost_dir"])} if loop_config.get("cost_dir") else {}
+    configure_process(cfg)
     runner = TrialRunner(cfg, wrap_model=ray.train.torch.prepare_model,
                          wrap_loader=ray.train.torch.prepare_data_loader,
                          device=ray.train.torch.get_device(), **cost)

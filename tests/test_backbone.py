@@ -1,5 +1,5 @@
-"""DETR's backbone practice as options (issue 16): frozen BatchNorm, frozen stages that cost
-nothing, the fallback without pretrained weights, SyncBatchNorm, and rank-0-only evaluation."""
+"""DETR's backbone practice as options: frozen BatchNorm, frozen stages that cost nothing, its
+refusal without pretrained weights, SyncBatchNorm, and rank-0-only evaluation."""
 import json
 import warnings
 from pathlib import Path
@@ -47,7 +47,8 @@ def test_frozen_stages_get_no_gradient_no_optimizer_state_and_do_not_change(resn
     cfg = trial_config("smoke", {**TINY, "model.backbone_weights": resnet18_weights,
                                  "model.backbone_norm": "frozen", "model.backbone_trainable": "layer2"})
     runner = TrialRunner(cfg)
-    backbone = runner.model.backbone  # stem (0-3), layer1 (4), layer2 (5), layer3 (6)
+    assert runner.config.model == cfg.model  # with weights, kept as asked
+    backbone = runner.model_without_ddp.backbone  # stem (0-3), layer1 (4), layer2 (5), layer3 (6)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in backbone.modules())
     frozen = [p for m in list(backbone)[:5] for p in m.parameters()]
     trained = list(backbone[5].parameters())
@@ -62,13 +63,14 @@ def test_frozen_stages_get_no_gradient_no_optimizer_state_and_do_not_change(resn
     assert not all(torch.equal(before[k], after[k]) for k in before if k.startswith("5."))
 
 
-def test_without_pretrained_weights_the_paper_practice_warns_and_trains_everything():
+def test_without_pretrained_weights_the_backbone_refuses_the_paper_practice():
+    """The trainer resolves it first (tests/test_resolved_config.py); built directly, it is refused."""
     assert (PRESETS["paper"]["model.backbone_norm"], PRESETS["paper"]["model.backbone_trainable"]) \
         == ("frozen", "layer2")
-    with pytest.warns(UserWarning, match="model.backbone_weights is unset"):
-        backbone, _ = build_backbone("resnet18", 16, None, "frozen", "layer2")
-    assert any(isinstance(m, nn.BatchNorm2d) for m in backbone.modules())
-    assert all(p.requires_grad for p in backbone.parameters())
+    with pytest.raises(ValueError, match="model.backbone_weights is unset"):
+        build_backbone("resnet18", 16, None, "frozen", "layer2")
+    with pytest.raises(ValueError, match="model.backbone_trainable='layer3'"):
+        build_backbone("resnet18", 16, None, "batch", "layer3")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         build_backbone("resnet18", 16, None, "batch", "all")  # the small presets: no warning
@@ -82,13 +84,15 @@ def test_batch_norm_with_frozen_stages_freezes_their_statistics(resnet18_weights
     assert [p.requires_grad for p in backbone[7].parameters()] == [True] * len(list(backbone[7].parameters()))
 
 
-def test_sync_batchnorm_is_converted_on_gpus_and_warns_on_cpu():
+def test_sync_batchnorm_is_converted_and_on_cpu_resolved_to_batch():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
-    converted = engine._sync_batchnorm(model, torch.device("cuda"))  # a module swap: no GPU needed
+    converted = engine._sync_batchnorm(model)  # a module swap: no GPU needed
     assert isinstance(converted[1], nn.SyncBatchNorm)
-    with pytest.warns(UserWarning, match="SyncBatchNorm needs GPUs"):
-        kept = engine._sync_batchnorm(nn.Sequential(nn.BatchNorm2d(4)), torch.device("cpu"))
-    assert isinstance(kept[0], nn.BatchNorm2d)
+    cfg = trial_config("smoke", {**TINY, "model.backbone_norm": "sync"})
+    with pytest.warns(UserWarning, match="model.backbone_norm: 'sync' -> 'batch'"):
+        runner = TrialRunner(cfg)
+    assert runner.config.model.backbone_norm == "batch"
+    assert not any(isinstance(m, nn.SyncBatchNorm) for m in runner.model_without_ddp.modules())
 
 
 def _rank(rank: int, init: str, out: str) -> None:

@@ -73,7 +73,7 @@ def test_channels_last_and_compile_train_the_same_step_and_checkpoint_the_same_k
     assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
     assert lean.state_dict()["model"].keys() == plain.state_dict()["model"].keys()
     if option == "train.channels_last":
-        assert lean.network.backbone[0].weight.is_contiguous(memory_format=torch.channels_last)
+        assert lean.model_without_ddp.backbone[0].weight.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_every_epoch_reports_the_models_cost_and_evaluated_epochs_its_measured_speed():

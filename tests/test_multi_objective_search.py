@@ -44,6 +44,7 @@ def test_multi_objective_searcher_keeps_every_epoch_constraints_and_prunes(tmp_p
         search.on_trial_complete(trial_id, result)
     study = optuna.load_study(study_name="mo", storage=url)
     assert study.directions == [optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE]
+    assert study.metric_names == ["AP", "gmacs"]  # what optuna-dashboard labels them
     a, b = study.trials
     assert a.state == optuna.trial.TrialState.COMPLETE and a.values == [30.0, 0.1]
     assert {k: v for k, v in a.user_attrs.items() if "@" in k} == {
@@ -52,3 +53,10 @@ def test_multi_objective_searcher_keeps_every_epoch_constraints_and_prunes(tmp_p
     assert a.constraints == {"gmacs<=0.2": pytest.approx(-0.1)}
     assert b.constraints == {"gmacs<=0.2": pytest.approx(0.1)}
     assert [t.number for t in study.best_trials] == [0]
+
+
+def test_a_single_objective_study_is_named_after_its_metric_also_when_resumed(tmp_path):
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    for _ in range(2):  # created, then loaded again as a resumed study is
+        make_searcher(SPACE, {"AP50": "max"}, url, "so", total_epochs=2)
+        assert optuna.load_study(study_name="so", storage=url).metric_names == ["AP50"]

@@ -18,7 +18,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 
-from transcenter.model.training.engine import TrialRunner
+from transcenter.model.training.engine import TrialRunner, configure_process
 from transcenter.model.training.experiment import trial_config
 
 EPOCHS = 8  # 192 images (the cpu preset's), batch 8 -> 192 steps (~0.2 s each on 2 cores)
@@ -33,6 +33,7 @@ def _final_metrics(head: str, seed: int) -> dict[str, float]:
                                "data.overlap_fraction": 1.0, "data.num_val": 64,
                                "train.epochs": EPOCHS, "train.eval_every": EPOCHS,
                                "train.seed": seed, "data.seed": seed, "train.threads": 1})
+    configure_process(cfg)  # this worker process's one thread
     runner = TrialRunner(cfg)
     return [runner.run_epoch() for _ in range(EPOCHS)][-1]
 

@@ -11,6 +11,12 @@ from transcenter.platform.trial_files import trial_key, write_failure
 from transcenter.store.results import ResultStore
 
 FIXED = {"train.epochs": 2}
+
+
+def _params(searched: dict) -> dict:
+    return {**FIXED, **searched}
+
+
 S = optuna.trial.TrialState
 
 
@@ -55,7 +61,7 @@ def test_every_combination_has_its_outcome(stores):
     with open(leftover, "wb") as f:
         f.write(b"torn")
 
-    state = reconcile(study, store, train, FIXED, ["AP50"])
+    state = reconcile(study, store, train, _params, ["AP50"])
 
     assert state.finished == 7 and [t.number for t in state.unfinished] == [t5.number]
     trials = store.read_trials().set_index("trial_id")
@@ -73,7 +79,7 @@ def test_every_combination_has_its_outcome(stores):
     assert not any(".tmp-" in p for p in os.listdir(store.root + "/epochs"))
     assert len(state.actions) == 7  # 6 repairs and the removed temporary file
 
-    again = reconcile(study, store, train, FIXED, ["AP50"])  # idempotent
+    again = reconcile(study, store, train, _params, ["AP50"])  # idempotent
     assert again.actions == [] and again.finished == 7
 
 
@@ -82,5 +88,5 @@ def test_a_completed_trial_without_a_finite_value_is_failed(stores):
     _t, key = _trial(study, store, 1)
     store.record_epoch(key, 1, {**FIXED, "model.heatmap_size": 16}, {"AP50": math.nan})
     store.record_trial(key, FIXED, "completed")
-    reconcile(study, store, train, FIXED, ["AP50"])
+    reconcile(study, store, train, _params, ["AP50"])
     assert study.get_trials()[0].state == S.FAIL

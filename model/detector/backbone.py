@@ -5,11 +5,12 @@ DETR (and the paper, built on its code) starts from ImageNet weights, replaces e
 ``FrozenBatchNorm2d`` (batch statistics at detection's small per-GPU batches are noisy) and trains
 only ``layer2``..``layer4`` at a low learning rate. Both only make sense on pretrained weights: from
 random init, frozen statistics leave the network unnormalised and frozen stages stay random, so
-without ``weights_path`` the backbone warns and trains every stage with batch statistics.
+without ``weights_path`` they are refused here. The trainer resolves them to ``batch`` and ``all``
+before it builds the model (:func:`transcenter.model.training.experiment.resolve`), so that what
+it stores is what it built.
 """
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import torch
@@ -49,17 +50,15 @@ def build_backbone(name: str, stride: int = 32, weights_path: str | None = None,
             ``requires_grad=False`` (no gradient computed or stored, no optimiser state) and its
             BatchNorms are frozen too.
 
-    Warns:
-        UserWarning: ``frozen`` or a frozen stage without ``weights_path``; the backbone then
-            trains every stage with batch statistics.
+    Raises:
+        ValueError: ``frozen`` or a frozen stage without ``weights_path``, naming the fields and
+            the fix.
     """
     if weights_path is None and (norm == "frozen" or trainable != "all"):
-        warnings.warn(f"model.backbone_norm={norm!r} and model.backbone_trainable={trainable!r} "
-                      f"are DETR's practice for pretrained weights, but model.backbone_weights is "
-                      f"unset (random init): using 'batch' and 'all' instead, so that the backbone "
-                      f"is normalised and learns. Give a local ImageNet state dict to keep them.",
-                      UserWarning, stacklevel=2)
-        norm, trainable = "batch", "all"
+        raise ValueError(f"model.backbone_norm={norm!r} and model.backbone_trainable={trainable!r} "
+                         f"are DETR's practice for pretrained weights, but model.backbone_weights "
+                         f"is unset (random init): give a local ImageNet state dict, or use "
+                         f"'batch' and 'all' (what the trainer's resolve() makes of them)")
     net = getattr(torchvision.models, name)(weights=None)
     if weights_path is not None:
         _load(net, name, weights_path)

@@ -47,8 +47,8 @@ class ModelConfig:
 
     ``backbone_norm`` and ``backbone_trainable`` follow DETR's practice when set to ``frozen`` and
     ``layer2`` (the ``paper`` preset): frozen BatchNorm statistics, stem and ``layer1`` frozen.
-    Both need ``backbone_weights``; without them the backbone warns and trains every stage with
-    batch statistics (:mod:`transcenter.model.detector.backbone`).
+    Both need ``backbone_weights``; without them the backbone refuses them, and the trainer
+    resolves them to ``batch`` and ``all`` (:func:`transcenter.model.training.experiment.resolve`).
 
     ``heatmap_size`` S must be a power of two >= 16 and a power-of-two multiple of the encoder map
     (``input_size / backbone_stride``); each doubling adds one transposed convolution.
@@ -60,7 +60,7 @@ class ModelConfig:
     ``num_decoder_layers``, ``offset_encoding``, ``offset_features`` and ``score``.
     """
 
-    head: str = "transcenter"  # "transcenter" (paper) or "centernet" (baseline, issue 8)
+    head: str = "transcenter"  # "transcenter" (paper) or "centernet" (the CenterNet baseline)
     backbone: str = "resnet50"
     backbone_weights: str | None = None  # local file path of a torchvision state dict; never downloaded
     backbone_norm: str = "batch"  # "frozen" (DETR, FrozenBatchNorm2d), "batch", "sync" (SyncBatchNorm under DDP)
@@ -79,10 +79,10 @@ class ModelConfig:
     head_width: int = 256
     head_convs: int = 3  # [Conv3x3 + ReLU] x head_convs per branch, then Conv1x1 -> N
     head_kernel: int = 3
-    heatmap_bias: float = -2.19  # prior 0.1 as CenterNet (paper.md setting 4)
+    heatmap_bias: float = -2.19  # logit of a 0.1 prior, as CenterNet
     offset_encoding: str = "exp"  # "exp" = Eq. 2 (paper), "plain" = Eq. 1 (CenterNet)
-    offset_features: str = "query"  # "query" (paper) or "query+cell" (paper.md setting 9)
-    score: str = "class_x_peak"  # "class", "class_x_peak", "class_x_fg" (paper.md setting 3)
+    offset_features: str = "query"  # "query" (paper) or "query+cell" (also the upsampled feature at the cell)
+    score: str = "class_x_peak"  # "class", "class_x_peak", "class_x_fg" (postprocess.py)
 
     def __post_init__(self) -> None:
         check_choice("model.head", self.head, HEADS)

@@ -4,6 +4,7 @@
 trains one epoch, evaluates, and returns the epoch's metrics dict. Ray Train's worker function
 and the command-line trainer both drive it; distribution enters only through the ``wrap_model`` /
 ``wrap_loader`` hooks and ``torch.distributed`` reductions, which are no-ops in one process.
+A process that trains calls :func:`configure_process` once, before it builds its runner.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from transcenter.model.evaluation.complexity import count
 from transcenter.model.evaluation.evaluate import evaluate, overlap_recall
 from transcenter.model.metric_names import AP_KEYS, MEASURED_COST_KEYS, per_class_ap50_key
 from transcenter.model.training.checkpoint import check_compatible
-from transcenter.model.training.experiment import OptimConfig, TrialConfig
+from transcenter.model.training.experiment import OptimConfig, TrialConfig, resolve, substitutions
 
 
 class DivergedError(FloatingPointError):
@@ -55,6 +56,15 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(name)
+
+
+def configure_process(config: TrialConfig) -> None:
+    """Sets what is global to a training process: torch's CPU threads (``train.threads``; 0 keeps
+    torch's default) and torch's global seed (``train.seed``). Call once, before the first
+    :class:`TrialRunner`."""
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    torch.manual_seed(config.train.seed)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -87,8 +97,13 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, steps_pe
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def _world_size() -> int:
+    """Returns the number of processes training together (1 without a process group)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
 def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    return _world_size() > 1
 
 
 def _all_reduce_mean(values: dict[str, float], device: torch.device) -> dict[str, float]:
@@ -111,21 +126,24 @@ def _on_rank0(objs: list, compute: Callable[[list], dict]) -> dict:
     return result[0]
 
 
-def _sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
-    """Returns ``model`` with its BatchNorms synchronised over the DDP ranks (``SyncBatchNorm``,
-    GPUs only); on CPU warns and keeps each rank's own batch statistics."""
-    if device.type != "cuda":
-        warnings.warn("model.backbone_norm='sync': SyncBatchNorm needs GPUs; on CPU each worker "
-                      "keeps its own batch statistics ('batch')", UserWarning, stacklevel=2)
-        return model
+def _sync_batchnorm(model: nn.Module) -> nn.Module:
+    """Returns ``model`` with its BatchNorms synchronised over the DDP ranks (``SyncBatchNorm``;
+    :func:`~transcenter.model.training.experiment.resolve` keeps ``sync`` only on several GPUs)."""
     return nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
 
 class TrialRunner:
     """Runs one trial epoch by epoch.
 
+    ``config`` is the configuration resolved for this device and world size
+    (:func:`~transcenter.model.training.experiment.resolve`, warning when it changed the model):
+    what the modules are built from and what checkpoints hold. ``model`` is the module that runs
+    forward in training (wrapped by ``wrap_model``, compiled with ``train.compile``);
+    ``model_without_ddp`` is the bare one, whose state checkpoints hold. Building a runner sets
+    nothing global (:func:`configure_process` does); its initial weights come from ``train.seed``.
+
     Args:
-        config: the trial's configuration.
+        config: the trial's configuration, as asked.
         wrap_model: applied to the model after it is on its device (e.g. DDP preparation).
         wrap_loader: applied to each DataLoader (e.g. a distributed sampler).
         device: overrides ``config.train.device``.
@@ -139,24 +157,28 @@ class TrialRunner:
                  wrap_loader: Callable[[DataLoader], DataLoader] = lambda dl: dl,
                  device: torch.device | None = None, progress: bool = False,
                  count_cost: Callable[[Any], dict] = count):
-        self.config = c = config
         self.progress = progress
-        if c.train.threads:
-            torch.set_num_threads(c.train.threads)
-        torch.manual_seed(c.train.seed)
-        self.device = device or resolve_device(c.train.device)
+        self.device = device or resolve_device(config.train.device)
+        self.config = c = resolve(config, self.device.type, _world_size())
+        changed = substitutions(config, c, ("model",))  # amp and an "auto" device: as documented
+        if changed:
+            warnings.warn(f"this device trains another model than asked: {changed}",
+                          UserWarning, stacklevel=2)
         self.train_set, self.val_set = open_datasets(c.data, c.model.input_size)
         self.config = c = c.with_class_names(self.train_set.class_names)
         self._generator = torch.Generator()
         self.train_loader = wrap_loader(self._loader(self.train_set, train=True))
         self.val_loader = wrap_loader(self._loader(self.val_set, train=False))
         self.memory_format = torch.channels_last if c.train.channels_last else torch.contiguous_format
-        model = build_model(c.detector.model).to(self.device, memory_format=self.memory_format)
-        if c.model.backbone_norm == "sync" and _distributed():
-            model = _sync_batchnorm(model, self.device)
+        with torch.random.fork_rng(devices=[]):  # the initial weights depend on the seed alone
+            torch.manual_seed(c.train.seed)
+            model = build_model(c.detector.model)
+        model = model.to(self.device, memory_format=self.memory_format)
+        if c.model.backbone_norm == "sync":
+            model = _sync_batchnorm(model)
         self.optimizer = build_optimizer(model, c.optim)
         self.criterion = build_criterion(c.detector, model)  # shares the unwrapped model's heads
-        self.network = model  # unwrapped and uncompiled: what checkpoints hold
+        self.model_without_ddp = model  # unwrapped and uncompiled: what checkpoints hold
         self.model = wrap_model(torch.compile(model) if c.train.compile else model)
         self.scheduler = build_scheduler(self.optimizer, c.optim, len(self.train_loader),
                                          c.train.epochs)
@@ -181,8 +203,7 @@ class TrialRunner:
         return (s, s)
 
     def _autocast(self):
-        enabled = self.device.type == "cuda" and self.config.train.amp
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.train.amp)
 
     def _seed_epoch(self, epoch: int) -> None:
         seed = epoch_seed(self.config.train.seed, epoch)
@@ -322,14 +343,14 @@ class TrialRunner:
 
     def state_dict(self) -> dict[str, Any]:
         """Checkpoint content: plain tensors and builtins only (``weights_only=True`` loads it)."""
-        return {"model": self.network.state_dict(), "optimizer": self.optimizer.state_dict(),
+        return {"model": self.model_without_ddp.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "epoch": self.epoch,
                 "metrics": self.last_metrics, "config": self.config.to_flat_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restores a checkpoint; refuses one from a different model configuration."""
         check_compatible(state["config"], self.config)
-        self.network.load_state_dict(state["model"])
+        self.model_without_ddp.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch = int(state["epoch"])

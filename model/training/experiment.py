@@ -1,7 +1,9 @@
 """A trial's whole configuration: detector sections plus ``optim``, ``data`` and ``train``.
 
 Presets (``smoke``, ``cpu``, ``paper``) are dotted overrides on top of the defaults, so a study's
-search space, a YAML file and command-line flags all address the same names.
+search space, a YAML file and command-line flags all address the same names. :func:`resolve` turns
+the configuration asked for into the one that trains on a given device: the trainer builds from it,
+and checkpoints and the study's stored rows record it.
 """
 from __future__ import annotations
 
@@ -59,7 +61,7 @@ class TrainConfig:
     seed: int = 0
     eval_every: int = 1
     device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda"
-    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    amp: bool = True  # bf16 autocast; CUDA only (resolve() turns it off elsewhere)
     threads: int = 0  # torch CPU threads per process; 0 keeps torch's default
     channels_last: bool = True  # NHWC memory format for the conv trunk and heads (faster: README)
     compile: bool = False  # torch.compile the model (the first steps pay the compilation)
@@ -156,7 +158,7 @@ PRESETS: dict[str, dict[str, Any]] = {
               "model.num_decoder_layers": 1, "model.dim_feedforward": 64, "model.head_width": 32,
               "model.head_convs": 1, "model.input_size": 64, "model.backbone_stride": 16,
               "data.num_train": 32, "data.num_val": 16, "train.batch_size": 8, "train.epochs": 2},
-    # The CPU demo: the throwaway prototype's scale (paper.md), minutes per trial on 2 cores.
+    # The CPU demo: the throwaway prototype's scale, minutes per trial on 2 cores.
     # Calibrated for the heatmap-size study (4 trials, 2 at a time, 1 thread each, < 15 min on 2
     # cores): 216 steps of batch 8 per trial; S=128 costs ~5x S=16 a step and sets the pace. With
     # channels-last, 7 epochs took 7.9 min and 9 epochs 9.1 min on an idle 2-core machine; seeds 0
@@ -183,6 +185,43 @@ def trial_config(preset: str | None = None, overrides: dict[str, Any] | None = N
             raise ValueError(f"preset={preset!r}: must be one of {sorted(PRESETS)}")
         cfg = from_dict(TrialConfig, PRESETS[preset], cfg)
     return from_dict(TrialConfig, overrides or {}, cfg)
+
+
+def resolve(config: TrialConfig, device: str, world_size: int = 1) -> TrialConfig:
+    """Returns the configuration that trains when ``config`` runs on ``world_size`` processes of
+    ``device`` (``"cpu"`` or ``"cuda"``): every setting that would not take effect there replaced by
+    the one that does, so that what is built, checkpointed and stored is the same.
+
+    - ``model.backbone_norm=frozen`` or ``model.backbone_trainable`` other than ``all`` without
+      ``model.backbone_weights`` → ``batch`` and ``all``: frozen statistics and frozen stages are
+      DETR's practice for pretrained weights; from random init they would leave the backbone
+      unnormalised and partly random.
+    - ``model.backbone_norm=sync`` unless several CUDA processes → ``batch``: ``SyncBatchNorm``
+      needs GPUs, and one process's batch statistics are all there is to synchronise.
+    - ``train.amp`` off on CPU: the bf16 autocast is CUDA's only.
+    - ``train.device`` → ``device`` (``auto`` chosen, or a device the launcher overrode).
+    """
+    check_choice("device", device, ("cpu", "cuda"))
+    check(isinstance(world_size, int) and world_size >= 1, "world_size", world_size,
+          "must be an integer >= 1")
+    model, train = config.model, config.train
+    norm, trainable = model.backbone_norm, model.backbone_trainable
+    if model.backbone_weights is None and (norm == "frozen" or trainable != "all"):
+        norm, trainable = "batch", "all"
+    if norm == "sync" and not (device == "cuda" and world_size > 1):
+        norm = "batch"
+    return dataclasses.replace(
+        config,
+        model=dataclasses.replace(model, backbone_norm=norm, backbone_trainable=trainable),
+        train=dataclasses.replace(train, amp=train.amp and device == "cuda", device=device))
+
+
+def substitutions(asked: TrialConfig, resolved: TrialConfig,
+                  sections: tuple[str, ...] = ("model", "train")) -> str:
+    """Returns the fields of ``sections`` that :func:`resolve` changed, as ``name: asked ->
+    resolved`` items joined by ``; `` (empty when none did)."""
+    return "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in
+                     config_diff(asked, resolved, sections).items())
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from transcenter.model.training.checkpoint import load_checkpoint, save_checkpoint
-from transcenter.model.training.engine import TrialRunner
+from transcenter.model.training.engine import TrialRunner, configure_process
 from transcenter.model.training.experiment import PRESETS, load_yaml, parse_overrides, trial_config
 
 
@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {ckpt} exists; pass --resume to continue it or choose another --output",
               file=sys.stderr)
         return 2
+    configure_process(cfg)
     runner = TrialRunner(cfg, progress=True)
     if args.resume and ckpt.exists():
         runner.load_state_dict(load_checkpoint(ckpt))
