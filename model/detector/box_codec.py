@@ -66,7 +66,7 @@ def decode_boxes(pos_cell: torch.Tensor, size_cell: torch.Tensor, offsets: torch
         pos_cell: ``(..., 2)`` position cells ``(x̄, ȳ)``.
         size_cell: ``(..., 2)`` size cells ``(w̄, h̄)``.
         offsets: ``(..., 4)`` offsets.
-        clamp: clamp width/height to >= 1 px and clip boxes to the image (paper.md setting 6),
+        clamp: clamp width/height to >= 1 px and clip boxes to the image (a zero or negative size would make GIoU NaN),
             so that degenerate predictions never give NaN GIoU.
 
     Returns:

@@ -42,8 +42,9 @@ class QueryTargets:
 
 class SetCriterion(nn.Module):
     """Computes ``loss_cls`` (Eq. 3), ``loss_pos`` / ``loss_size`` (Eq. 4), ``loss_offset`` and
-    their weighted sum ``loss`` (:attr:`weight_dict`), normalised as paper.md settings 2 and 7
-    specify.
+    their weighted sum ``loss`` (:attr:`weight_dict`). The normalisers ``pos`` and ``neg`` are
+    counted over the batch, summed across data-parallel workers and clamped to at least 1; the
+    offset loss is averaged over positive queries and is 0 without any.
 
     Args:
         config: the model, loss and matcher sections.

@@ -5,7 +5,7 @@ import torch
 
 
 def gaussian_radius(height: torch.Tensor, width: torch.Tensor, min_overlap: float = 0.7) -> torch.Tensor:
-    """CenterNet's object-size-adaptive radius, in the corrected form (CenterNet issue 273, mmdet).
+    """CenterNet's object-size-adaptive radius, in the corrected form that mmdetection uses.
 
     Args:
         height, width: ``(K,)`` object size in heatmap cells (continuous).

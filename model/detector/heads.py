@@ -58,7 +58,7 @@ class OffsetHead(nn.Module):
     """Regresses offsets ``(o_x, o_y, o_w, o_h)`` of given queries at given position cells: a
     ``num_layers``-layer MLP (ReLU between layers) on the query's decoder state, concatenated with
     the upsampled feature at the cell when ``cell_dim > 0`` (``offset_features="query+cell"``,
-    paper.md setting 9; the paper's ``"query"`` reads the decoder state alone).
+    the paper's ``"query"`` reads the decoder state alone).
 
     The model calls it at each query's argmax cell; the criterion calls it at the matched
     ground-truth cell, which differs from the argmax cell only in what ``"query+cell"`` reads.

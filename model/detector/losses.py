@@ -1,7 +1,7 @@
 """Loss functions of the paper (§3.5) as pure functions on logits; sums, normalised by the caller.
 
-All are computed in fp32 log-sigmoid form even under bf16 autocast (paper.md setting 5):
-``log σ(x)`` and ``log(1 − σ(x)) = log σ(−x)`` stay finite for logits of any magnitude.
+All are computed in fp32 log-sigmoid form even under bf16 autocast, where ``log(1 − σ(x))`` is −inf
+for x ≥ 8: ``log σ(x)`` and ``log(1 − σ(x)) = log σ(−x)`` stay finite for logits of any magnitude.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 def global_count(value: float, device: torch.device) -> float:
     """Returns a loss normaliser ``value`` averaged over data-parallel workers (DETR's num_boxes),
-    at least 1 (paper.md setting 2)."""
+    at least 1."""
     t = torch.tensor(float(value), device=device)
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(t)

@@ -23,7 +23,7 @@ def transcenter_postprocess(outputs: dict[str, torch.Tensor], image_size: tuple[
     """Returns per image ``{"boxes": (k, 4) xyxy input px, "scores": (k,), "labels": (k,)}``,
     the ``top_k`` queries by score, best first.
 
-    The score follows ``config.score`` (paper.md setting 3): ``class`` = max object-class
+    The score follows ``config.score`` (the paper does not state it): ``class`` = max object-class
     probability; ``class_x_peak`` × the query's position-heatmap peak probability;
     ``class_x_fg`` × (1 − background probability).
     """

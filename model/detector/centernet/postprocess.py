@@ -33,7 +33,7 @@ def centernet_postprocess(outputs: dict[str, torch.Tensor], image_size: tuple[in
     ``top_k`` heatmap peaks (:func:`extract_peaks`), score = peak probability.
 
     Decoding is :func:`decode_boxes` with Eq. 1 and size cell 0, i.e. centre ``(x̄ + o_x)·R`` and
-    width ``w~·R``, clamped and clipped as TransCenter's boxes (paper.md setting 6).
+    width ``w~·R``, clamped and clipped as TransCenter's boxes.
     """
     heat = outputs["heatmap_logits"].float().sigmoid()  # (B, C, S, S)
     bsz, num_cls, s, _ = heat.shape
