@@ -44,7 +44,14 @@ def test_asha_stops_trials_and_later_trials_still_run(ray_cluster, tmp_path):
     assert len(stopped) >= 1 and (stopped["loss.cls_weight"] == 50.0).all()
     assert (stopped["n_epochs"] < 3).all()
     assert len(epochs) == trials["n_epochs"].sum()  # every reported epoch, once
+    # Rows and study.json say what trained on these CPU workers, not the defaults as asked.
+    for rows in (trials, epochs):
+        assert (~rows["train.amp"]).all() and (rows["train.device"] == "cpu").all()
+    assert {k: store.read_meta()["trial_config"][k] for k in ("train.amp", "train.device")} \
+        == {"train.amp": False, "train.device": "cpu"}
     ot = _optuna_trials(tmp_path, "asha")
+    study = optuna.load_study(study_name="asha", storage=f"sqlite:///{tmp_path}/asha/optuna.db")
+    assert study.metric_names == ["loss"]  # optuna-dashboard's label of the objective
     pruned = [t for t in ot if t.state == optuna.trial.TrialState.PRUNED]
     complete = [t for t in ot if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(pruned) == len(stopped) and len(complete) == 3 - len(stopped)

@@ -162,8 +162,9 @@ class TrialRunner:
         self.config = c = resolve(config, self.device.type, _world_size())
         changed = substitutions(config, c, ("model",))  # amp and an "auto" device: as documented
         if changed:
-            warnings.warn(f"this device trains another model than asked: {changed}",
-                          UserWarning, stacklevel=2)
+            warnings.warn(f"this device trains another model than asked: {changed} (frozen "
+                          f"BatchNorm and frozen stages need model.backbone_weights, SyncBatchNorm "
+                          f"several GPUs)", UserWarning, stacklevel=2)
         self.train_set, self.val_set = open_datasets(c.data, c.model.input_size)
         self.config = c = c.with_class_names(self.train_set.class_names)
         self._generator = torch.Generator()
