@@ -11,12 +11,14 @@ Prints one JSON object, ``{"runs": [...]}``, one entry per N:
 - ``driver_cpu_s_per_trial``: this process's CPU seconds (all its threads) per trial;
 - ``busy_fraction``: the trials' summed scaled epoch time over ``slots × wall``, as Tune's own
   scalability benchmark reports it;
-- ``optuna_db_mb``, ``optuna_rows_per_trial`` (rows of every table of the SQLite database);
+- ``optuna_db_mb``, ``optuna_rows_per_trial`` (rows of every table of the Optuna database: the
+  study's SQLite file, or with ``--storage postgresql`` a PostgreSQL server started for the run);
 - ``store_files``, ``store_mb``, ``read_epochs_s`` (a fresh ``ResultStore.read_epochs``);
 - ``report_s``, ``report_mb``: ``python -m transcenter.dashboards.report`` on the study;
 - ``dashboard_load_s``: optuna-dashboard's study page shown in headless Chromium, when installed.
 
-    python tests/bench/scale.py --trials 100,1000 [--epochs 70] [--slots 16] [--time-scale 1000]
+    python tests/bench/scale.py --trials 100,1000 [--storage sqlite,postgresql] [--epochs 70]
+        [--slots 16] [--time-scale 1000]
 """
 from __future__ import annotations
 
@@ -77,7 +79,7 @@ def _cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _database(path: Path) -> tuple[float, int]:
+def _sqlite_size(path: Path) -> tuple[float, int]:
     """Returns the SQLite database's size in MB and its rows over every table."""
     with sqlite3.connect(path) as db:
         tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
@@ -85,14 +87,38 @@ def _database(path: Path) -> tuple[float, int]:
     return path.stat().st_size / 2**20, rows
 
 
-def _dashboard_load_s(directory: Path) -> float | None:
-    """Seconds from opening optuna-dashboard's study page to its trials being listed, or None
-    without Chromium."""
+def _postgres_size(url: str) -> tuple[float, int]:
+    """Returns the PostgreSQL database's size in MB and its rows over the public schema's tables."""
+    import psycopg
+
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as db:
+        size = db.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+        tables = [r[0] for r in db.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+        rows = sum(db.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0] for t in tables)
+    return size / 2**20, rows
+
+
+@contextlib.contextmanager
+def _optuna_database(storage: str, trials: int):
+    """Yields the ``--optuna-url`` of a run (None: the study's own SQLite file)."""
+    if storage == "sqlite":
+        yield None
+        return
+    from postgres import postgres_server
+
+    with postgres_server(f"scale-{trials}") as pg:
+        yield pg.url()
+
+
+def _dashboard_load_s(study: Path | str) -> float | None:
+    """Seconds from opening optuna-dashboard's study page (on a study folder or a database URL) to
+    its trials being listed, or None without Chromium."""
     if not os.access("/usr/bin/chromium", os.X_OK):
         return None
     from browser import Browser, get_json, optuna_dashboard
 
-    with optuna_dashboard(directory) as base, Browser(width=1280, height=1000) as browser:
+    with optuna_dashboard(study) as base, Browser(width=1280, height=1000) as browser:
         sid = get_json(f"{base}/api/studies")["study_summaries"][0]["study_id"]
         start = time.perf_counter()
         browser.open(f"{base}/dashboard/studies/{sid}", timeout_s=600)
@@ -100,12 +126,14 @@ def _dashboard_load_s(directory: Path) -> float | None:
         return round(time.perf_counter() - start, 2)
 
 
-def one_run(space, trials: int, epochs: int, slots: int, time_scale: float, root: Path) -> dict:
-    """Runs one simulated study of ``trials``; returns its row of the bench's output."""
-    spec = StudySpec(name=f"scale-{trials}", space=space, sampler="tpe", asha=True,
+def one_run(space, trials: int, epochs: int, slots: int, time_scale: float, root: Path,
+            storage: str, optuna_url: str | None) -> dict:
+    """Runs one simulated study of ``trials`` with its Optuna study at ``optuna_url`` (None: the
+    study folder's SQLite file); returns its row of the bench's output."""
+    spec = StudySpec(name=f"scale-{trials}-{storage}", space=space, sampler="tpe", asha=True,
                      preset="smoke", num_samples=trials, overrides={"train.epochs": epochs},
                      max_concurrent_trials=slots, storage_path=str(root),
-                     simulate="surrogate", time_scale=time_scale)
+                     simulate="surrogate", time_scale=time_scale, optuna_url=optuna_url)
     with Timed("suggest") as ask, Timed("on_trial_complete") as tell:
         cpu, start = _cpu_s(), time.perf_counter()
         with contextlib.redirect_stdout(sys.stderr):  # Tune's tables; stdout is the JSON
@@ -116,12 +144,13 @@ def one_run(space, trials: int, epochs: int, slots: int, time_scale: float, root
     epochs_df = ResultStore(str(root), spec.name).read_epochs()
     read_s = time.perf_counter() - start
     store = list(directory.glob("*/**/*.parquet"))
-    db_mb, db_rows = _database(directory / "optuna.db")
+    db_mb, db_rows = (_sqlite_size(directory / "optuna.db") if optuna_url is None
+                      else _postgres_size(optuna_url))
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "transcenter.dashboards.report", str(directory), "-o",
                     str(directory / "report.html")], check=True, capture_output=True)
     report_s = time.perf_counter() - start
-    return {"trials": trials, "epochs": epochs, "slots": slots, "storage": "sqlite",
+    return {"trials": trials, "epochs": epochs, "slots": slots, "storage": storage,
             "epoch_rows": len(epochs_df), "wall_s": round(wall, 1),
             "ask_p50_ms": _ms(ask.calls[-100:], 0.5), "ask_p99_ms": _ms(ask.calls[-100:], 0.99),
             "tell_p50_ms": _ms(tell.calls[-100:], 0.5), "tell_p99_ms": _ms(tell.calls[-100:], 0.99),
@@ -133,7 +162,7 @@ def one_run(space, trials: int, epochs: int, slots: int, time_scale: float, root
             "store_mb": round(sum(p.stat().st_size for p in store) / 2**20, 2),
             "read_epochs_s": round(read_s, 2), "report_s": round(report_s, 1),
             "report_mb": round((directory / "report.html").stat().st_size / 2**20, 2),
-            "dashboard_load_s": _dashboard_load_s(directory)}
+            "dashboard_load_s": _dashboard_load_s(optuna_url or directory)}
 
 
 def main() -> None:
@@ -142,15 +171,22 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=70)
     p.add_argument("--slots", type=int, default=16, help="trials at once (simulated GPUs)")
     p.add_argument("--time-scale", type=float, default=1000.0)
+    p.add_argument("--storage", default="sqlite", help="comma-separated Optuna databases: sqlite, "
+                   "postgresql (a server started per run; needs Debian's postgresql, as make test)")
     args = p.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "studies"))
     space = __import__(SPACE_STUDY).SPACE
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
-        for n in (int(x) for x in args.trials.split(",")):
-            runs.append(one_run(space, n, args.epochs, args.slots, args.time_scale, Path(tmp)))
-            print(json.dumps(runs[-1]), file=sys.stderr)
+        for storage in args.storage.split(","):
+            if storage not in ("sqlite", "postgresql"):
+                p.error(f"--storage {storage!r}: sqlite or postgresql")
+            for n in (int(x) for x in args.trials.split(",")):
+                with _optuna_database(storage, n) as url:
+                    runs.append(one_run(space, n, args.epochs, args.slots, args.time_scale,
+                                        Path(tmp), storage, url))
+                print(json.dumps(runs[-1]), file=sys.stderr)
     print(json.dumps({"runs": runs}))
 
 
