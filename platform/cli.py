@@ -13,9 +13,12 @@ from typing import Any
 
 from transcenter.model.training.experiment import PRESETS, parse_overrides
 from transcenter.platform.errors import StudyError
+from transcenter.platform.progress import prepare_console
 from transcenter.platform.search import SAMPLERS, Categorical, SearchSpace
 from transcenter.platform.study import StudySpec, optuna_url, run_study, study_dir
+from transcenter.platform.train_log import log_dir
 from transcenter.platform.trainer import Resources
+from transcenter.store import uri
 from transcenter.store.results import ResultStore
 from transcenter.store.uri import display, mask
 
@@ -71,6 +74,9 @@ def build_parser(name: str, description: str, asha: bool, seeds: int = 1,
                    help="refuse to start with less free disk on local storage (default %(default)s)")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local Ray)")
     p.add_argument("--no-report", action="store_true", help="skip writing report.html at the end")
+    p.add_argument("--verbose", action="store_true",
+                   help="also print Ray Train's lines (two per epoch and worker: checkpoint, report), "
+                        "which otherwise go to <storage>/<name>/logs/<trial>.log only")
     p.add_argument("--simulate", metavar="SOURCE",
                    help="simulate the trials instead of training them: each replays a learning "
                         "curve (surrogate: the built-in curve family with a known optimum) on a "
@@ -110,7 +116,7 @@ def spec_from_args(args: argparse.Namespace, space: SearchSpace,
                      grace_period=args.grace_period, resources=resources,
                      storage_path=args.storage_path, optuna_url=args.optuna_url,
                      resume=args.resume, seed=args.seed, min_free_gb=args.min_free_gb,
-                     simulate=args.simulate, time_scale=args.time_scale)
+                     simulate=args.simulate, time_scale=args.time_scale, verbose=args.verbose)
 
 
 def outcome(store: ResultStore) -> tuple[int, str]:
@@ -152,6 +158,7 @@ def main(name: str, space: SearchSpace, description: str, sampler: str = "tpe",
     """
     args = build_parser(name, description, asha, seeds, sampler, objectives).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    prepare_console()
     try:
         spec = spec_from_args(args, space, fixed, fixed_by_preset)
         directory = study_dir(spec)
@@ -159,6 +166,9 @@ def main(name: str, space: SearchSpace, description: str, sampler: str = "tpe",
         database = display(optuna_url(spec), spec.optuna_password is not None)
         print(f"  live: Ray dashboard http://127.0.0.1:8265 | "
               f"optuna-dashboard {database} | tensorboard --logdir {mask(directory)}/tune")
+        where = "" if uri.is_local(directory) else " on each worker's node"
+        print(f"  logs: Ray Train's lines of each trial in {log_dir(directory, spec.name)}/<trial>.log"
+              f"{where}{'' if args.verbose else ' (--verbose: on the console too)'}")
         store = run_study(spec, args.address)
     except (StudyError, ValueError) as e:
         print(f"error: {mask(str(e))}", file=sys.stderr)

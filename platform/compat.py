@@ -8,6 +8,7 @@ when upstream changes the behaviour it relies on, naming the workaround to drop 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from importlib.metadata import version
 from typing import TYPE_CHECKING
@@ -325,3 +326,18 @@ def keep_secrets_out_of_runtime_envs() -> None:
     from ray.tune.execution import class_cache
 
     class_cache.ENV_VARS_TO_PROPAGATE = frozenset(class_cache.ENV_VARS_TO_PROPAGATE) - SECRET_ENV_VARS
+
+
+def train_report_logger() -> logging.Logger:
+    """Returns the logger on which Ray Train's workers log each report (``Reporting training result
+    n: TrainingReport(checkpoint=..., metrics={...})``, one per epoch and worker).
+
+    Why: Ray Train 2.60 names that logger after its source file (``logging.getLogger(__file__)`` in
+    ``ray/train/v2/_internal/execution/context.py``), so it is not under ``ray.train`` and
+    ``ray.train.LoggingConfig(log_level=...)`` does not govern it; the worker's root logger sends
+    it to the console. :mod:`transcenter.platform.train_log` routes it to the trial's log file.
+    Public replacement: that module logging on ``logging.getLogger(__name__)``.
+    """
+    from ray.train.v2._internal.execution import context
+
+    return logging.getLogger(context.__file__)

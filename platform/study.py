@@ -35,12 +35,14 @@ from transcenter.platform.data_check import DataCheck, check_data
 from transcenter.platform.errors import StudyError
 from transcenter.platform.optuna_db import check_storage, split_password, use_password
 from transcenter.platform.placement import PlacementGroupCleaner
+from transcenter.platform.progress import StudyProgress, table_interval_s, tune_console_off
 from transcenter.platform.ray_connect import alive_nodes, connect, on_every_node
 from transcenter.platform.reconcile import reconcile
 from transcenter.platform.schedulers import make_scheduler
 from transcenter.platform.search import SAMPLERS, Constraint, SearchSpace, make_searcher
 from transcenter.platform.simulate import SimulationSpec, simulated_trainable
 from transcenter.platform.storage_check import check_writable, probe_storage
+from transcenter.platform.train_log import log_dir
 from transcenter.platform.trainer import Resources
 from transcenter.platform.trial import TrialSpec, trainable
 from transcenter.store import uri
@@ -79,6 +81,7 @@ class StudySpec:
     min_free_gb: float = 1.0  # refuse to start on local storage with less free disk
     simulate: str | None = None  # a learning-curve source: trials replay it instead of training
     time_scale: float = 1000.0  # simulated seconds per real second of a simulated study
+    verbose: bool = False  # Ray Train's per-epoch lines on the console too, not only in logs/
     optuna_password: str | None = field(default=None, repr=False)  # used by run_study only
 
     def __post_init__(self) -> None:
@@ -287,9 +290,12 @@ def build_tuner(spec: StudySpec, data: DataCheck) -> tune.Tuner | None:
     scheduler = make_scheduler(objectives, spec.asha, spec.epochs, spec.grace_period,
                                spec.reduction_factor)
     callback = ResultStoreCallback(store, spec.epochs, columns)
+    progress = StudyProgress(list(spec.space.params), list(objectives), spec.epochs, samples,
+                             ("ASHA" if len(objectives) == 1 else "multi-objective ASHA")
+                             if spec.asha else None, table_interval_s())
     run_name = f"run-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:4]}"
     trial_spec = TrialSpec(spec.name, directory, spec.preset, spec.overrides, spec.resources,
-                           spec.max_failures)
+                           spec.max_failures, log_dir(directory, spec.name), spec.verbose)
     simulation = spec.simulation
     return tune.Tuner(
         simulated_trainable(simulation) if simulation else trainable(trial_spec),
@@ -297,8 +303,8 @@ def build_tuner(spec: StudySpec, data: DataCheck) -> tune.Tuner | None:
                                     max_concurrent_trials=spec.max_concurrent_trials,
                                     reuse_actors=simulation is not None),
         run_config=tune.RunConfig(name=run_name, storage_path=f"{directory}/tune",
-                                  callbacks=[callback, PlacementGroupCleaner(f"{directory}/train")],
-                                  verbose=1))
+                                  callbacks=[progress, callback, PlacementGroupCleaner(f"{directory}/train")],
+                                  verbose=0))
 
 
 def check_nodes_reach(spec: StudySpec) -> None:
@@ -349,5 +355,6 @@ def run_study(spec: StudySpec, address: str | None = None) -> ResultStore:
     keep_secrets_out_of_runtime_envs()
     tuner = build_tuner(spec, data)
     if tuner is not None:
-        tuner.fit()
+        with tune_console_off():
+            tuner.fit()
     return ResultStore(spec.storage_path, spec.name)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow.fs
-from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 
 from transcenter.model.training.experiment import trial_config
 from transcenter.platform.compat import LeanTorchTrainer
@@ -61,22 +61,28 @@ def build_trainer(name: str, storage_path: str, preset: str | None, overrides: d
                   resources: Resources = Resources(), max_failures: int = 2,
                   num_to_keep: int = 1, callbacks: list | None = None,
                   storage_filesystem: pyarrow.fs.FileSystem | None = None,
-                  telemetry: dict | None = None, cost_dir: str | None = None) -> LeanTorchTrainer:
+                  telemetry: dict | None = None, cost_dir: str | None = None,
+                  log_dir: str | None = None, log_level: str = "INFO") -> LeanTorchTrainer:
     """Returns the torch trainer of one trial.
 
     A stable ``name`` under ``storage_path`` lets Ray Train resume the run from its latest
     checkpoint after a failure or a driver restart. Any pyarrow/fsspec URI works as storage.
     ``cost_dir``: where the trials of a study share their params/MACs counts (:mod:`costs`).
+    ``log_dir``: where each worker keeps Ray Train's lines of the run (``<log_dir>/<name>.log``);
+    ``log_level``: the least level of them that Ray forwards to the console
+    (:mod:`~transcenter.platform.train_log`).
     """
     trial_config(preset, overrides)  # validate here, in the driver, before any worker starts
     run_config = RunConfig(name=name, storage_path=storage_path,
                            storage_filesystem=storage_filesystem,
                            failure_config=FailureConfig(max_failures=max_failures),
                            checkpoint_config=CheckpointConfig(num_to_keep=num_to_keep),
-                           callbacks=callbacks or [])
+                           callbacks=callbacks or [],
+                           logging_config=LoggingConfig(log_level=log_level))
     run = run_dir(storage_path, name)
     return LeanTorchTrainer(train_loop_per_worker, run=run,
                             train_loop_config={"preset": preset, "overrides": overrides,
                                                "telemetry": telemetry, "run_dir": run,
-                                               "fit_id": uuid.uuid4().hex, "cost_dir": cost_dir},
+                                               "fit_id": uuid.uuid4().hex, "cost_dir": cost_dir,
+                                               "log_dir": log_dir, "log_level": log_level},
                             scaling_config=resources.scaling_config(), run_config=run_config)

@@ -15,6 +15,7 @@ from ray.train import UserCallback
 
 from transcenter.platform.compat import HEAD_NODE_RESOURCE
 from transcenter.platform.errors import TrialFailure
+from transcenter.platform.train_log import console_level
 from transcenter.platform.trainer import Resources, build_trainer
 from transcenter.platform.trial_files import read_failure, run_dir, split_config
 
@@ -30,6 +31,8 @@ class TrialSpec:
     overrides: dict[str, Any] = field(default_factory=dict)
     resources: Resources = field(default_factory=Resources)
     max_failures: int = 2
+    log_dir: str | None = None  # each trial's Ray Train lines: <log_dir>/<trial>.log
+    verbose: bool = False  # Ray Train's INFO lines also on the console
 
 
 class ReportToTune(UserCallback):
@@ -61,7 +64,8 @@ def trial_driver(config: dict[str, Any], spec: TrialSpec) -> None:
                             preset=spec.preset, overrides=overrides, resources=spec.resources,
                             max_failures=spec.max_failures, callbacks=[ReportToTune()],
                             telemetry={"study": spec.study, "trial_id": key},
-                            cost_dir=f"{spec.study_dir}/costs")
+                            cost_dir=f"{spec.study_dir}/costs", log_dir=spec.log_dir,
+                            log_level=console_level(spec.verbose))
     trainer.fit()
     failure = read_failure(run_dir(train_dir, key))
     if failure:

@@ -21,6 +21,7 @@ from transcenter.model.training.engine import DivergedError, TrialRunner, config
 from transcenter.model.training.experiment import trial_config
 from transcenter.platform import faults
 from transcenter.platform.costs import cached_count
+from transcenter.platform.train_log import log_to_file
 from transcenter.platform.trial_files import (
     CHECKPOINT_FILE,
     DEVICE_KEY,
@@ -50,14 +51,17 @@ def run_trial(loop_config: dict[str, Any]) -> None:
     Args:
         loop_config: ``{"preset": str | None, "overrides": {dotted: value},
             "telemetry": {"study": str, "trial_id": str} | None, "run_dir": str, "fit_id": str,
-            "cost_dir": str | None}``
+            "cost_dir": str | None, "log_dir": str | None, "log_level": str}``
             as :func:`transcenter.platform.trainer.build_trainer` makes it.
     """
     rank = ray.train.get_context().get_world_rank()
     epoch = 0  # the epoch being trained, for the failure message
+    trial = loop_config["run_dir"].rstrip("/").rsplit("/", 1)[-1]
     try:
-        for epoch in _train(loop_config, rank):  # noqa: B007 (the except below names the epoch)
-            pass
+        with log_to_file(loop_config.get("log_dir"), trial, rank,
+                         loop_config.get("log_level", "INFO")):
+            for epoch in _train(loop_config, rank):  # noqa: B007 (the except below names it)
+                pass
     except DivergedError as e:
         failure = f"diverged at epoch {epoch}: {e}"
     except (torch.OutOfMemoryError, MemoryError) as e:

@@ -237,3 +237,10 @@ def test_tune_still_propagates_aws_credentials_into_runtime_envs(monkeypatch):
     class_cache._ActorClassCache().get(_noop)
     assert not compat.SECRET_ENV_VARS & set(envs[-1])
     assert {"PL_DISABLE_FORK", "RAY_CHDIR_TO_TRIAL_DIR"} <= set(envs[-1])  # the rest still goes
+
+
+def test_ray_train_still_logs_each_report_outside_the_ray_train_logger():
+    from ray.train.v2._internal.execution import context
+
+    assert context.logger is compat.train_report_logger()
+    assert not context.logger.name.startswith("ray.train")

@@ -1,0 +1,119 @@
+"""What a person reads while a study runs (issue 26): the banner first, one line per running trial
+in the study's own terms, a total with an ETA, a note as each trial ends, Ray Train's per-epoch
+lines in the study's log files instead of the console, and no terminal codes in a log file."""
+import io
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from isolated import REPO
+
+from transcenter.platform.cli import build_parser, spec_from_args
+from transcenter.platform.progress import StudyProgress
+from transcenter.platform.search import Categorical, SearchSpace
+
+RAY_TRAIN_LINES = ("TrainingReport(", "Checkpoint successfully created")
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _trial(number: int, size: int, status: str = "RUNNING", error_file: str | None = None):
+    return SimpleNamespace(trial_id=f"t{number}", config={"optuna_trial": number,
+                                                          "model.heatmap_size": size},
+                           status=status, error_file=error_file)
+
+
+def test_progress_names_the_searched_values_and_objectives_and_says_how_each_trial_ended(tmp_path):
+    out, clock = io.StringIO(), Clock()
+    progress = StudyProgress(["model.heatmap_size"], ["AP50"], epochs=4, samples=4, stopper="ASHA",
+                             interval_s=20, out=out, clock=clock)
+    progress.setup(total_num_samples=4)
+    a, b, c = _trial(0, 32), _trial(1, 64), _trial(2, 16)
+    for t in (a, b):
+        progress.on_trial_start(0, [a, b], t)
+    progress.on_trial_result(0, [a, b], a, {"epoch": 1, "AP50": 0.25, "loss": 3.0, "time_s": 2.5})
+    clock.now = 10
+    progress.on_step_end(0, [a, b])
+    assert out.getvalue() == ""  # at most one table per interval
+    clock.now = 20
+    progress.on_trial_result(0, [a, b], b, {"epoch": 1, "AP50": 0.125, "time_s": 3.0})
+    progress.on_step_end(0, [a, b])
+    table = out.getvalue().splitlines()
+    # 2 epochs in 20 s, 14 still planned: 140 s left.
+    assert table == [
+        "[0:00:20] trials: 0 completed, 2 running, 2 pending, 0 stopped, 0 failed | epochs 2/16 | "
+        "ETA 0:02:20",
+        "  trial-00000 model.heatmap_size=32  epoch 1/4  AP50 0.25  2.5 s/epoch",
+        "  trial-00001 model.heatmap_size=64  epoch 1/4  AP50 0.125  3.0 s/epoch"]
+
+    clock.now = 25
+    b.status = "TERMINATED"  # ASHA stops it after its first epoch
+    progress.on_trial_complete(0, [a, b], b)
+    error = tmp_path / "error.txt"
+    error.write_text("Traceback (most recent call last):\n  ...\nray.exceptions.RayTaskError: x\n"
+                     "transcenter.platform.errors.TrialFailure: diverged at epoch 1: loss is nan\n")
+    c.status, c.error_file = "ERROR", str(error)
+    progress.on_trial_start(0, [a, b, c], c)
+    progress.on_trial_error(0, [a, b, c], c)
+    for epoch in (2, 3, 4):
+        progress.on_trial_result(0, [a, b, c], a, {"epoch": epoch, "AP50": 0.5})
+    a.status = "TERMINATED"
+    progress.on_trial_complete(0, [a, b, c], a)
+    notes = out.getvalue().splitlines()[3:]
+    assert notes[0] == "trial-00001 model.heatmap_size=64: stopped by ASHA at epoch 1/4, AP50 0.125"
+    # The stopped trial plans 1 epoch, not 4: 2 done of 13.
+    assert notes[1].endswith("trials: 0 completed, 1 running, 2 pending, 1 stopped, 0 failed | "
+                             "epochs 2/13 | ETA 0:02:18")
+    assert notes[2] == "trial-00002 model.heatmap_size=16: failed at epoch 0/4: diverged at epoch 1: loss is nan"
+    assert notes[4] == "trial-00000 model.heatmap_size=32: completed 4/4 epochs, AP50 0.5"
+    assert "1 completed, 0 running, 1 pending, 1 stopped, 1 failed | epochs 5/9" in notes[5]
+    progress.on_experiment_end([a, b, c])
+    assert len(out.getvalue().splitlines()) == 3 + 6  # the last note's total is the final one
+
+
+def test_verbose_flag_reaches_the_spec():
+    space = SearchSpace({"model.heatmap_size": Categorical([16, 32])})
+    parser = build_parser("heatmap_size", "", asha=False, sampler="grid")
+    assert not spec_from_args(parser.parse_args(["--preset", "smoke"]), space).verbose
+    assert spec_from_args(parser.parse_args(["--preset", "smoke", "--verbose"]), space).verbose
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_smoke_study_console_is_short_plain_and_starts_with_the_banner(ray_cluster, tmp_path):
+    storage = tmp_path / "results"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "studies" / "heatmap_size.py"), "--preset", "smoke",
+         "--num-samples", "2", "--epochs", "2", "--set", "data.num_train=8", "--set",
+         "data.num_val=4", "--no-report", "--storage-path", str(storage),
+         "--address", ray_cluster.address],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+    console = done.stdout
+    assert done.returncode == 0, console[-4000:]
+    lines = console.splitlines()
+    assert lines[0].startswith(f"study heatmap_size: 2 trials x 2 epochs -> {storage}/heatmap_size")
+    assert lines[1].startswith("  live: ") and lines[2].startswith("  logs: ")
+    assert "\x1b" not in console
+    assert not [line for line in lines if any(s in line for s in RAY_TRAIN_LINES)]
+    ended = [line for line in lines if ": completed 2/2 epochs, AP50 " in line]
+    assert len(ended) == 2 and all("model.heatmap_size=" in line for line in ended)
+    assert any("trials: 2 completed, 0 running, 0 pending, 0 stopped, 0 failed | epochs 4/4"
+               in line for line in lines)
+    assert lines[-1] == "trials: 2 completed"
+    assert "/tmp/ray" not in console  # nothing points into the session folder `ray stop` deletes
+    # Ray Train's lines are in the trials' log files instead.
+    logs = sorted((storage / "heatmap_size" / "logs").glob("trial-*.log"))
+    assert [p.name for p in logs] == ["trial-00000.log", "trial-00001.log"]
+    for log in logs:
+        text = log.read_text()
+        assert text.count("Reporting training result") == 2 and "Checkpoint successfully created" in text
+    assert len(lines) < 40, console
+    assert Path(storage / "heatmap_size" / "epochs").exists()
