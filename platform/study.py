@@ -3,7 +3,8 @@
 Layout under ``<storage-path>/<study>/``: ``epochs/`` and ``trials/`` (parquet, the contract the
 dashboards read), ``optuna.db`` (the Optuna study, for optuna-dashboard), ``tune/run-*/`` (one Tune
 experiment per run of the driver, for TensorBoard), ``train/<trial>/`` (Ray Train runs and
-checkpoints, ``trial-00007`` for Optuna trial 7) and ``study.json`` (the study's definition, for
+checkpoints, ``trial-00007`` for Optuna trial 7), ``logs/<trial>.log`` (Ray Train's lines of each
+trial: :mod:`transcenter.platform.train_log`) and ``study.json`` (the study's definition, for
 ``--resume`` and the dashboards). What ``--resume`` trusts: :mod:`transcenter.platform.reconcile`.
 """
 from __future__ import annotations

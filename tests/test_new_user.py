@@ -43,8 +43,8 @@ def test_default_relative_storage_path_keeps_every_file_under_the_study(ray_clus
                      overrides={"data.num_train": 8, "data.num_val": 4, "train.epochs": 2})
     run_study(spec)
     study = elsewhere / "results" / name
-    assert sorted(p.name for p in study.iterdir()) == ["costs", "epochs", "optuna.db", "study.json",
-                                                       "train", "trials", "tune"]
+    assert sorted(p.name for p in study.iterdir()) == ["costs", "epochs", "logs", "optuna.db",
+                                                       "study.json", "train", "trials", "tune"]
     meta = json.loads((study / "study.json").read_text())
     assert meta["search_space"] == {"model.heatmap_size": {"type": "categorical", "values": [16]}}
     assert len(list((study / "train").glob("*/checkpoint_*/checkpoint.pt"))) == 1
