@@ -17,7 +17,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --no-compile --upgrade pip setuptools wheel
-	$(PY) -m pip install --quiet --no-compile -e '.[test]'
+	$(PY) -m pip install --quiet --no-compile -e '.[test,mlflow]'
 	touch $(STAMP)
 
 # Headless Chromium for the browser tests (report and optuna-dashboard rendering).

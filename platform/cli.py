@@ -16,6 +16,8 @@ from transcenter.platform.errors import StudyError
 from transcenter.platform.progress import prepare_console
 from transcenter.platform.search import SAMPLERS, Categorical, SearchSpace
 from transcenter.platform.study import StudySpec, optuna_url, run_study, study_dir
+from transcenter.platform.tracking import display as tracking_display
+from transcenter.platform.tracking import finish_study, tracking_uri
 from transcenter.platform.train_log import log_dir
 from transcenter.platform.trainer import Resources
 from transcenter.store import uri
@@ -69,6 +71,11 @@ def build_parser(name: str, description: str, asha: bool, seeds: int = 1,
                                         "postgresql+psycopg://user:password@host/db (the password "
                                         "is never printed or stored; PGPASSWORD works too) "
                                         "(default sqlite:///<storage>/<name>/optuna.db)")
+    p.add_argument("--mlflow", metavar="URI",
+                   help="also log the study to MLflow: an experiment named after the study, one run "
+                        "per trial (parameters, per-epoch metrics, status) under a 'study' run "
+                        "(report.html, study.json), e.g. http://127.0.0.1:5000; needs "
+                        "pip install '.[mlflow]' (default: MLFLOW_TRACKING_URI if set; none: off)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted study")
     p.add_argument("--min-free-gb", type=float, default=1.0,
                    help="refuse to start with less free disk on local storage (default %(default)s)")
@@ -115,6 +122,7 @@ def spec_from_args(args: argparse.Namespace, space: SearchSpace,
                      max_concurrent_trials=args.max_concurrent_trials, asha=args.asha,
                      grace_period=args.grace_period, resources=resources,
                      storage_path=args.storage_path, optuna_url=args.optuna_url,
+                     mlflow_uri=tracking_uri(args.mlflow),
                      resume=args.resume, seed=args.seed, min_free_gb=args.min_free_gb,
                      simulate=args.simulate, time_scale=args.time_scale, verbose=args.verbose)
 
@@ -169,6 +177,9 @@ def main(name: str, space: SearchSpace, description: str, sampler: str = "tpe",
         where = "" if uri.is_local(directory) else " on each worker's node"
         print(f"  logs: Ray Train's lines of each trial in {log_dir(directory, spec.name)}/<trial>.log"
               f"{where}{'' if args.verbose else ' (--verbose: on the console too)'}")
+        if spec.mlflow_uri:
+            tracking = tracking_display(spec.mlflow_uri, spec.mlflow_password)
+            print(f"  mlflow: {tracking}, experiment {spec.name!r}")
         store = run_study(spec, args.address)
     except (StudyError, ValueError) as e:
         print(f"error: {mask(str(e))}", file=sys.stderr)
@@ -177,6 +188,11 @@ def main(name: str, space: SearchSpace, description: str, sampler: str = "tpe",
           f"{mask(directory)}/trials")
     if not args.no_report:
         write_report(directory)
+    if spec.mlflow_uri:
+        artifacts = finish_study(spec.mlflow_uri, store, directory)
+        if artifacts is not None:
+            print(f"mlflow: experiment {spec.name!r} at {tracking}, study run with "
+                  f"{', '.join(artifacts) or 'no artifacts'}")
     code, summary = outcome(store)
     print(f"trials: {summary}", file=sys.stderr if code else sys.stdout)
     return code

@@ -43,6 +43,13 @@ from transcenter.platform.schedulers import make_scheduler
 from transcenter.platform.search import SAMPLERS, Constraint, SearchSpace, make_searcher
 from transcenter.platform.simulate import SimulationSpec, simulated_trainable
 from transcenter.platform.storage_check import check_writable, probe_storage
+from transcenter.platform.tracking import (
+    MlflowCallback,
+    check_server,
+    split_credentials,
+    sync_study,
+    use_credentials,
+)
 from transcenter.platform.train_log import log_dir
 from transcenter.platform.trainer import Resources
 from transcenter.platform.trial import TrialSpec, trainable
@@ -76,6 +83,7 @@ class StudySpec:
     resources: Resources = field(default_factory=Resources)
     storage_path: str = "results"  # resolved at construction: absolute path or URI
     optuna_url: str | None = None  # a password is split off into optuna_password at construction
+    mlflow_uri: str | None = None  # MLflow tracking URI (platform/tracking.py); its password: below
     resume: bool = False
     seed: int = 0
     max_failures: int = 2
@@ -84,6 +92,7 @@ class StudySpec:
     time_scale: float = 1000.0  # simulated seconds per real second of a simulated study
     verbose: bool = False  # Ray Train's per-epoch lines on the console too, not only in logs/
     optuna_password: str | None = field(default=None, repr=False)  # used by run_study only
+    mlflow_password: str | None = field(default=None, repr=False)  # used by run_study only
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:
@@ -102,6 +111,11 @@ class StudySpec:
             object.__setattr__(self, "optuna_url", clean)
             if password is not None:
                 object.__setattr__(self, "optuna_password", password)
+        if self.mlflow_uri:
+            clean, password = split_credentials(self.mlflow_uri)
+            object.__setattr__(self, "mlflow_uri", clean)
+            if password is not None:
+                object.__setattr__(self, "mlflow_password", password)
         trial_config(self.preset, self.overrides)  # fixed fields first, then the searched ones
         self.space.validate(self.preset, self.overrides)
         simulation = self.simulation  # building it validates the source and the time scale
@@ -195,8 +209,8 @@ def optuna_url(spec: StudySpec) -> str:
 
 def check_study(spec: StudySpec) -> None:
     """Raises :class:`StudyError` before anything starts: unwritable storage, an Optuna database
-    that cannot be opened, an existing study without ``--resume``, or ``--resume`` with nothing to
-    resume."""
+    that cannot be opened, an existing study without ``--resume``, ``--resume`` with nothing to
+    resume, or an MLflow tracking server that does not answer or holds another study's runs."""
     directory = study_dir(spec)
     check_writable(directory, spec.min_free_gb)
     folder_existed = _has_files(directory)  # before the Optuna check, which may create its db
@@ -208,6 +222,8 @@ def check_study(spec: StudySpec) -> None:
     if (created or store.exists()) and not spec.resume:
         raise StudyError(f"study {spec.name!r} already exists at {directory}: pass --resume to "
                          f"continue it, or choose another --name")
+    if spec.mlflow_uri:
+        check_server(spec.mlflow_uri, spec.mlflow_password, spec.name, directory, spec.resume)
 
 
 def _has_files(directory: str) -> bool:
@@ -294,6 +310,8 @@ def build_tuner(spec: StudySpec, data: DataCheck) -> tune.Tuner | None:
     progress = StudyProgress(list(spec.space.params), list(objectives), spec.epochs, samples,
                              ("ASHA" if len(objectives) == 1 else "multi-objective ASHA")
                              if spec.asha else None, table_interval_s())
+    tracking = ([MlflowCallback(spec.mlflow_uri, store, directory, spec.epochs, columns)]
+                if spec.mlflow_uri else [])
     run_name = f"run-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:4]}"
     trial_spec = TrialSpec(spec.name, directory, spec.preset, spec.overrides, spec.resources,
                            spec.max_failures, log_dir(directory, spec.name), spec.verbose)
@@ -304,7 +322,8 @@ def build_tuner(spec: StudySpec, data: DataCheck) -> tune.Tuner | None:
                                     max_concurrent_trials=spec.max_concurrent_trials,
                                     reuse_actors=simulation is not None),
         run_config=tune.RunConfig(name=run_name, storage_path=f"{directory}/tune",
-                                  callbacks=[progress, callback, PlacementGroupCleaner(f"{directory}/train")],
+                                  callbacks=[progress, callback, *tracking,
+                                             PlacementGroupCleaner(f"{directory}/train")],
                                   verbose=0))
 
 
@@ -345,6 +364,8 @@ def run_study(spec: StudySpec, address: str | None = None) -> ResultStore:
     """Runs (or resumes) the study to the end and returns its result store."""
     faults.arm_driver()
     use_password(spec.optuna_password)
+    if spec.mlflow_uri:
+        use_credentials(spec.mlflow_uri, spec.mlflow_password)
     check_study(spec)
     data = _data(spec)
     connect(address)
@@ -358,4 +379,7 @@ def run_study(spec: StudySpec, address: str | None = None) -> ResultStore:
     if tuner is not None:
         with tune_console_off():
             tuner.fit()
-    return ResultStore(spec.storage_path, spec.name)
+    store = ResultStore(spec.storage_path, spec.name)
+    if spec.mlflow_uri:  # trials that ended while the driver was down, epochs MLflow missed
+        sync_study(spec.mlflow_uri, store, study_dir(spec))
+    return store

@@ -13,7 +13,7 @@ NOT_IN_TRIAL_ACTORS = ("torch", "torchvision", "faster_coco_eval", "matplotlib",
                        "transcenter.dashboards", "transcenter.model.data.build",
                        "transcenter.model.detector.transcenter", "transcenter.platform.study",
                        "transcenter.platform.cli", "transcenter.platform.data_check",
-                       "transcenter.platform.search", "optuna")
+                       "transcenter.platform.search", "optuna", "mlflow")
 ENTRIES = {
     # The Tune trial actor unpickles trial.trainable; the Train controller unpickles the trainer's
     # worker function (platform/trainer.py).
@@ -26,10 +26,11 @@ ENTRIES = {
     # Train workers run the model, never the driver's code or the dashboards.
     "transcenter.platform.worker": ("matplotlib", "transcenter.dashboards",
                                     "transcenter.platform.study", "transcenter.platform.cli",
-                                    "transcenter.platform.search", "optuna"),
-    # The study driver writes its report by running the dashboards in a subprocess, and loads
-    # the data stack (torch) only when it opens a data set.
-    "transcenter.platform.cli": ("matplotlib", "transcenter.dashboards", "torch", "torchvision"),
+                                    "transcenter.platform.search", "optuna", "mlflow"),
+    # The study driver writes its report by running the dashboards in a subprocess, loads the
+    # data stack (torch) only when it opens a data set, and mlflow only for a study that logs to it.
+    "transcenter.platform.cli": ("matplotlib", "transcenter.dashboards", "torch", "torchvision",
+                                 "mlflow"),
     # The replay runs the searcher and scheduler in simulated time: no training stack.
     "transcenter.platform.replay": NOT_IN_TRIAL_ACTORS[:5] + ("transcenter.dashboards",),
 }
