@@ -26,7 +26,7 @@ from typing import Any, TextIO
 from ray.tune import Callback
 
 from transcenter.platform.callbacks import error_summary
-from transcenter.platform.trial_files import split_config
+from transcenter.platform.trial_files import REPLAY_KEY, split_config
 
 EPOCH_KEY = "epoch"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -42,6 +42,7 @@ class _Trial:
     values: dict[str, float] = field(default_factory=dict)  # the latest objectives
     epoch_s: float | None = None  # the latest epoch's seconds
     started: bool = False
+    replayed: int = 0  # epochs reported again from a checkpoint (a resumed study): not timed
     ended: str | None = None  # "completed", "stopped", "failed"
 
 
@@ -49,7 +50,7 @@ class StudyProgress(Callback):
     """Tune callback that prints the study's progress (driver side).
 
     Every ``interval_s`` at most: a total (trials completed, running, pending, stopped, failed;
-    epochs done of those still planned; an ETA from the study's epochs per second so far) and one
+    epochs done of those still planned; an ETA from the epochs per second trained so far) and one
     line per running trial (its searched values, epoch n/N, its latest objectives, seconds per
     epoch). At once, as a trial ends: whether it completed, was stopped early at epoch k, or failed
     (its one-line error), followed by the total.
@@ -79,6 +80,7 @@ class StudyProgress(Callback):
         self.trials: dict[str, _Trial] = {}  # by Tune trial id
         self.start = clock()
         self.last_table = self.last_total = self.start
+        self.last_counts = ""  # the last total printed, without its time
 
     def setup(self, total_num_samples: int | None = None, **info) -> None:
         if total_num_samples:
@@ -90,8 +92,9 @@ class StudyProgress(Callback):
         print(ANSI.sub("", line), file=out, flush=True)
 
     def _print_total(self, trials: list | None = None) -> None:
-        self._print(self._total(trials))
-        self.last_total = self.clock()
+        line = self._total(trials)
+        self._print(line)
+        self.last_total, self.last_counts = self.clock(), line.split("] ", 1)[1]
 
     def _trial(self, trial) -> _Trial:
         if trial.trial_id not in self.trials:
@@ -107,6 +110,8 @@ class StudyProgress(Callback):
         state.started = True
         if EPOCH_KEY in result:
             state.epoch = int(result[EPOCH_KEY])
+            if result.get(REPLAY_KEY):  # and the next report, the checkpoint's last epoch
+                state.replayed = state.epoch + 1
         state.values.update({k: float(result[k]) for k in self.objectives
                              if isinstance(result.get(k), (int, float))})
         seconds = result.get("time_s", result.get("time_this_iter_s"))
@@ -125,7 +130,7 @@ class StudyProgress(Callback):
             by = f" by {self.stopper}" if self.stopper else ""
             what = f"stopped{by} at epoch {state.epoch}/{self.epochs}"
         self._print(f"{self._name(state)}: {what}{self._values(state, ', ')}")
-        self._print_total()
+        self._print_total(trials)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         state = self._trial(trial)
@@ -134,7 +139,7 @@ class StudyProgress(Callback):
         error = error_summary(path.read_text() if path and path.exists() else None)
         self._print(f"{self._name(state)}: failed at epoch {state.epoch}/{self.epochs}: "
                     f"{(error or 'no error recorded').splitlines()[0]}")
-        self._print_total()
+        self._print_total(trials)
 
     def on_step_end(self, iteration, trials, **info) -> None:
         if self.clock() - self.last_table < self.interval_s:
@@ -143,14 +148,14 @@ class StudyProgress(Callback):
         if self.clock() - self.last_total >= 1.0:  # unless a trial's note just gave it
             self._print_total(trials)
         for trial in trials:
-            if trial.status == "RUNNING":
-                state = self._trial(trial)
+            state = self._trial(trial)
+            if trial.status == "RUNNING" and not state.ended:
                 speed = f"  {state.epoch_s:.1f} s/epoch" if state.epoch_s is not None else ""
                 self._print(f"  {self._name(state)}  epoch {state.epoch}/{self.epochs}"
                             f"{self._values(state, '  ')}{speed}")
 
     def on_experiment_end(self, trials, **info) -> None:
-        if self.clock() - self.last_total >= 1.0:
+        if self._total(trials).split("] ", 1)[1] != self.last_counts:  # the final total, once
             self._print_total(trials)
 
     def _name(self, state: _Trial) -> str:
@@ -164,15 +169,17 @@ class StudyProgress(Callback):
         """The total line: trials by state, epochs done of those planned, the ETA."""
         ended = [t for t in self.trials.values() if t.ended]
         count = {s: sum(t.ended == s for t in ended) for s in ("completed", "stopped", "failed")}
-        running = (sum(t.status == "RUNNING" for t in trials) if trials is not None
+        running = (sum(t.status == "RUNNING" and not self._trial(t).ended for t in trials)
+                   if trials is not None
                    else sum(t.started and not t.ended for t in self.trials.values()))
         pending = max(0, self.samples - len(ended) - running)
         done = sum(t.epoch for t in self.trials.values())
+        trained = sum(max(0, t.epoch - t.replayed) for t in self.trials.values())  # in this run
         # An ended trial plans no more epochs than it trained; every other one the full count.
         planned = sum(t.epoch for t in ended) + (self.samples - len(ended)) * self.epochs
         elapsed = self.clock() - self.start
         left = max(0, planned - done)
-        eta = _clock(elapsed * left / done) if done and left else ("0:00:00" if not left else "?")
+        eta = _clock(elapsed * left / trained) if trained and left else ("0:00:00" if not left else "?")
         return (f"[{_clock(elapsed)}] trials: {count['completed']} completed, {running} running, "
                 f"{pending} pending, {count['stopped']} stopped, {count['failed']} failed | "
                 f"epochs {done}/{planned} | ETA {eta}")

@@ -79,6 +79,21 @@ def test_progress_names_the_searched_values_and_objectives_and_says_how_each_tri
     assert len(out.getvalue().splitlines()) == 3 + 6  # the last note's total is the final one
 
 
+def test_eta_of_a_resumed_trial_counts_only_the_epochs_trained_in_this_run():
+    out, clock = io.StringIO(), Clock()
+    progress = StudyProgress(["model.heatmap_size"], ["AP50"], epochs=4, samples=1, interval_s=5,
+                             out=out, clock=clock)
+    progress.setup(total_num_samples=1)
+    a = _trial(0, 32)
+    # Its checkpoint's epochs come back at once: 1 flagged as replayed, 2 (the latest) plain.
+    progress.on_trial_result(0, [a], a, {"epoch": 1, "AP50": 0.1, "replayed": 1})
+    progress.on_trial_result(0, [a], a, {"epoch": 2, "AP50": 0.2})
+    clock.now = 10
+    progress.on_trial_result(0, [a], a, {"epoch": 3, "AP50": 0.3})
+    progress.on_step_end(0, [a])
+    assert out.getvalue().splitlines()[0].endswith("epochs 3/4 | ETA 0:00:10")
+
+
 def test_verbose_flag_reaches_the_spec():
     space = SearchSpace({"model.heatmap_size": Categorical([16, 32])})
     parser = build_parser("heatmap_size", "", asha=False, sampler="grid")
