@@ -223,9 +223,15 @@ class Tracker:
         if study_run is None:
             study_run = self.client.create_run(self.experiment_id, run_name="study",
                                                tags={ROLE_TAG: "study", STORAGE_TAG: mask(storage)})
-        elif study_run.info.status != "RUNNING":
-            self.client.update_run(study_run.info.run_id, status="RUNNING")
         self.study_run_id = study_run.info.run_id
+        self._study_status = study_run.info.status
+        self._params_checked: set[str] = set()  # trials whose run has all its parameters
+
+    def start(self) -> None:
+        """Marks the study run as running again (a resumed study)."""
+        if self._study_status != "RUNNING":
+            self.client.update_run(self.study_run_id, status="RUNNING")
+            self._study_status = "RUNNING"
 
     def _search(self) -> Iterable:
         token = None
@@ -248,11 +254,12 @@ class Tracker:
                 STATUS_TAG: "running"})
             self.runs[trial_id], self.status[trial_id] = run, "RUNNING"
             self.last_step[trial_id] = 0
-        have = run.data.params
-        missing = [Param(k, str(v)) for k, v in params().items() if k not in have]
-        for i in range(0, len(missing), _BATCH_PARAMS):
-            self.client.log_batch(run.info.run_id, params=missing[i:i + _BATCH_PARAMS])
-        have.update({p.key: p.value for p in missing})
+        if trial_id not in self._params_checked:
+            have = run.data.params
+            missing = [Param(k, str(v)) for k, v in params().items() if k not in have]
+            for i in range(0, len(missing), _BATCH_PARAMS):
+                self.client.log_batch(run.info.run_id, params=missing[i:i + _BATCH_PARAMS])
+            self._params_checked.add(trial_id)
         return run.info.run_id
 
     def log_epoch(self, trial_id: str, epoch: int, metrics: dict[str, float],
@@ -393,7 +400,7 @@ class MlflowCallback(Callback):
 
     def setup(self, **info) -> None:
         # After --resume's reconcile: what parquet has that MLflow missed while the driver was down.
-        self._do("sync", lambda t: t.sync(self.store))
+        self._do("sync", lambda t: (t.start(), t.sync(self.store)))
 
     def _trial(self, trial) -> tuple[str, Callable[[], dict[str, Any]]]:
         key, searched = split_config(trial.config)

@@ -1,10 +1,11 @@
 """MLflow tracking (``--mlflow``, platform/tracking.py) against a real ``mlflow server``.
 
-A smoke study with ASHA runs through the CLI, its driver is killed once mid-study and resumed; then
-MLflow, read through its client, must hold what the parquet store holds: one run per trial with its
-parameters, every epoch once at step = epoch, each trial's end, and the study run's artifacts; the
-MLflow UI, in headless Chromium, lists the trials. Without Ray: the sync from a store and a replayed
-epoch log nothing twice, and a server that does not answer is refused up front with its URL masked.
+A smoke study with ASHA (one trial diverges) runs through the CLI, its driver is killed once
+mid-study and resumed; then MLflow, read through its client, must hold what the parquet store holds:
+one run per trial with its parameters, every epoch once at step = epoch, each trial's end, and the
+study run's artifacts; the MLflow UI, in headless Chromium, lists the trials. Without Ray: the sync
+from a store and a replayed epoch log nothing twice, and a server that does not answer is refused
+up front with its URL masked.
 """
 import os
 import signal
@@ -24,6 +25,7 @@ from transcenter.platform import faults
 from transcenter.platform.tracking import MlflowCallback, Tracker
 from transcenter.platform.trial_files import REPLAY_KEY, TRIAL_NUMBER_KEY
 from transcenter.store.results import ResultStore, is_param_column
+from transcenter.store.uri import mask
 
 pytest.importorskip("mlflow", reason="the mlflow extra: pip install '.[mlflow]'")
 from mlflow.tracking import MlflowClient
@@ -130,14 +132,17 @@ def test_sync_and_replayed_epochs_log_each_epoch_once(mlflow_server, tmp_path):
 @pytest.mark.slow
 def test_study_killed_and_resumed_is_in_mlflow_as_in_the_store(ray_cluster, inject_faults,
                                                                 mlflow_server, tmp_path):
-    # Killed right after parquet stored an epoch that MLflow has not logged yet.
-    inject_faults([fault("epoch_stored", tmp_path / "killed", nth=3)])
+    # Killed right after parquet stored an epoch that MLflow has not logged yet; the first trial
+    # to train its second epoch diverges (a failed trial).
+    inject_faults([fault("epoch_stored", tmp_path / "killed", nth=3),
+                   {"match": {}, "kind": "nan", "epoch": 2, "when": "after",
+                    "marker": str(tmp_path / "diverged")}])
     env = {**os.environ, faults.ENV: str(inject_faults.path)}
     cmd = [sys.executable, str(REPO / "studies" / "heatmap_size.py"), "--preset", "smoke",
            "--storage-path", str(tmp_path), "--name", "tracked", "--address", ray_cluster.address,
            *SMALL, "--num-samples", "3", "--epochs", "3", "--asha", "--mlflow", mlflow_server]
     runs = run_to_the_end(cmd, env, tmp_path / "driver.log", max_runs=3)
-    assert runs.returncodes == [-signal.SIGKILL, 0], runs.stderr[-3000:]
+    assert runs.returncodes == [-signal.SIGKILL, 1], runs.stderr[-3000:]  # 1: a trial failed
 
     store = ResultStore(str(tmp_path), "tracked")
     epochs, trials = store.read_epochs(), store.read_trials().set_index("trial_id")
@@ -153,6 +158,9 @@ def test_study_killed_and_resumed_is_in_mlflow_as_in_the_store(ray_cluster, inje
         assert stored == list(range(1, len(stored) + 1))
         assert steps(client, run) == stored and steps(client, run, "loss") == stored, key
         assert run.info.status == RUN_STATUS[trials.loc[key, "status"]], key
+        error = trials.loc[key, "error"]
+        assert run.data.tags.get("transcenter.error") == (mask(error) if isinstance(error, str) else None)
+    assert "FAILED" in {r.info.status for r in by_trial.values()}
     study_runs = client.search_runs([experiment.experiment_id], "tags.`transcenter.role` = 'study'")
     assert len(study_runs) == 1 and study_runs[0].info.status == "FINISHED"
     assert study_runs[0].data.tags["transcenter.storage"] == str(tmp_path / "tracked")
