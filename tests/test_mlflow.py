@@ -22,7 +22,13 @@ from browser import ARTIFACTS, Browser, require_chromium
 from crash_resume import REPO, SMALL, fault, run_to_the_end
 
 from transcenter.platform import faults
-from transcenter.platform.tracking import MlflowCallback, Tracker
+from transcenter.platform.tracking import (
+    MlflowCallback,
+    Tracker,
+    display,
+    split_credentials,
+    tracking_uri,
+)
 from transcenter.platform.trial_files import REPLAY_KEY, TRIAL_NUMBER_KEY
 from transcenter.store.results import ResultStore, is_param_column
 from transcenter.store.uri import mask
@@ -199,3 +205,16 @@ def test_a_server_that_does_not_answer_is_refused_up_front(tmp_path, capsys, mon
     monkeypatch.setitem(sys.modules, "mlflow", None)  # as if the extra were not installed
     assert main("refused", space, "", argv=argv + ["--name", "other"]) == 2
     assert "mlflow is not installed: pip install '.[mlflow]'" in capsys.readouterr().err
+
+
+def test_the_flag_the_environment_and_a_password():
+    env = {"MLFLOW_TRACKING_URI": "http://env:5000"}
+    assert tracking_uri(None, {}) is None
+    assert tracking_uri(None, env) == "http://env:5000"
+    assert tracking_uri("http://flag:5000", env) == "http://flag:5000"
+    assert tracking_uri("none", env) is None
+    clean, password = split_credentials("http://me:p%40ss@host:5000")
+    assert (clean, password) == ("http://me@host:5000", "p@ss")
+    assert display(clean, password) == "http://me:***@host:5000"
+    with pytest.raises(ValueError, match="password in a postgresql"):
+        split_credentials("postgresql://me:secret@host/db")
