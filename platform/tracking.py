@@ -24,7 +24,7 @@ The parquet store stays the source of truth; MLflow is a copy that is made whole
   if MLflow missed it.
 - After ``--resume`` reconciles the stores, and at the end of every run of the driver, :meth:`Tracker.sync`
   logs the epochs and ends that parquet has and MLflow lacks (a trial that ended while the driver
-  was down, epochs logged while the server was away).
+  was down, epochs the server missed while it was away).
 - A server that fails during the study costs one bounded wait (:data:`CLIENT_ENV`) and a warning;
   the study goes on, and the sync at its end (or a later ``--resume``) fills MLflow in.
 
