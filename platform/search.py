@@ -18,6 +18,7 @@ from ray.tune.search.optuna import OptunaSearch
 from transcenter.model.training.experiment import trial_config
 from transcenter.platform.compat import close_optuna_trial, open_optuna_trial, optuna_study, trial_handle
 from transcenter.platform.faults import kill_point
+from transcenter.platform.optuna_db import ENGINE_KWARGS, OUTAGE_S, retrying
 from transcenter.platform.trial_files import TRIAL_NUMBER_KEY
 
 logger = logging.getLogger(__name__)
@@ -181,17 +182,26 @@ class StudySearch(OptunaSearch):
     user attribute ``<metric>@<epoch>``. Each constraint is set once, from the first result that
     reports its metric.
 
+    Every call to the database is retried while its connection is lost, for up to ``outage_s``
+    seconds (:func:`~transcenter.platform.optuna_db.retrying`); each is safe to repeat: reports and
+    attributes overwrite the same key, a ``tell`` is skipped when the trial is already finished
+    (the outage cut the reply to a commit), and parameters already set are read back.
+
     Args:
         unfinished: Optuna trials of a resumed study still RUNNING (see
             :mod:`transcenter.platform.reconcile`): the first suggestions are these trials again, with
             the parameters they had, so they resume from their checkpoints under their own names.
+        database: The database's URL, for messages.
+        outage_s: How long a call waits for a lost database before the study fails.
     """
 
     def __init__(self, *args, total_epochs: int, constraints: tuple[Constraint, ...] = (),
-                 unfinished: tuple[optuna.trial.FrozenTrial, ...] = (), **kwargs):
+                 unfinished: tuple[optuna.trial.FrozenTrial, ...] = (), database: str = "",
+                 outage_s: float = OUTAGE_S, **kwargs):
         super().__init__(*args, **kwargs)
         self.total_epochs = total_epochs
         self.constraints = constraints
+        self.database, self.outage_s = database, outage_s
         self._unfinished = list(unfinished)
         self._reported: dict[str, set[int]] = {}  # epochs in Optuna, per Tune trial
         self._constrained: dict[str, set[str]] = {}  # constraints already set, per Tune trial
@@ -202,17 +212,26 @@ class StudySearch(OptunaSearch):
         if trial_id not in self._ot_trials:
             if self._unfinished:
                 frozen = self._unfinished.pop(0)
-                self._ot_trials[trial_id] = trial_handle(optuna_study(self), frozen)
+                self._ot_trials[trial_id] = self._retrying(
+                    lambda: trial_handle(optuna_study(self), frozen), "resume a trial")
                 self._reported[trial_id] = set(frozen.intermediate_values)
                 self._constrained[trial_id] = set(frozen.constraints)  # by name
             else:
-                self._ot_trials[trial_id] = optuna_study(self).ask()
+                self._ot_trials[trial_id] = self._retrying(optuna_study(self).ask, "ask")
                 kill_point("trial_created")
         ot_trial = self._ot_trials[trial_id]
-        params = self._suggest_from_define_by_run_func(self._space, ot_trial)
+        params = self._retrying(lambda: self._suggest_from_define_by_run_func(self._space, ot_trial),
+                                "suggest")
         return {**params, TRIAL_NUMBER_KEY: ot_trial.number}
 
+    def _retrying(self, call, what: str):
+        return retrying(call, what, self.database, self.outage_s)
+
     def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self._retrying(lambda: self._record(trial_id, result), "report")
+
+    def _record(self, trial_id: str, result: dict) -> None:
+        """Reports ``result``'s epoch and sets constraints first met in it (each once)."""
         ot_trial = open_optuna_trial(self, trial_id)
         epoch = result.get("epoch")
         if ot_trial is None or epoch is None:
@@ -244,14 +263,30 @@ class StudySearch(OptunaSearch):
             return
         if result:  # the result a scheduler stopped the trial on never went through on_trial_result
             self.on_trial_result(trial_id, result)
-        stopped_early = (not error and result is not None
-                         and int(result.get("epoch", 0)) < self.total_epochs)
-        if stopped_early:
-            optuna_study(self).tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
-            close_optuna_trial(self, trial_id)
-        else:
-            super().on_trial_complete(trial_id, result, error)
+        state, values = self._outcome(result, error)
+        self._retrying(lambda: self._tell(ot_trial, state, values), "tell")
+        close_optuna_trial(self, trial_id)
         kill_point("trial_told")
+
+    def _outcome(self, result: dict | None, error: bool) -> tuple[optuna.trial.TrialState, Any]:
+        """Returns the state and values to tell: PRUNED for a trial stopped before
+        ``total_epochs``; else, as upstream, COMPLETE with the objectives' values, or FAIL (an
+        error) or PRUNED when the result has none."""
+        TrialState = optuna.trial.TrialState
+        if not error and result is not None and int(result.get("epoch", 0)) < self.total_epochs:
+            return TrialState.PRUNED, None
+        metrics = self.metric if isinstance(self.metric, list) else [self.metric]
+        values = [result.get(m) for m in metrics] if result else [None]
+        if None in values:
+            return (TrialState.FAIL if error else TrialState.PRUNED), None
+        return TrialState.COMPLETE, values if isinstance(self.metric, list) else values[0]
+
+    def _tell(self, ot_trial: optuna.Trial, state: optuna.trial.TrialState, values: Any) -> None:
+        """Tells Optuna the trial's end, once: a trial already finished is left as it is."""
+        try:
+            optuna_study(self).tell(ot_trial, values, state=state, skip_if_finished=True)
+        except (ValueError, TypeError) as e:  # a value Optuna refuses; reconcile reads the store
+            logger.warning("Optuna refused the end of trial %d: %s", ot_trial.number, e)
 
 
 SAMPLERS = ("tpe", "nsga2", "random", "grid")
@@ -260,7 +295,8 @@ SAMPLERS = ("tpe", "nsga2", "random", "grid")
 def make_searcher(space: SearchSpace, objectives: dict[str, str], storage_url: str, study_name: str,
                   total_epochs: int, sampler: str = "tpe", seed: int = 0,
                   constraints: tuple[Constraint, ...] = (),
-                  unfinished: tuple[optuna.trial.FrozenTrial, ...] = ()) -> StudySearch:
+                  unfinished: tuple[optuna.trial.FrozenTrial, ...] = (),
+                  outage_s: float = OUTAGE_S) -> StudySearch:
     """Returns the study's searcher over ``space`` with its Optuna study in ``storage_url``.
 
     Args:
@@ -271,6 +307,7 @@ def make_searcher(space: SearchSpace, objectives: dict[str, str], storage_url: s
             optuna-dashboard reads.
         constraints: Bounds the samplers prefer trials to keep (:class:`Constraint`).
         unfinished: A resumed study's RUNNING trials, suggested again first (:class:`StudySearch`).
+        outage_s: How long each database call waits for a lost connection (:class:`StudySearch`).
     """
     if sampler == "grid":
         ot_sampler = optuna.samplers.GridSampler(space.grid(), seed=seed)
@@ -283,11 +320,13 @@ def make_searcher(space: SearchSpace, objectives: dict[str, str], storage_url: s
     else:
         raise ValueError(f"sampler={sampler!r}: must be one of {SAMPLERS}")
     metrics, modes = list(objectives), list(objectives.values())
-    storage = optuna.storages.RDBStorage(storage_url)
+    storage = retrying(lambda: optuna.storages.RDBStorage(storage_url, engine_kwargs=ENGINE_KWARGS),
+                       "open", storage_url, outage_s)
     searcher = StudySearch(space=space, metric=metrics[0] if len(metrics) == 1 else metrics,
                            mode=modes[0] if len(modes) == 1 else modes, sampler=ot_sampler,
                            storage=storage, study_name=study_name, total_epochs=total_epochs,
-                           constraints=tuple(constraints), unfinished=tuple(unfinished))
+                           constraints=tuple(constraints), unfinished=tuple(unfinished),
+                           database=storage_url, outage_s=outage_s)
     # optuna-dashboard names the objectives by these ("AP50", not "Objective 0"); a resumed
     # study is given the same names again. Experimental in Optuna since 3.2, stable in use.
     with warnings.catch_warnings():

@@ -378,8 +378,22 @@ def run_study(spec: StudySpec, address: str | None = None) -> ResultStore:
     tuner = build_tuner(spec, data)
     if tuner is not None:
         with tune_console_off():
-            tuner.fit()
+            try:
+                tuner.fit()
+            except Exception as e:  # Tune wraps the driver's own errors (a database gone too long)
+                found = _study_error(e)
+                if found is None:
+                    raise
+                raise found from None
     store = ResultStore(spec.storage_path, spec.name)
     if spec.mlflow_uri:  # trials that ended while the driver was down, epochs MLflow missed
         sync_study(spec.mlflow_uri, store, study_dir(spec))
     return store
+
+
+def _study_error(error: BaseException | None) -> StudyError | None:
+    """Returns the :class:`StudyError` that ``error`` was raised from (Tune re-raises an error of
+    its searcher or callbacks as a ``TuneError``), or None."""
+    while error is not None and not isinstance(error, StudyError):
+        error = error.__cause__ or error.__context__
+    return error

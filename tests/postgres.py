@@ -3,7 +3,8 @@
 :func:`postgres_server` runs ``initdb`` and ``postgres`` as the ``postgres`` user (the server refuses
 to run as root) in a temporary folder, on a free port of 127.0.0.1, with password (SCRAM) logins
 only; it creates a role and a database for the tests, yields their URL, and stops the server by
-its pid.
+its pid. The yielded :class:`Postgres` can also stop and start the server, and end every session
+of the database, as a restart, a failover or an idle timeout would.
 """
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -26,16 +27,35 @@ from procs import stop
 USER, DATABASE = "studies", "studies"
 
 
-@dataclass(frozen=True)
+@dataclass
 class Postgres:
     host: str
     port: int
     password: str  # of USER
+    _launch: Callable[[], subprocess.Popen] = field(repr=False)
+    _halt: Callable[[subprocess.Popen], None] = field(repr=False)
+    _psql: Callable[[str], None] = field(repr=False)
+    _server: subprocess.Popen | None = field(default=None, repr=False)
 
     def url(self, password: str | None = None, database: str = DATABASE) -> str:
         """Returns the SQLAlchemy URL of ``database``, with ``password`` (default: the right one)."""
         return (f"postgresql+psycopg://{USER}:{password or self.password}@{self.host}:{self.port}"
                 f"/{database}")
+
+    def start(self) -> None:
+        """Starts the server and returns once it accepts connections."""
+        self._server = self._launch()
+
+    def stop(self) -> None:
+        """Stops the server as a restart does: a fast shutdown, which ends the open sessions."""
+        if self._server is not None:
+            self._halt(self._server)
+            self._server = None
+
+    def end_sessions(self) -> None:
+        """Ends every other session of the study database (``pg_terminate_backend``)."""
+        self._psql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                   f"WHERE datname = '{DATABASE}' AND pid <> pg_backend_pid()")
 
 
 def _binaries() -> Path:
@@ -77,22 +97,40 @@ def postgres_server(password: str, host: str = "127.0.0.1",
     if clients:
         with open(data / "pg_hba.conf", "a") as hba:
             hba.write(f"host all all {clients} scram-sha-256\n")
-    server = subprocess.Popen(
-        ["runuser", "-u", "postgres", "--", str(bin_dir / "postgres"), "-D", str(data),
-         "-p", str(port), "-h", ",".join(dict.fromkeys(["127.0.0.1", host])), "-k", str(sockets),
-         "-c", "fsync=off"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        env = {**os.environ, "PGPASSWORD": password}
+    env = {**os.environ, "PGPASSWORD": password}
+
+    def launch() -> subprocess.Popen:
+        server = subprocess.Popen(
+            ["runuser", "-u", "postgres", "--", str(bin_dir / "postgres"), "-D", str(data),
+             "-p", str(port), "-h", ",".join(dict.fromkeys(["127.0.0.1", host])), "-k", str(sockets),
+             "-c", "fsync=off"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
         while subprocess.run([str(bin_dir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)],
                              capture_output=True).returncode != 0:
-            assert server.poll() is None and time.monotonic() < deadline, "postgres did not start"
+            if server.poll() is not None or time.monotonic() > deadline:
+                stop(server)
+                raise AssertionError("postgres did not start")
             time.sleep(0.2)
-        psql = [str(bin_dir / "psql"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-c"]
-        _as_postgres(*psql, f"CREATE ROLE {USER} LOGIN PASSWORD '{password}'", env=env)
-        _as_postgres(*psql, f"CREATE DATABASE {DATABASE} OWNER {USER}", env=env)
-        yield Postgres(host, port, password)
+        return server
+
+    def halt(server: subprocess.Popen) -> None:
+        try:
+            _as_postgres(str(bin_dir / "pg_ctl"), "stop", "-D", str(data), "-m", "fast", "-w",
+                         "-t", "30")
+        finally:
+            stop(server, grace_s=30)
+
+    def psql(command: str) -> None:
+        _as_postgres(str(bin_dir / "psql"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
+                     "-c", command, env=env)
+
+    pg = Postgres(host, port, password, launch, halt, psql)
+    try:
+        pg.start()
+        psql(f"CREATE ROLE {USER} LOGIN PASSWORD '{password}'")
+        psql(f"CREATE DATABASE {DATABASE} OWNER {USER}")
+        yield pg
     finally:
-        stop(server, grace_s=30)  # runuser forwards SIGTERM to postgres: a smart shutdown
+        pg.stop()
         shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,107 @@
+"""The study's searcher rides over its Optuna database restarting or dropping its sessions, and
+fails in one line naming the masked URL when the outage outlasts its limit; a ``tell`` whose reply
+the outage cut is recorded once."""
+import threading
+import time
+
+import optuna
+import pytest
+import sqlalchemy.exc
+from postgres import postgres_server
+
+from transcenter.platform.errors import StudyError
+from transcenter.platform.search import Categorical, SearchSpace, make_searcher
+
+SPACE = SearchSpace({"loss.alpha": Categorical([1.0, 2.0])})
+SECRET = "outage-s3cret"
+
+
+def _result(epoch: int) -> dict:
+    return {"epoch": epoch, "AP50": 10.0 * epoch}
+
+
+def _trials(url: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name="s", storage=url).get_trials(deepcopy=False)
+
+
+def test_a_tell_whose_reply_was_lost_is_recorded_once(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    search = make_searcher(SPACE, {"AP50": "max"}, url, "s", total_epochs=2, sampler="random")
+    search.suggest("t1")
+    search.on_trial_result("t1", _result(1))
+    tell, calls = optuna.Study.tell, []
+
+    def committed_then_cut(study, *args, **kwargs):  # the commit lands, its reply does not
+        calls.append(kwargs)
+        frozen = tell(study, *args, **kwargs)
+        if len(calls) == 1:
+            raise sqlalchemy.exc.OperationalError("COMMIT", {}, ConnectionError("connection reset"))
+        return frozen
+
+    monkeypatch.setattr(optuna.Study, "tell", committed_then_cut)
+    search.on_trial_complete("t1", _result(2))
+    assert len(calls) == 2 and all(c["skip_if_finished"] for c in calls)
+    (trial,) = _trials(url)
+    assert trial.state == optuna.trial.TrialState.COMPLETE and trial.value == 20.0
+    assert trial.intermediate_values == {1: 10.0, 2: 20.0}
+
+
+@pytest.mark.slow
+def test_the_searcher_rides_over_dropped_sessions_and_a_restart():
+    with postgres_server(SECRET) as pg:
+        search = make_searcher(SPACE, {"AP50": "max"}, pg.url(), "s", total_epochs=3,
+                               sampler="random", outage_s=60)
+        search.suggest("t1")
+        search.on_trial_result("t1", _result(1))
+        pg.end_sessions()  # an idle timeout or a failover
+        search.on_trial_result("t1", _result(2))
+        pg.stop()
+        restart = threading.Timer(10, pg.start)  # down for 10 s, then as before
+        restart.start()
+        began = time.monotonic()
+        search.on_trial_complete("t1", _result(3))  # waits for the server
+        restart.join()
+        assert time.monotonic() - began >= 9
+        search.suggest("t2")
+        search.on_trial_complete("t2", _result(3))
+        trials = _trials(pg.url())
+        assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
+        assert trials[0].intermediate_values == {1: 10.0, 2: 20.0, 3: 30.0}
+
+
+@pytest.mark.slow
+def test_an_outage_past_the_limit_fails_in_one_line_naming_the_masked_url():
+    with postgres_server(SECRET) as pg:
+        search = make_searcher(SPACE, {"AP50": "max"}, pg.url(), "s", total_epochs=3,
+                               sampler="random", outage_s=3)
+        search.suggest("t1")
+        pg.stop()
+        began = time.monotonic()
+        with pytest.raises(StudyError, match=r"did not answer for 3 s \(report\).*--resume") as e:
+            search.on_trial_result("t1", _result(1))
+        assert time.monotonic() - began < 10
+        assert SECRET not in str(e.value) and pg.url(password="***") in str(e.value)
+        pg.start()
+        search.on_trial_result("t1", _result(1))  # the same searcher goes on once it is back
+        assert _trials(pg.url())[0].intermediate_values == {1: 10.0}
+
+
+def test_the_study_error_under_tunes_wrapping_is_what_the_driver_reports():
+    """Tune re-raises a searcher's error as ``TuneError(traceback)`` inside the ``except`` that
+    caught it, and ``Tuner.fit`` raises its own ``TuneError`` from that."""
+    from ray.tune.error import TuneError
+
+    from transcenter.platform.study import _study_error
+
+    cause = StudyError("the Optuna database postgresql://u:***@h/db did not answer for 120 s")
+    try:
+        try:
+            try:
+                raise cause
+            except Exception:
+                raise TuneError("Traceback ...")  # noqa: B904 (as Tune raises it)
+        except TuneError as inner:
+            raise TuneError("The Ray Tune run failed.") from inner
+    except TuneError as outer:
+        assert _study_error(outer) is cause
+    assert _study_error(TuneError("a trial's own error")) is None
