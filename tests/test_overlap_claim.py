@@ -1,16 +1,26 @@
-"""Issue 8, the paper's central claim measured: two same-class objects whose centres share a heatmap
-cell are both detected by TransCenter (each query owns its heatmap channel) but not by a
-CenterNet-style per-class heatmap, whose target has one peak for the pair (tests/test_centernet.py),
-which caps its overlap recall near 50 %.
+"""The paper's central claim measured: two same-class objects whose centres share a heatmap cell
+are both detected by TransCenter (each query owns its heatmap channel) but not by a CenterNet-style
+per-class heatmap, whose target has one peak for the pair (tests/test_centernet.py), which caps its
+overlap recall near 50 %.
 
 Both heads train through ``TrialRunner`` with the same budget: the ``cpu`` preset (same trunk,
 optimiser, 192 images, batch 8) for 192 steps at S = 16, on synthetic scenes that each hold a
 nested same-class pair sharing its centre (``data.overlap_fraction = 1.0``), and are evaluated on
-64 fresh scenes (128 objects in shared cells). Measured overlap recall (AP50 in brackets),
-TransCenter vs. CenterNet, after 192 steps (channels-last, one thread per head): seed 0 78.9 (50.3)
-vs. 41.4 (37.9); seed 1 84.4 (56.8) vs. 44.5 (35.3). The budget is in steps because TransCenter's recall
-climbs with training while CenterNet's stays under its cap: after 120 steps seed 1 gave only
-63.3 vs. 43.8, short of the 20-point margin asserted below.
+64 fresh scenes (128 objects in shared cells). The claim asserted: TransCenter's overlap recall
+exceeds CenterNet's by at least ``MARGIN`` percentage points.
+
+Measured over seeds 0-7 (one thread per head, 192 steps), overlap recall in percent (the test
+runs seeds 0 and 1)::
+
+    seed          0     1     2     3     4     5     6     7   min  median  max
+    TransCenter  78.9  84.4  62.5  85.2  87.5  87.5  85.2  83.6  62.5  84.8  87.5
+    CenterNet    41.4  44.5  35.9  35.9  37.5  32.8  33.6  41.4  32.8  36.7  44.5
+    gap          37.5  39.8  26.6  49.2  50.0  54.7  51.6  42.2  26.6  45.7  54.7
+
+``MARGIN`` sits well under the smallest gap measured, so a small numerical change (another
+PyTorch, another CPU) does not flip the test, while a head that no longer separates pairs does:
+CenterNet's recall stays under its cap whatever the seed. The budget is in steps because
+TransCenter's recall climbs with training (after 120 steps, seed 1 had given 63.3 vs. 43.8).
 """
 import multiprocessing
 import time
@@ -21,9 +31,8 @@ import pytest
 from transcenter.model.training.engine import TrialRunner, configure_process
 from transcenter.model.training.experiment import trial_config
 
-EPOCHS = 8  # 192 images (the cpu preset's), batch 8 -> 192 steps (~0.2 s each on 2 cores)
-MIN_TRANSCENTER = 60.0  # percent
-MIN_MARGIN = 20.0  # percentage points between the heads
+EPOCHS = 8  # 192 images (the cpu preset's), batch 8 -> 192 steps
+MARGIN = 15.0  # percentage points of overlap recall between the heads
 
 
 def _final_metrics(head: str, seed: int) -> dict[str, float]:
@@ -33,7 +42,7 @@ def _final_metrics(head: str, seed: int) -> dict[str, float]:
                                "data.overlap_fraction": 1.0, "data.num_val": 64,
                                "train.epochs": EPOCHS, "train.eval_every": EPOCHS,
                                "train.seed": seed, "data.seed": seed, "train.threads": 1})
-    configure_process(cfg)  # this worker process's one thread
+    configure_process(cfg)
     runner = TrialRunner(cfg)
     return [runner.run_epoch() for _ in range(EPOCHS)][-1]
 
@@ -48,5 +57,4 @@ def test_transcenter_recalls_objects_sharing_a_cell_that_centernet_cannot(seed):
     numbers = {head: (round(m["overlap_recall"], 1), round(m["AP50"], 1))
                for head, m in (("transcenter", transcenter), ("centernet", centernet))}
     print(f"seed {seed}: (overlap recall, AP50) {numbers}, {time.perf_counter() - start:.0f} s")
-    assert transcenter["overlap_recall"] >= MIN_TRANSCENTER, numbers
-    assert transcenter["overlap_recall"] - centernet["overlap_recall"] >= MIN_MARGIN, numbers
+    assert transcenter["overlap_recall"] - centernet["overlap_recall"] >= MARGIN, numbers
