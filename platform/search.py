@@ -287,6 +287,12 @@ class StudySearch(OptunaSearch):
             optuna_study(self).tell(ot_trial, values, state=state, skip_if_finished=True)
         except (ValueError, TypeError) as e:  # a value Optuna refuses; reconcile reads the store
             logger.warning("Optuna refused the end of trial %d: %s", ot_trial.number, e)
+        except RuntimeError as e:
+            # The grid sampler calls Study.stop once its grid is used up, which Optuna refuses
+            # outside Study.optimize; the trial's end is stored before that (Tune stops asking at
+            # num_samples, the grid's size).
+            if "Study.stop" not in str(e):
+                raise
 
 
 SAMPLERS = ("tpe", "nsga2", "random", "grid")

@@ -1,6 +1,7 @@
-"""The study's searcher rides over its Optuna database restarting or dropping its sessions, and
-fails in one line naming the masked URL when the outage outlasts its limit; a ``tell`` whose reply
-the outage cut is recorded once."""
+"""The study's searcher tells Optuna each trial's end once: it rides over its Optuna database
+restarting or dropping its sessions, fails in one line naming the masked URL when the outage
+outlasts its limit, records a ``tell`` whose reply the outage cut once, and tells the trial that
+uses up a grid."""
 import threading
 import time
 
@@ -105,3 +106,14 @@ def test_the_study_error_under_tunes_wrapping_is_what_the_driver_reports():
     except TuneError as outer:
         assert _study_error(outer) is cause
     assert _study_error(TuneError("a trial's own error")) is None
+
+
+def test_the_trial_that_uses_up_a_grid_is_told_complete(tmp_path):
+    """Optuna's grid sampler calls ``Study.stop`` after the last point, which raises outside
+    ``Study.optimize``; the trial is still told, and nothing reaches Tune."""
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    search = make_searcher(SPACE, {"AP50": "max"}, url, "s", total_epochs=1, sampler="grid")
+    for trial_id in ("t1", "t2"):
+        search.suggest(trial_id)
+        search.on_trial_complete(trial_id, _result(1))
+    assert [t.state for t in _trials(url)] == [optuna.trial.TrialState.COMPLETE] * 2
