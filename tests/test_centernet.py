@@ -1,4 +1,4 @@
-"""Issue 8: the CenterNet baseline head, and why its encoding loses one of two same-class objects
+"""The CenterNet baseline head, and why its encoding loses one of two same-class objects
 that share a heatmap cell while TransCenter's per-query channels keep both (paper Fig. 2)."""
 import math
 

@@ -1,4 +1,4 @@
-"""A study on a real multi-node Ray cluster on this machine (issue 14): a head and two worker
+"""A study on a real multi-node Ray cluster on this machine: a head and two worker
 nodes, each in its own network namespace with its own /tmp/ray; studies in S3 (moto's server) and
 Optuna in PostgreSQL, both on the host; submitted with ``ray job submit`` from outside the nodes.
 One worker node is SIGKILLed mid-study: its trial resumes from its checkpoint in S3 on the other

@@ -1,4 +1,4 @@
-"""What a person reads while a study runs (issue 26): the banner first, one line per running trial
+"""What a person reads while a study runs: the banner first, one line per running trial
 in the study's own terms, a total with an ETA, a note as each trial ends, Ray Train's per-epoch
 lines in the study's log files instead of the console, and no terminal codes in a log file."""
 import io

@@ -1,4 +1,4 @@
-"""Params/MACs counted once per architecture per study (issue 22): the first trial counts and
+"""Params/MACs counted once per architecture per study: the first trial counts and
 leaves the file, later ones read it; a torn file is counted again."""
 from unittest import mock
 

@@ -1,6 +1,6 @@
 """A study driver killed after every kind of write, then resumed: every trial-epoch once in
 parquet, every trial once in Optuna with the state and per-epoch values parquet has, and no epoch
-before a kill's last checkpoint trained again (issue 21). Kills at random instants:
+before a kill's last checkpoint trained again. Kills at random instants:
 ``tests/test_study.py``; each kill point on its own, for three kinds of study:
 ``tests/bench/crash_sweep.py``."""
 import os

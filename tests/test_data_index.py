@@ -1,4 +1,4 @@
-"""The data index (model/data/index.py, issue 22): index-backed datasets equal parsed ones, a stale
+"""The data index (model/data/index.py): index-backed datasets equal parsed ones, a stale
 index is refused, bad images are counted skips, no per-image Python objects, the node cache."""
 import dataclasses
 import json

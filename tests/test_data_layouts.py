@@ -1,5 +1,5 @@
 """Bring-your-own data: every VOC layout, COCO with 80 non-contiguous categories, splits, classes
-from the data, the class count tied to the model, and bad input (issue 15)."""
+from the data, the class count tied to the model, and bad input."""
 import json
 import logging
 

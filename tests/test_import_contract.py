@@ -1,5 +1,5 @@
 """Each process imports only what it needs: every entry module in a fresh interpreter, checked
-against what that process must not load (issue 22). The trial actor and the Train controller load
+against what that process must not load. The trial actor and the Train controller load
 neither torch nor anything of the model's stack (the controller of a trial with one worker is
 checked in its own process by ``tests/test_ray_train.py``)."""
 import json

@@ -1,4 +1,4 @@
-"""The study's searcher with several objectives (issue 17), driven the way Tune drives it, without
+"""The study's searcher with several objectives, driven the way Tune drives it, without
 a Ray cluster: Optuna's directions, per-epoch values as user attributes, constraints, PRUNED."""
 import optuna
 import pytest

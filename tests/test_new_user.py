@@ -1,4 +1,4 @@
-"""What broke for a new user on the way to a cluster, each reproduced as the user met it (issue 12):
+"""What broke for a new user on the way to a cluster, each reproduced as the user met it:
 checkpoints in Ray's temporary folder, a dead cluster that hung every later study, a password in
 the output, and a study whose every trial failed but that exited 0 after retrying the mistake."""
 import json

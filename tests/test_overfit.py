@@ -1,9 +1,9 @@
-"""Issue 2: the small CPU configuration overfits 8 fixed images (recall >= 0.9 at IoU 0.5).
+"""The small CPU configuration overfits 8 fixed images (recall >= 0.9 at IoU 0.5).
 
 The model, criterion and optimiser are driven directly (as ``TrialRunner`` does: AdamW groups,
 grad clipping), on one fixed batch of 8 synthetic scenes. Every ``CHECK_EVERY`` steps the model is
 evaluated in eval mode (BatchNorm running statistics) through the evaluation's own
-``postprocess``; the run stops as soon as recall reaches the target. The paper.md prototype reached
+``postprocess``; the run stops as soon as recall reaches the target. A throwaway prototype reached
 recall 1.0 in 80 s at S = 16; here it typically takes ~75 steps (~25 s on 2 quiet cores).
 """
 import time

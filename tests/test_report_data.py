@@ -185,7 +185,7 @@ def test_dataset_tables_types():
 
 
 def test_accuracy_against_compute_section_draws_the_front_and_its_hypervolume(tmp_path):
-    """Issue 17: AP against GMACs. Trials a (cheap, weak), b (dear, strong) and c (dominated by a)
+    """AP against GMACs. Trials a (cheap, weak), b (dear, strong) and c (dominated by a)
     are planted; the front is a and b; c's AP is measured at its best epoch."""
     store = ResultStore(str(tmp_path), "mo")
     planted = {"a": (16, 1.0, [5.0, 10.0]), "b": (64, 3.0, [20.0, 30.0]), "c": (32, 2.0, [9.0, 8.0])}

@@ -1,4 +1,4 @@
-"""Simulated trials (issue 23): the surrogate learning curves, a simulated TPE + ASHA study through
+"""Simulated trials: the surrogate learning curves, a simulated TPE + ASHA study through
 the real Tune, Optuna searcher, ASHA and result store, and the simulated-time loop deciding as the
 real-time study does."""
 import math

@@ -59,7 +59,7 @@ def test_asha_stops_trials_and_later_trials_still_run(ray_cluster, tmp_path):
     first_stop = min(t.datetime_complete for t in pruned)
     assert any(t.datetime_start > first_stop for t in complete + pruned)
 
-    # Its replay (issue 23) finds the same best trial at the same cost, and the same study
+    # Its replay finds the same best trial at the same cost, and the same study
     # without ASHA would have cost more: its stopped trials' later epochs are predicted.
     out = replay(str(tmp_path / "asha"), [Setting("grid", False, 1, 2, 3, 1)], seeds=1)
     finished = epochs[epochs["trial_id"].isin(trials.index[trials["status"] == "completed"])]
@@ -116,7 +116,7 @@ def test_study_killed_and_resumed_has_every_epoch_once_typed_and_in_optuna(ray_c
 
 
 def test_multi_objective_study_with_mo_asha_and_a_constraint(ray_cluster, tmp_path):
-    """AP against GMACs (issue 17): every objective lands in parquet at every epoch, Optuna holds
+    """AP against GMACs: every objective lands in parquet at every epoch, Optuna holds
     both directions, the per-epoch values as user attributes, the constraint, and a front; the
     multi-objective ASHA stops trials it ranks low, and Optuna records those PRUNED."""
     space = SearchSpace({"model.heatmap_size": Categorical([16, 32]),
