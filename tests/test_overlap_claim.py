@@ -10,7 +10,7 @@ nested same-class pair sharing its centre (``data.overlap_fraction = 1.0``), and
 exceeds CenterNet's by at least ``MARGIN`` percentage points.
 
 Measured over seeds 0-7 (one thread per head, 192 steps), overlap recall in percent (the test
-runs seeds 0 and 1)::
+runs seed 0; every seed clears the margin by at least 11 points)::
 
     seed          0     1     2     3     4     5     6     7   min  median  max
     TransCenter  78.9  84.4  62.5  85.2  87.5  87.5  85.2  83.6  62.5  84.8  87.5
@@ -48,7 +48,7 @@ def _final_metrics(head: str, seed: int) -> dict[str, float]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [0])
 def test_transcenter_recalls_objects_sharing_a_cell_that_centernet_cannot(seed):
     start = time.perf_counter()
     # The two heads train at once, one core each (faster than one after the other on two threads).
