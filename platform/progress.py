@@ -50,7 +50,8 @@ class StudyProgress(Callback):
     """Tune callback that prints the study's progress (driver side).
 
     Every ``interval_s`` at most: a total (trials completed, running, pending, stopped, failed;
-    epochs done of those still planned; an ETA from the epochs per second trained so far) and one
+    epochs done of those still planned; an ETA from the epochs per second trained so far, at least
+    the time the slowest running trial needs at its own seconds per epoch) and one
     line per running trial (its searched values, epoch n/N, its latest objectives, seconds per
     epoch). At once, as a trial ends: whether it completed, was stopped early at epoch k, or failed
     (its one-line error), followed by the total.
@@ -179,7 +180,12 @@ class StudyProgress(Callback):
         planned = sum(t.epoch for t in ended) + (self.samples - len(ended)) * self.epochs
         elapsed = self.clock() - self.start
         left = max(0, planned - done)
-        eta = _clock(elapsed * left / trained) if trained and left else ("0:00:00" if not left else "?")
+        # The study's pace so far, but no sooner than its slowest running trial can end at its own
+        # pace (the last trials of a grid are often its largest).
+        slowest = max(((self.epochs - t.epoch) * t.epoch_s for t in self.trials.values()
+                       if t.started and not t.ended and t.epoch_s), default=0.0)
+        eta = (_clock(max(elapsed * left / trained, slowest)) if trained and left
+               else ("0:00:00" if not left else "?"))
         return (f"[{_clock(elapsed)}] trials: {count['completed']} completed, {running} running, "
                 f"{pending} pending, {count['stopped']} stopped, {count['failed']} failed | "
                 f"epochs {done}/{planned} | ETA {eta}")

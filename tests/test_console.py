@@ -132,3 +132,22 @@ def test_smoke_study_console_is_short_plain_and_starts_with_the_banner(ray_clust
         assert text.count("Reporting training result") == 2 and "Checkpoint successfully created" in text
     assert len(lines) < 40, console
     assert Path(storage / "heatmap_size" / "epochs").exists()
+
+
+def test_eta_is_no_sooner_than_the_slowest_running_trial_can_end():
+    """Three fast trials have ended; the last one left takes 60 s an epoch, two epochs to go."""
+    out, clock = io.StringIO(), Clock()
+    progress = StudyProgress(["model.heatmap_size"], ["AP50"], epochs=4, samples=4, interval_s=5,
+                             out=out, clock=clock)
+    progress.setup(total_num_samples=4)
+    trials = [_trial(n, 16 if n < 3 else 128) for n in range(4)]
+    for t in trials[:3]:
+        for epoch in range(1, 5):
+            progress.on_trial_result(0, trials, t, {"epoch": epoch, "AP50": 0.1, "time_s": 2.0})
+    clock.now = 100
+    for epoch in (1, 2):
+        progress.on_trial_result(0, trials, trials[3], {"epoch": epoch, "AP50": 0.1, "time_s": 60.0})
+    for t in trials[:3]:
+        t.status = "TERMINATED"
+        progress.on_trial_complete(0, trials, t)
+    assert out.getvalue().splitlines()[-1].endswith("epochs 14/16 | ETA 0:02:00")
