@@ -68,8 +68,8 @@ class LeanTorchConfig(BackendConfig):
     """Ray's ``TorchConfig`` (process-group backend, init method, timeout) for processes that do
     not train: the Tune trial actor and the Train controller never import torch for it.
 
-    Why: ``ray.train.torch`` imports torch at its top (2-3 s and ~0.9 GB of RSS per process with a
-    CUDA build), and ``TorchTrainer``/``TorchConfig`` are reached through it, so every trial actor
+    Why: ``ray.train.torch`` imports torch at its top (seconds, and most of a GB of resident memory per
+    process with a CUDA build), and ``TorchTrainer``/``TorchConfig`` are reached through it, so every trial actor
     and controller paid for torch only to hand a config to the workers. Ray's own backend
     (private ``_TorchBackend``) is imported in the controller only for a trial of several workers,
     where it sets up the process group; a single worker needs none (``prepare_model`` wraps DDP

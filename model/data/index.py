@@ -26,8 +26,8 @@ or augment, which only change transforms), and for each annotation file the pars
 the split lists, the class file, every XML of the splits; COCO: the JSONs) its path relative to
 data.root, its size and the SHA-256 of its content. Content rather than modification times, so
 that a node that copied the data set at another time still matches, and a relabelled box that kept
-its file's size does not. SHA-256 reads ~1 GB/s: about 0.3 s for a 340 MB COCO JSON, and about
-0.5 s to find and hash VOC 07+12's 21,500 XML files (``tests/bench/data_open.py``). A given class
+its file's size does not. Hashing costs a small part of parsing the same files
+(``tests/bench/data_open.py`` measures both). A given class
 list equal to the index's own matches an index built without one: parsing with it gives the same
 data.
 
