@@ -16,7 +16,6 @@ from transcenter.platform.errors import StudyError
 from transcenter.platform.progress import prepare_console
 from transcenter.platform.search import SAMPLERS, Categorical, SearchSpace
 from transcenter.platform.study import StudySpec, optuna_url, run_study, study_dir
-from transcenter.platform.tracking import display as tracking_display
 from transcenter.platform.tracking import finish_study, tracking_uri
 from transcenter.platform.train_log import log_dir
 from transcenter.platform.trainer import Resources
@@ -178,7 +177,7 @@ def main(name: str, space: SearchSpace, description: str, sampler: str = "tpe",
         print(f"  logs: Ray Train's lines of each trial in {log_dir(directory, spec.name)}/<trial>.log"
               f"{where}{'' if args.verbose else ' (--verbose: on the console too)'}")
         if spec.mlflow_uri:
-            tracking = tracking_display(spec.mlflow_uri, spec.mlflow_password)
+            tracking = display(spec.mlflow_uri, spec.mlflow_password is not None)
             print(f"  mlflow: {tracking}, experiment {spec.name!r}")
         store = run_study(spec, args.address)
     except (StudyError, ValueError) as e:

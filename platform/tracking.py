@@ -49,7 +49,7 @@ from transcenter.platform.callbacks import ResultStoreCallback, error_summary
 from transcenter.platform.errors import StudyError
 from transcenter.platform.trial_files import split_config
 from transcenter.store.results import EPOCH_COLUMNS, META_FILE, ResultStore, is_param_column
-from transcenter.store.uri import MASK, mask, read_text, split_password
+from transcenter.store.uri import display, mask, read_text, split_password
 
 logger = logging.getLogger(__name__)
 
@@ -99,14 +99,6 @@ def split_credentials(uri: str) -> tuple[str, str | None]:
     return clean, unquote(password)
 
 
-def display(uri: str, password: str | None = None) -> str:
-    """Returns ``uri`` as it may be shown: ``user:***@`` where it has a password, here or split off."""
-    parts = urlsplit(uri)
-    if password is None or not parts.username or parts.password is not None:
-        return mask(uri)
-    return uri.replace(f"//{parts.username}@", f"//{parts.username}:{MASK}@", 1)
-
-
 def use_credentials(uri: str, password: str | None) -> None:
     """Hands the user name of an http(s) ``uri`` and its split-off ``password`` to MLflow's client
     (``MLFLOW_TRACKING_USERNAME`` / ``_PASSWORD``, for this process); does nothing without a
@@ -134,7 +126,7 @@ def check_server(uri: str, password: str | None, study: str, storage: str, resum
     Raises:
         StudyError: Saying why.
     """
-    shown = display(uri, password)
+    shown = display(uri, password is not None)
     try:
         import mlflow  # noqa: F401
     except ImportError:

@@ -100,11 +100,12 @@ def mask(text: str) -> str:
 
 def display(url: str, kept_apart: bool = False) -> str:
     """Returns ``url`` as it may be shown: its password masked, and ``user:***@`` also where a
-    PostgreSQL password goes with it from elsewhere (``kept_apart``, or ``PGPASSWORD`` set)."""
+    password goes with it from elsewhere (``kept_apart``, or ``PGPASSWORD`` set for PostgreSQL)."""
     if split_password(url)[1] is not None:
         return mask(url)
     parts = urlsplit(url)
-    if dialect(url) == "postgresql" and parts.username and (kept_apart or os.environ.get(PASSWORD_ENV)):
+    from_env = dialect(url) == "postgresql" and os.environ.get(PASSWORD_ENV)
+    if parts.username and (kept_apart or from_env):
         return url.replace(f"//{parts.username}@", f"//{parts.username}:{MASK}@", 1)
     return url
 

@@ -25,13 +25,12 @@ from transcenter.platform import faults
 from transcenter.platform.tracking import (
     MlflowCallback,
     Tracker,
-    display,
     split_credentials,
     tracking_uri,
 )
 from transcenter.platform.trial_files import REPLAY_KEY, TRIAL_NUMBER_KEY
 from transcenter.store.results import ResultStore, is_param_column
-from transcenter.store.uri import mask
+from transcenter.store.uri import display, mask
 
 pytest.importorskip("mlflow", reason="the mlflow extra: pip install '.[mlflow]'")
 from mlflow.tracking import MlflowClient
@@ -215,6 +214,6 @@ def test_the_flag_the_environment_and_a_password():
     assert tracking_uri("none", env) is None
     clean, password = split_credentials("http://me:p%40ss@host:5000")
     assert (clean, password) == ("http://me@host:5000", "p@ss")
-    assert display(clean, password) == "http://me:***@host:5000"
+    assert display(clean, password is not None) == "http://me:***@host:5000"
     with pytest.raises(ValueError, match="password in a postgresql"):
         split_credentials("postgresql://me:secret@host/db")
