@@ -341,3 +341,24 @@ def train_report_logger() -> logging.Logger:
     from ray.train.v2._internal.execution import context
 
     return logging.getLogger(context.__file__)
+
+
+def drain_this_node(message: str) -> bool:
+    """Asks Ray's GCS to drain the node this process runs on: it takes no new tasks or actors,
+    while what runs there goes on; ``message`` is the reason Ray records (``ray list nodes``
+    shows it). Returns whether the GCS accepted.
+
+    Why: a node whose local disk is full fails every trial placed on it, and Ray schedules by
+    CPUs and GPUs only, so Ray Train's retry of a trial could land there again. Ray 2.60 drains
+    nodes through the GCS client's ``drain_node`` (its autoscaler and the hidden ``ray
+    drain-node`` command do); the reason is "preemption", the only one the GCS always accepts for
+    a busy node. Public replacement: a public API to cordon a node (none in 2.60).
+    """
+    import ray
+    from ray.core.generated import autoscaler_pb2
+
+    gcs = ray._private.worker.global_worker.gcs_client
+    accepted, _ = gcs.drain_node(node_id=ray.get_runtime_context().get_node_id(),
+                                 reason=autoscaler_pb2.DrainNodeReason.Value("DRAIN_NODE_REASON_PREEMPTION"),
+                                 reason_message=message, deadline_timestamp_ms=0)
+    return bool(accepted)

@@ -7,6 +7,7 @@ test_import_contract.py`` holds it to that.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,8 @@ from transcenter.platform.errors import TrialFailure
 from transcenter.platform.train_log import console_level
 from transcenter.platform.trainer import Resources, build_trainer
 from transcenter.platform.trial_files import read_failure, run_dir, split_config
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -36,15 +39,30 @@ class TrialSpec:
 
 
 class ReportToTune(UserCallback):
-    """Reports each epoch's metrics (rank 0's, as Ray Train keeps them) to the Tune trial.
+    """Reports each epoch's metrics (rank 0's, as Ray Train keeps them) to the Tune trial, and
+    each failure of its workers to the study's console (one warning line per failed worker).
 
     The trial's Train controller runs in the trial actor itself
     (:class:`~transcenter.platform.compat.LeanTorchTrainer`), so this is a direct ``tune.report``
     in the trial's thread; it returns once Tune has taken the result, and a trial Tune stops
     ends with its actor."""
 
+    def __init__(self, trial: str) -> None:
+        self.trial = trial
+
+    def after_exception(self, run_context, worker_exceptions: dict[int, Exception]) -> None:
+        for rank, error in sorted(worker_exceptions.items()):
+            logger.warning("%s: worker %d failed: %s", self.trial, rank, _last_line(error))
+
     def after_report(self, run_context, metrics: list[dict[str, Any]], checkpoint) -> None:
         tune.report(dict(metrics[0]))
+
+
+def _last_line(error: Exception) -> str:
+    """Returns the last non-empty line of ``error``'s text (Ray wraps a worker's error in its
+    traceback, whose last line is the error itself)."""
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    return lines[-1].strip() if lines else type(error).__name__
 
 
 def trial_driver(config: dict[str, Any], spec: TrialSpec) -> None:
@@ -62,7 +80,7 @@ def trial_driver(config: dict[str, Any], spec: TrialSpec) -> None:
     train_dir = f"{spec.study_dir}/train"
     trainer = build_trainer(name=key, storage_path=train_dir,
                             preset=spec.preset, overrides=overrides, resources=spec.resources,
-                            max_failures=spec.max_failures, callbacks=[ReportToTune()],
+                            max_failures=spec.max_failures, callbacks=[ReportToTune(key)],
                             telemetry={"study": spec.study, "trial_id": key},
                             cost_dir=f"{spec.study_dir}/costs", log_dir=spec.log_dir,
                             log_level=console_level(spec.verbose))

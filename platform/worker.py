@@ -20,7 +20,9 @@ from transcenter.model.training.checkpoint import load_checkpoint, save_checkpoi
 from transcenter.model.training.engine import DivergedError, TrialRunner, configure_process
 from transcenter.model.training.experiment import trial_config
 from transcenter.platform import faults
+from transcenter.platform.compat import drain_this_node
 from transcenter.platform.costs import cached_count
+from transcenter.platform.disk_full import NodeDiskFull, describe, disk_full_error
 from transcenter.platform.train_log import log_to_file
 from transcenter.platform.trial_files import (
     CHECKPOINT_FILE,
@@ -46,7 +48,8 @@ def run_trial(loop_config: dict[str, Any]) -> None:
     A trial that cannot succeed on a retry (bad input, divergence, out of memory) ends the run
     normally after rank 0 records why (the failure protocol of :mod:`transcenter.platform.trial_files`);
     the driver fails the trial. Any other exception goes to Ray Train, which retries from the
-    checkpoint.
+    checkpoint; a full disk first drains the worker's node, so the retry runs on another
+    (:mod:`transcenter.platform.disk_full`).
 
     Args:
         loop_config: ``{"preset": str | None, "overrides": {dotted: value},
@@ -69,6 +72,14 @@ def run_trial(loop_config: dict[str, Any]) -> None:
     except INPUT_ERRORS as e:
         where = f" at epoch {epoch}" if epoch else " before training"
         failure = f"{type(e).__name__}{where}: {e}"
+    except Exception as e:
+        full = disk_full_error(e)
+        if full is None:
+            raise
+        message = describe(full, ray.util.get_node_ip_address())
+        then = ("drained: the trial retries from its last checkpoint on another node"
+                if drain_this_node(message) else "Ray did not drain it")
+        raise NodeDiskFull(f"{message}; {then}") from e
     else:
         return
     if rank == 0:

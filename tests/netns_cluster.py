@@ -63,10 +63,13 @@ class Node:
                 os.kill(pid, signal.SIGKILL)
         return len(pids)
 
-    def run(self, command: str, env: dict[str, str], **kwargs) -> subprocess.CompletedProcess:
-        """Runs ``command`` (bash) in this node's namespaces with ``env`` and a private /tmp/ray,
-        which also holds the node's temporary folder (:data:`NODE_TMP`)."""
-        script = (f"mkdir -p /tmp/ray && mount -t tmpfs tmpfs /tmp/ray && mkdir -p {NODE_TMP} "
+    def run(self, command: str, env: dict[str, str], tmp_size: str | None = None,
+            **kwargs) -> subprocess.CompletedProcess:
+        """Runs ``command`` (bash) in this node's namespaces with ``env`` and a private /tmp/ray
+        (``tmp_size``: its size, e.g. ``"512m"``; half the memory if None), which also holds the
+        node's temporary folder (:data:`NODE_TMP`)."""
+        size = f"-o size={tmp_size} " if tmp_size else ""
+        script = (f"mkdir -p /tmp/ray && mount -t tmpfs {size}tmpfs /tmp/ray && mkdir -p {NODE_TMP} "
                   f"&& exec {command}")
         setup = ["ip", "netns", "exec", self.name, "unshare", "--mount", "--propagation", "private",
                  "bash", "-c", script]
@@ -78,6 +81,7 @@ class NetnsCluster:
     head: Node
     workers: list[Node]
     env: dict[str, str] = field(default_factory=dict)  # of every Ray node's processes
+    worker_tmp_size: str | None = None  # of each worker node's /tmp/ray
 
     @property
     def address(self) -> str:
@@ -90,6 +94,19 @@ class NetnsCluster:
     def stop(self) -> None:
         for node in [*self.workers, self.head]:
             node.kill()
+
+    def start_worker(self, node: Node) -> None:
+        """Starts a Ray worker node with 1 CPU on ``node`` and joins it to the head."""
+        _ray(node, f"--address={self.address} --node-ip-address={node.ip} --num-cpus=1", self.env,
+             self.worker_tmp_size)
+
+    def restart_worker(self, node: Node) -> None:
+        """Kills every process of ``node`` (its /tmp/ray goes with them) and starts it again as a
+        new Ray worker node; returns once the cluster has all its nodes alive."""
+        node.kill()
+        time.sleep(1)
+        self.start_worker(node)
+        _wait_for_nodes(self, 1 + len(self.workers))
 
 
 def _teardown_network(names: list[str]) -> None:
@@ -119,8 +136,8 @@ def _network(names: list[str]) -> list[Node]:
     return nodes
 
 
-def _ray(node: Node, args: str, env: dict[str, str]) -> None:
-    done = node.run(f"{VENV_BIN}/ray start {args} --disable-usage-stats", env, timeout=300)
+def _ray(node: Node, args: str, env: dict[str, str], tmp_size: str | None = None) -> None:
+    done = node.run(f"{VENV_BIN}/ray start {args} --disable-usage-stats", env, tmp_size, timeout=300)
     if done.returncode:
         raise RuntimeError(f"ray start on {node.name} failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
 
@@ -142,9 +159,11 @@ def namespaces(nodes: int) -> Iterator[list[Node]]:
 
 
 @contextlib.contextmanager
-def start_ray_nodes(nodes: list[Node], env: dict[str, str] | None = None) -> Iterator[NetnsCluster]:
+def start_ray_nodes(nodes: list[Node], env: dict[str, str] | None = None,
+                    worker_tmp_size: str | None = None) -> Iterator[NetnsCluster]:
     """Starts a Ray head on ``nodes[0]`` (no CPUs: it runs the study drivers) and a worker node
-    with 1 CPU on each of the others; stops them all on exit.
+    with 1 CPU on each of the others (``worker_tmp_size``: the size of their /tmp/ray); stops them
+    all on exit.
 
     ``env`` is added to every node's environment (object-store credentials, PGPASSWORD, ...); Ray's
     token authentication is on, with this user's token (``~/.ray/auth_token``, made if missing).
@@ -154,13 +173,12 @@ def start_ray_nodes(nodes: list[Node], env: dict[str, str] | None = None) -> Ite
                 "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     subprocess.run([str(VENV_BIN / "ray"), "get-auth-token", "--generate"], env=node_env,
                    capture_output=True, check=True)
-    cluster = NetnsCluster(nodes[0], nodes[1:], node_env)
+    cluster = NetnsCluster(nodes[0], nodes[1:], node_env, worker_tmp_size)
     try:
         _ray(cluster.head, f"--head --node-ip-address={cluster.head.ip} --port=6379 --num-cpus=0 "
                            f"--dashboard-host={cluster.head.ip} --dashboard-port=8265", node_env)
         for node in cluster.workers:
-            _ray(node, f"--address={cluster.address} --node-ip-address={node.ip} --num-cpus=1",
-                 node_env)
+            cluster.start_worker(node)
         _wait_for_nodes(cluster, len(nodes))
         yield cluster
     finally:
@@ -190,14 +208,17 @@ def _wait_for_nodes(cluster: NetnsCluster, expected: int, timeout_s: float = 120
 
 
 @contextlib.contextmanager
-def study_cluster(workers: int, pg_password: str) -> Iterator[tuple[NetnsCluster, S3, Postgres]]:
+def study_cluster(workers: int, pg_password: str,
+                  worker_tmp_size: str | None = None) -> Iterator[tuple[NetnsCluster, S3, Postgres]]:
     """A Ray head and ``workers`` worker nodes with the parts a production cluster has: S3 (moto,
     on the host) and PostgreSQL (on the host); every node gets the S3 credentials and
-    ``PGPASSWORD``, as a cluster's secrets would give them."""
+    ``PGPASSWORD``, as a cluster's secrets would give them. ``worker_tmp_size``: the size of each
+    worker node's /tmp/ray (its local disk)."""
     with namespaces(1 + workers) as nodes, \
             postgres_server(pg_password, host=HOST_IP, clients=f"{SUBNET}.0/24") as pg, \
             s3_server(HOST_IP) as s3, \
-            start_ray_nodes(nodes, {**s3.env, "PGPASSWORD": pg_password}) as cluster:
+            start_ray_nodes(nodes, {**s3.env, "PGPASSWORD": pg_password},
+                            worker_tmp_size) as cluster:
         yield cluster, s3, pg
 
 

@@ -3,8 +3,10 @@ nodes, each in its own network namespace with its own /tmp/ray; studies in S3 (m
 Optuna in PostgreSQL, both on the host; submitted with ``ray job submit`` from outside the nodes.
 One worker node is SIGKILLed mid-study: its trial resumes from its checkpoint in S3 on the other
 node, and every epoch of every trial is stored exactly once. A VOC study's data index is written to
-S3 once by the driver and copied from there by every worker node."""
+S3 once by the driver and copied from there by every worker node. A worker node's local disk fills
+up mid-study: the trial there moves to the other node."""
 import contextlib
+import errno
 import os
 import signal
 import time
@@ -22,11 +24,12 @@ from transcenter.store.results import ResultStore
 pytestmark = pytest.mark.slow
 PG_SECRET = "Pg-Secr3t-cluster"
 TRIALS, EPOCHS = 3, 3
+WORKER_DISK = "512m"  # each worker node's /tmp/ray: its local disk, which one test fills
 
 
 @pytest.fixture(scope="module")
 def cluster_parts():
-    with study_cluster(workers=2, pg_password=PG_SECRET) as parts:
+    with study_cluster(workers=2, pg_password=PG_SECRET, worker_tmp_size=WORKER_DISK) as parts:
         yield parts
 
 
@@ -105,6 +108,56 @@ def _head_logs(cluster) -> bytes:
     """Every Ray log file of the head node (in its private /tmp/ray, reached through a process)."""
     root = Path(f"/proc/{cluster.head.pids()[0]}/root/tmp/ray")
     return b"".join(p.read_bytes() for p in root.glob("session_*/logs/**/*") if p.is_file())
+
+
+def _fill(node) -> int:
+    """Writes one file into ``node``'s /tmp/ray until its disk is full; returns the bytes written."""
+    written, chunk = 0, b"\0" * 2**20
+    with open(f"/proc/{node.pids()[0]}/root/tmp/ray/filler", "wb", buffering=0) as f:
+        try:
+            while True:
+                written += f.write(chunk)
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+    return written
+
+
+def test_trials_leave_a_worker_node_whose_disk_is_full(cluster_parts):
+    cluster, s3, pg = cluster_parts
+    full, other = cluster.workers
+    store = ResultStore(f"{s3.bucket}/studies", "disk", filesystem=s3.filesystem())
+    job = submit(cluster, "--name", "disk", "--num-samples", str(TRIALS), "--epochs", str(EPOCHS),
+                 "--storage-path", f"s3://{s3.bucket}/studies",
+                 "--optuna-url", f"postgresql+psycopg://studies@{pg.host}:{pg.port}/studies")
+    filled = 0
+    try:
+        try:
+            while job.poll() is None and not filled:
+                if (store.read_epochs()["node_ip"] == full.ip).any():
+                    filled = _fill(full)
+                time.sleep(1)
+            output = job.communicate(timeout=900)[0]
+        finally:
+            if job.poll() is None:
+                job.kill()
+        assert filled, "the study ended before a trial ran on the node to fill"
+        assert job.returncode == 0, output[-5000:]
+        # The trial's line on the driver's console names the node, the cause and what happens next.
+        assert (f": worker 0 failed: node {full.ip}: disk full (No space left on device; "
+                in output), output[-5000:]
+        assert "drained: the trial retries from its last checkpoint on another node" in output
+
+        epochs, trials = store.read_epochs(), store.read_trials()
+        assert len(trials) == TRIALS and (trials["status"] == "completed").all()
+        assert len(epochs) == TRIALS * EPOCHS and not epochs.duplicated(["trial_id", "epoch"]).any()
+        moved = epochs.groupby("trial_id")["node_ip"].nunique()
+        assert (moved == 2).any(), "no trial moved off the full node"
+        assert (trials["node_ip"] == other.ip).all()  # every trial ended on the other node
+        study = optuna.load_study(study_name="disk", storage=pg.url())
+        assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * TRIALS
+    finally:
+        cluster.restart_worker(full)
 
 
 def test_study_survives_losing_a_worker_node(cluster_parts, monkeypatch):

@@ -244,3 +244,12 @@ def test_ray_train_still_logs_each_report_outside_the_ray_train_logger():
 
     assert context.logger is compat.train_report_logger()
     assert not context.logger.name.startswith("ray.train")
+
+
+def test_the_gcs_client_still_drains_a_node_by_hex_id_and_reason():
+    """drain_this_node: the call and the reason it passes (the cluster test drains a real node)."""
+    from ray.core.generated import autoscaler_pb2
+
+    params = inspect.signature(ray._raylet.InnerGcsClient.drain_node).parameters
+    assert list(params)[1:5] == ["node_id", "reason", "reason_message", "deadline_timestamp_ms"]
+    assert autoscaler_pb2.DrainNodeReason.Value("DRAIN_NODE_REASON_PREEMPTION")

@@ -23,11 +23,15 @@ def check_compatible(saved_config: dict[str, Any], config) -> None:
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
-    """Writes ``state`` atomically (temp file + rename) and returns the path."""
+    """Writes ``state`` atomically (temp file + rename) and returns the path.
+
+    Written through a Python file, so that a failed write (a full disk) leaves its ``OSError``
+    as the ``__context__`` of torch's error, which names no cause."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
     os.replace(tmp, path)
     return path
 
