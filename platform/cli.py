@@ -75,7 +75,10 @@ def build_parser(name: str, description: str, asha: bool, seeds: int = 1,
                         "per trial (parameters, per-epoch metrics, status) under a 'study' run "
                         "(report.html, study.json), e.g. http://127.0.0.1:5000; needs "
                         "pip install '.[mlflow]' (default: MLFLOW_TRACKING_URI if set; none: off)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted study")
+    p.add_argument("--resume", nargs="?", const="yes", choices=("yes", "auto"),
+                   help="continue an interrupted study; --resume auto: continue it if it exists, "
+                        "else start it (for schedulers that resubmit the same command, such as a "
+                        "KubeRay RayJob's backoffLimit)")
     p.add_argument("--min-free-gb", type=float, default=1.0,
                    help="refuse to start with less free disk on local storage (default %(default)s)")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local Ray)")
@@ -122,7 +125,8 @@ def spec_from_args(args: argparse.Namespace, space: SearchSpace,
                      grace_period=args.grace_period, resources=resources,
                      storage_path=args.storage_path, optuna_url=args.optuna_url,
                      mlflow_uri=tracking_uri(args.mlflow),
-                     resume=args.resume, seed=args.seed, min_free_gb=args.min_free_gb,
+                     resume={"yes": True, "auto": "auto", None: False}[args.resume],
+                     seed=args.seed, min_free_gb=args.min_free_gb,
                      simulate=args.simulate, time_scale=args.time_scale, verbose=args.verbose)
 
 

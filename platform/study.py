@@ -84,7 +84,7 @@ class StudySpec:
     storage_path: str = "results"  # resolved at construction: absolute path or URI
     optuna_url: str | None = None  # a password is split off into optuna_password at construction
     mlflow_uri: str | None = None  # MLflow tracking URI (platform/tracking.py); its password: below
-    resume: bool = False
+    resume: bool | str = False  # True: continue the study; "auto": continue it if it exists
     seed: int = 0
     max_failures: int = 2
     min_free_gb: float = 1.0  # refuse to start on local storage with less free disk
@@ -97,6 +97,8 @@ class StudySpec:
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:
             raise ValueError(f"study name {self.name!r}: must be non-empty without '/'")
+        if self.resume not in (True, False, "auto"):
+            raise ValueError(f"resume={self.resume!r}: must be True, False or 'auto'")
         if self.mode not in ("max", "min"):
             raise ValueError(f"mode={self.mode!r}: must be 'max' or 'min'")
         if self.sampler not in SAMPLERS:
@@ -226,6 +228,14 @@ def check_study(spec: StudySpec) -> None:
         check_server(spec.mlflow_uri, spec.mlflow_password, spec.name, directory, spec.resume)
 
 
+def resume_decided(spec: StudySpec) -> StudySpec:
+    """Returns ``spec`` with ``resume`` True or False: ``"auto"`` becomes whether the study's folder
+    holds anything (a study was started there)."""
+    if spec.resume != "auto":
+        return spec
+    return dataclasses.replace(spec, resume=_has_files(study_dir(spec)))
+
+
 def _has_files(directory: str) -> bool:
     """True when ``directory`` holds anything (a study was started there, if only just)."""
     fs, path = uri.filesystem(directory)
@@ -313,6 +323,7 @@ def build_tuner(spec: StudySpec, data: DataCheck) -> tune.Tuner | None:
     tracking = ([MlflowCallback(spec.mlflow_uri, store, directory, spec.epochs, columns)]
                 if spec.mlflow_uri else [])
     run_name = f"run-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:4]}"
+    tune_path, tune_filesystem = uri.ray_storage(f"{directory}/tune")
     trial_spec = TrialSpec(spec.name, directory, spec.preset, spec.overrides, spec.resources,
                            spec.max_failures, log_dir(directory, spec.name), spec.verbose)
     simulation = spec.simulation
@@ -321,7 +332,8 @@ def build_tuner(spec: StudySpec, data: DataCheck) -> tune.Tuner | None:
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=samples,
                                     max_concurrent_trials=spec.max_concurrent_trials,
                                     reuse_actors=simulation is not None),
-        run_config=tune.RunConfig(name=run_name, storage_path=f"{directory}/tune",
+        run_config=tune.RunConfig(name=run_name, storage_path=tune_path,
+                                  storage_filesystem=tune_filesystem,
                                   callbacks=[progress, callback, *tracking,
                                              PlacementGroupCleaner(f"{directory}/train")],
                                   verbose=0))
@@ -363,6 +375,7 @@ def _data(spec: StudySpec) -> DataCheck:
 def run_study(spec: StudySpec, address: str | None = None) -> ResultStore:
     """Runs (or resumes) the study to the end and returns its result store."""
     faults.arm_driver()
+    spec = resume_decided(spec)
     use_password(spec.optuna_password)
     if spec.mlflow_uri:
         use_credentials(spec.mlflow_uri, spec.mlflow_password)

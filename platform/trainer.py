@@ -10,12 +10,12 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import pyarrow.fs
 from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 
 from transcenter.model.training.experiment import trial_config
 from transcenter.platform.compat import LeanTorchTrainer
 from transcenter.platform.trial_files import run_dir
+from transcenter.store import uri
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,6 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 def build_trainer(name: str, storage_path: str, preset: str | None, overrides: dict[str, Any],
                   resources: Resources = Resources(), max_failures: int = 2,
                   num_to_keep: int = 1, callbacks: list | None = None,
-                  storage_filesystem: pyarrow.fs.FileSystem | None = None,
                   telemetry: dict | None = None, cost_dir: str | None = None,
                   log_dir: str | None = None, log_level: str = "INFO") -> LeanTorchTrainer:
     """Returns the torch trainer of one trial.
@@ -73,8 +72,8 @@ def build_trainer(name: str, storage_path: str, preset: str | None, overrides: d
     (:mod:`~transcenter.platform.train_log`).
     """
     trial_config(preset, overrides)  # validate here, in the driver, before any worker starts
-    run_config = RunConfig(name=name, storage_path=storage_path,
-                           storage_filesystem=storage_filesystem,
+    path, filesystem = uri.ray_storage(storage_path)
+    run_config = RunConfig(name=name, storage_path=path, storage_filesystem=filesystem,
                            failure_config=FailureConfig(max_failures=max_failures),
                            checkpoint_config=CheckpointConfig(num_to_keep=num_to_keep),
                            callbacks=callbacks or [],

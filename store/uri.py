@@ -43,9 +43,53 @@ def resolve(location: str) -> str:
     return location if is_uri(location) else str(Path(location).expanduser().resolve())
 
 
+# Tries of each S3 request: AWS's standard retry strategy waits a random time up to a doubling
+# bound (capped at 20 s) between them, about two minutes in all, so an object store answering 503, resetting
+# connections or timing out for a minute delays a write rather than failing it (pyarrow's default:
+# 3 tries, about 2 s).
+S3_ATTEMPTS = 12
+
+
+class RetryingS3FileSystem(pafs.S3FileSystem):
+    """pyarrow's ``S3FileSystem`` with AWS's standard retry strategy at ``attempts`` tries per
+    request, which it keeps when pickled (pyarrow's own pickling drops the strategy), so the trial
+    actors and Train workers that Ray hands it to retry as the driver does."""
+
+    def __init__(self, attempts: int = S3_ATTEMPTS, **options) -> None:
+        super().__init__(**options, retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=attempts))
+        self.attempts = attempts
+
+    def __reduce__(self):
+        return _retrying_s3, (self.attempts, _s3_options(self))
+
+
+def _s3_options(fs: pafs.S3FileSystem) -> dict:
+    """Returns the constructor options of ``fs`` (endpoint, region, credentials, ...): what
+    pyarrow's pickling keeps of it."""
+    return pafs.S3FileSystem.__reduce__(fs)[1][0]
+
+
+def _retrying_s3(attempts: int, options: dict) -> RetryingS3FileSystem:
+    return RetryingS3FileSystem(attempts, **options)
+
+
 def filesystem(location: str) -> tuple[pafs.FileSystem, str]:
-    """Returns the pyarrow filesystem of ``location`` and the path inside it."""
-    return pafs.FileSystem.from_uri(resolve(location))
+    """Returns the pyarrow filesystem of ``location`` and the path inside it; for ``s3://``, a
+    :class:`RetryingS3FileSystem` with the options the URI and the environment give."""
+    fs, path = pafs.FileSystem.from_uri(resolve(location))
+    if isinstance(fs, pafs.S3FileSystem):
+        fs = RetryingS3FileSystem(S3_ATTEMPTS, **_s3_options(fs))
+    return fs, path
+
+
+def ray_storage(location: str) -> tuple[str, pafs.FileSystem | None]:
+    """Returns ``(storage_path, storage_filesystem)`` for a Ray Tune or Ray Train ``RunConfig``: a
+    local location as its absolute path and None (Ray opens it); a URI as the path inside its
+    :func:`filesystem`, and that filesystem (so Ray's checkpoints retry as the study's own files do)."""
+    if is_local(location):
+        return local_path(location), None
+    fs, path = filesystem(location)
+    return path, fs
 
 
 def object_store_endpoint(location: str) -> str | None:

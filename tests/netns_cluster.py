@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fault_proxy import FaultProxy, fault_proxy
 from postgres import Postgres, postgres_server
 from s3_server import S3, s3_server
 
@@ -82,6 +83,7 @@ class NetnsCluster:
     workers: list[Node]
     env: dict[str, str] = field(default_factory=dict)  # of every Ray node's processes
     worker_tmp_size: str | None = None  # of each worker node's /tmp/ray
+    s3_proxy: FaultProxy | None = None  # between the nodes and S3 (study_cluster)
 
     @property
     def address(self) -> str:
@@ -94,6 +96,23 @@ class NetnsCluster:
     def stop(self) -> None:
         for node in [*self.workers, self.head]:
             node.kill()
+
+    def start_head(self) -> None:
+        """Starts the Ray head (no CPUs: it runs the study drivers) on :attr:`head`."""
+        _ray(self.head, f"--head --node-ip-address={self.head.ip} --port=6379 --num-cpus=0 "
+                        f"--dashboard-host={self.head.ip} --dashboard-port=8265", self.env)
+
+    def restart(self) -> None:
+        """Brings the cluster back after its head was lost, as an operator does: the worker nodes'
+        Ray, which cannot join a new head, is stopped (its processes killed), a new head starts on
+        the same address and the workers join it; returns once every node is alive."""
+        for node in [*self.workers, self.head]:
+            node.kill()
+        time.sleep(1)
+        self.start_head()
+        for node in self.workers:
+            self.start_worker(node)
+        _wait_for_nodes(self, 1 + len(self.workers))
 
     def start_worker(self, node: Node) -> None:
         """Starts a Ray worker node with 1 CPU on ``node`` and joins it to the head."""
@@ -175,8 +194,7 @@ def start_ray_nodes(nodes: list[Node], env: dict[str, str] | None = None,
                    capture_output=True, check=True)
     cluster = NetnsCluster(nodes[0], nodes[1:], node_env, worker_tmp_size)
     try:
-        _ray(cluster.head, f"--head --node-ip-address={cluster.head.ip} --port=6379 --num-cpus=0 "
-                           f"--dashboard-host={cluster.head.ip} --dashboard-port=8265", node_env)
+        cluster.start_head()
         for node in cluster.workers:
             cluster.start_worker(node)
         _wait_for_nodes(cluster, len(nodes))
@@ -208,17 +226,22 @@ def _wait_for_nodes(cluster: NetnsCluster, expected: int, timeout_s: float = 120
 
 
 @contextlib.contextmanager
-def study_cluster(workers: int, pg_password: str,
-                  worker_tmp_size: str | None = None) -> Iterator[tuple[NetnsCluster, S3, Postgres]]:
+def study_cluster(workers: int, pg_password: str, worker_tmp_size: str | None = None,
+                  env: dict[str, str] | None = None) -> Iterator[tuple[NetnsCluster, S3, Postgres]]:
     """A Ray head and ``workers`` worker nodes with the parts a production cluster has: S3 (moto,
     on the host) and PostgreSQL (on the host); every node gets the S3 credentials and
-    ``PGPASSWORD``, as a cluster's secrets would give them. ``worker_tmp_size``: the size of each
-    worker node's /tmp/ray (its local disk)."""
+    ``PGPASSWORD``, as a cluster's secrets would give them, and ``env``. The nodes reach S3
+    through a :class:`~fault_proxy.FaultProxy` (``cluster.s3_proxy``: passing traffic unless a test
+    makes the object store fail); the tests' own S3 clients go to the server directly.
+    ``worker_tmp_size``: the size of each worker node's /tmp/ray (its local disk)."""
     with namespaces(1 + workers) as nodes, \
             postgres_server(pg_password, host=HOST_IP, clients=f"{SUBNET}.0/24") as pg, \
             s3_server(HOST_IP) as s3, \
-            start_ray_nodes(nodes, {**s3.env, "PGPASSWORD": pg_password},
+            fault_proxy(HOST_IP, s3.endpoint.removeprefix("http://")) as proxy, \
+            start_ray_nodes(nodes, {**s3.env, "AWS_ENDPOINT_URL": proxy.endpoint,
+                                    "PGPASSWORD": pg_password, **(env or {})},
                             worker_tmp_size) as cluster:
+        cluster.s3_proxy = proxy
         yield cluster, s3, pg
 
 

@@ -7,7 +7,8 @@ import pytest
 
 from transcenter.platform.ray_connect import check_reachable
 from transcenter.platform.search import Categorical, Float, SearchSpace
-from transcenter.platform.study import StudyError, StudySpec, check_study
+from transcenter.platform.study import StudyError, StudySpec, check_study, resume_decided
+from transcenter.store.results import ResultStore
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,6 +47,23 @@ def test_resume_without_a_study_is_refused(tmp_path):
     spec = StudySpec(name="s", space=SearchSpace(), storage_path=str(tmp_path), resume=True)
     with pytest.raises(StudyError, match="no study to resume"):
         check_study(spec)
+
+
+def test_resume_auto_starts_a_new_study_and_continues_a_started_one(tmp_path):
+    from transcenter.platform.cli import build_parser, spec_from_args
+
+    args = build_parser("focal_loss", "", asha=False).parse_args(
+        ["--storage-path", str(tmp_path), "--name", "s", "--resume", "auto"])
+    spec = spec_from_args(args, SearchSpace())
+    assert spec.resume == "auto"
+    assert resume_decided(spec).resume is False  # nothing there: a new study
+    check_study(resume_decided(spec))
+    ResultStore(spec.storage_path, spec.name).write_meta({"study": "s"})  # as its start does
+    assert resume_decided(spec).resume is True  # the same command again continues it
+    check_study(resume_decided(spec))
+    assert build_parser("focal_loss", "", asha=False).parse_args(["--resume"]).resume == "yes"
+    with pytest.raises(ValueError, match="resume='later'"):
+        StudySpec(name="s", space=SearchSpace(), resume="later")
 
 
 @pytest.mark.timeout(60)  # ray.init alone would retry for minutes

@@ -71,6 +71,8 @@ def test_rayjob_fields_and_gpu_limits():
     assert args[:2] == ["python", "studies/heatmap_size.py"]
     assert args[args.index("--preset") + 1] == "paper"
     assert args[args.index("--storage-path") + 1].startswith("s3://")
+    # A lost head fails the job; KubeRay resubmits the same command, which must then resume.
+    assert spec["backoffLimit"] >= 1 and args[args.index("--resume") + 1] == "auto"
     groups = spec["rayClusterSpec"]["workerGroupSpecs"]
     assert groups
     for group in groups:

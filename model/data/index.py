@@ -83,6 +83,7 @@ from transcenter.model.data.common import (
     make_target,
 )
 from transcenter.model.data.config import DataConfig
+from transcenter.store.uri import filesystem
 
 logger = logging.getLogger(__name__)
 
@@ -187,9 +188,10 @@ def _sha256(value: Any) -> str:
 
 
 def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
-    """Returns the pyarrow filesystem of a local path or URI and the path inside it."""
+    """Returns the pyarrow filesystem of a local path or URI (S3's retrying for a while:
+    :func:`transcenter.store.uri.filesystem`) and the path inside it."""
     if "://" in uri:
-        return pafs.FileSystem.from_uri(uri)
+        return filesystem(uri)
     return pafs.LocalFileSystem(), str(Path(uri).expanduser().absolute())
 
 

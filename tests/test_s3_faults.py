@@ -1,0 +1,77 @@
+"""An object store failing for a while (503s, reset connections, latency) behind a fault proxy:
+the study's S3 filesystem retries through it, also after Ray pickles it to another process; pyarrow's
+default gives up within seconds. The study-level test (checkpoints, parquet, report through
+``ray job submit``) is on the netns cluster (tests/test_cluster.py)."""
+import pickle
+import threading
+import time
+from collections import Counter
+
+import pyarrow.fs as pafs
+import pytest
+from fault_proxy import FaultProxy, fault_proxy
+from s3_server import s3_server
+
+from transcenter.store import uri
+from transcenter.store.results import ResultStore
+
+OUTAGE_S = 12.0  # 503s for 4 s, resets for 4 s (pyarrow's default gives up after about 6 s), 4 s slow
+
+
+@pytest.fixture(scope="module")
+def s3_behind_proxy():
+    with s3_server() as s3, fault_proxy("127.0.0.1", s3.endpoint.removeprefix("http://"),
+                                        latency_s=1.0) as proxy:
+        yield s3, proxy
+
+
+@pytest.fixture
+def via_proxy(s3_behind_proxy, monkeypatch):
+    s3, proxy = s3_behind_proxy
+    for key, value in {**s3.env, "AWS_ENDPOINT_URL": proxy.endpoint}.items():
+        monkeypatch.setenv(key, value)
+    return s3, proxy
+
+
+def _during_outage(proxy: FaultProxy, action) -> float:
+    """Runs ``action`` just after an outage starts; returns its seconds."""
+    outage = threading.Thread(target=proxy.outage, args=(OUTAGE_S,))
+    outage.start()
+    time.sleep(0.2)
+    start = time.monotonic()
+    try:
+        action()
+    finally:
+        outage.join()
+    return time.monotonic() - start
+
+
+def test_writes_and_reads_ride_over_an_outage(via_proxy):
+    s3, proxy = via_proxy
+    store = ResultStore(f"s3://{s3.bucket}/studies", "outage")
+    before = dict(proxy.served)
+    took = _during_outage(proxy, lambda: store.write_meta({"study": "outage"}))
+    assert took > OUTAGE_S / 3  # it waited out at least the 503s
+    assert store.read_meta() == {"study": "outage"}
+    served = proxy.served - Counter(before)
+    assert served["503"] >= 1 and served["reset"] + served["slow"] >= 1, served
+
+
+def test_the_retries_survive_pickling(via_proxy):
+    s3, _ = via_proxy
+    fs, _ = uri.filesystem(f"s3://{s3.bucket}/studies/pickled")
+    copy = pickle.loads(pickle.dumps(fs))  # as Ray hands it to trial actors and Train workers
+    assert isinstance(copy, uri.RetryingS3FileSystem) and copy.attempts == uri.S3_ATTEMPTS
+    assert pafs.S3FileSystem.__reduce__(copy) == pafs.S3FileSystem.__reduce__(fs)  # same options
+
+
+def test_pyarrows_default_gives_up_during_the_same_outage(via_proxy):
+    """What the retries are for: pyarrow's default strategy fails within seconds of 503s."""
+    s3, proxy = via_proxy
+    plain, path = pafs.FileSystem.from_uri(f"s3://{s3.bucket}/studies/plain")
+    proxy.set_mode("503")
+    try:
+        with pytest.raises(OSError, match="SLOW_DOWN"), plain.open_output_stream(f"{path}/x") as f:
+            f.write(b"lost")
+    finally:
+        proxy.set_mode("pass")
