@@ -14,6 +14,7 @@ namespace by pid (``ip netns pids``), which is also how a test loses a node. Nee
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import signal
@@ -24,6 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow.fs as pafs
 from fault_proxy import FaultProxy, fault_proxy
 from postgres import Postgres, postgres_server
 from s3_server import S3, s3_server
@@ -283,3 +285,35 @@ def node_loss_study(cluster: NetnsCluster, s3: S3, pg: Postgres, name: str, tria
         if job.poll() is None:
             job.kill()
     return NodeLossRun(job.returncode, output, store, killed, time.monotonic() - started)
+
+
+def all_objects(s3: S3) -> bytes:
+    """Every object in the S3 server's bucket, concatenated (to look for secrets in)."""
+    fs = s3.filesystem()
+    files = fs.get_file_info(pafs.FileSelector(s3.bucket, recursive=True))
+    return b"".join(fs.open_input_stream(f.path).read() for f in files
+                    if f.type == pafs.FileType.File)
+
+
+def ray_logs(node: Node) -> bytes:
+    """Every Ray log file of ``node`` (in its private /tmp/ray, reached through one of its
+    processes), concatenated; empty when the node has no process."""
+    pids = node.pids()
+    if not pids:
+        return b""
+    root = Path(f"/proc/{pids[0]}/root/tmp/ray")
+    return b"".join(p.read_bytes() for p in root.glob("session_*/logs/**/*") if p.is_file())
+
+
+def fill_disk(node: Node) -> int:
+    """Writes one file into ``node``'s /tmp/ray (its local disk, with :data:`NODE_TMP` in it) until
+    no space is left; returns the bytes written."""
+    written, chunk = 0, b"\0" * 2**20
+    with open(f"/proc/{node.pids()[0]}/root/tmp/ray/filler", "wb", buffering=0) as f:
+        try:
+            while True:
+                written += f.write(chunk)
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+    return written
