@@ -52,9 +52,16 @@ class FaultProxy:
         return self
 
     def stop(self) -> None:
-        self._loop.call_soon_threadsafe(self._server.close)
+        """Closes the server and every connection, and ends the thread."""
+        asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(timeout=10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
+
+    async def _close(self) -> None:
+        self._server.close()
+        for task in asyncio.all_tasks():
+            if task is not asyncio.current_task():
+                task.cancel()
 
     def set_mode(self, mode: str) -> None:
         """Applies ``mode`` to new connections and aborts the open ones."""

@@ -15,13 +15,15 @@ resumes it). Faults, each at least once, in a seeded random order with random ga
 - ``disk_full``: a worker node's local disk (a 512 MB /tmp/ray) is filled; 30 s later the node is
   started again (its disk empty), as an operator would.
 
-A job that ends with an error is submitted again, up to 3 times (counted in ``studies_resumed``).
+A job that ends with an error is submitted again, up to 3 times (also counted in
+``studies_resumed``; ``resubmits`` says how many of them), and faults go on.
 At the end it prints one JSON object: faults injected per kind, studies resumed, trials, rows
 expected/found/duplicated/lost in parquet, whether Optuna holds every trial once as COMPLETE, how
 many secrets (the S3 secret key, the PostgreSQL password) were found in any S3 object, job output,
 Optuna attribute or Ray log of a node, and the wall time. Needs root.
 
-    python tests/bench/chaos.py --seed 0 [--trials 24] [--epochs 3] [--faults 10] [--outage-s 60]
+    python tests/bench/chaos.py --seed 0 [--trials 32] [--epochs 8] [--faults 10] [--outage-s 60]
+        [--job-log FILE]
 """
 from __future__ import annotations
 
@@ -69,10 +71,23 @@ class Chaos:
     outage_s: float
     job: subprocess.Popen | None = None
     outputs: list[str] = field(default_factory=list)
-    resumed: int = 0
+    resumed: int = 0  # submissions after the first: after a head lost, or a job that failed
+    resubmits: int = 0  # of those, after a job that failed
 
     def submit(self) -> None:
         self.job = submit(self.cluster, *self.command)
+
+    def keep_running(self) -> bool:
+        """False once the study has ended well (or failed :data:`RESUBMITS` times more); a job that
+        ended with an error is submitted again (counted as a resume)."""
+        if self.job.poll() is None:
+            return True
+        if self.finish_job(timeout_s=60) == 0 or self.resubmits >= RESUBMITS:
+            return False
+        self.resubmits += 1
+        self.resumed += 1
+        self.submit()
+        return True
 
     def finish_job(self, timeout_s: float) -> int:
         """Waits for the running job's end (killing it after ``timeout_s``); keeps its output and
@@ -140,9 +155,9 @@ def s3_outage(chaos: Chaos) -> None:
 
 
 def disk_full(chaos: Chaos) -> None:
-    workers = chaos.wait_for_training()
-    node = chaos.rng.choice(sorted(set(workers.values()), key=lambda n: n.name)
-                            or chaos.cluster.workers)
+    training = {node.name: node for node in chaos.wait_for_training().values()}
+    nodes = training or {node.name: node for node in chaos.cluster.workers}
+    node = nodes[chaos.rng.choice(sorted(nodes))]
     fill_disk(node)
     time.sleep(30)
     chaos.cluster.restart_worker(node)
@@ -175,12 +190,13 @@ def secrets_found(chaos: Chaos) -> int:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--trials", type=int, default=24, help="a multiple of 4 (the grid of sizes)")
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--trials", type=int, default=32, help="a multiple of 4 (the grid of sizes)")
+    p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--faults", type=int, default=10)
     p.add_argument("--outage-s", type=float, default=60.0)
-    p.add_argument("--min-gap-s", type=float, default=5.0)
-    p.add_argument("--max-gap-s", type=float, default=25.0)
+    p.add_argument("--min-gap-s", type=float, default=3.0)
+    p.add_argument("--max-gap-s", type=float, default=12.0)
+    p.add_argument("--job-log", help="write every job's output (ray job submit's) to this file")
     args = p.parse_args()
     if args.trials % GRID:
         p.error(f"--trials {args.trials}: must be a multiple of {GRID}")
@@ -200,23 +216,23 @@ def main() -> None:
             chaos.submit()
             for gap_s, kind in plan:
                 time.sleep(gap_s)
-                if chaos.job.poll() is not None:
+                if not chaos.keep_running():
                     break
                 INJECT[kind](chaos)
                 injected[kind] += 1
                 print(f"[{time.monotonic() - start:6.0f} s] {kind}", file=sys.stderr, flush=True)
-            resubmits = 0
-            while chaos.finish_job(timeout_s=3600) != 0 and resubmits < RESUBMITS:
-                resubmits += 1
-                chaos.resumed += 1
-                chaos.submit()
+            while chaos.keep_running():
+                time.sleep(2)
             wall_s = time.monotonic() - start
+            if args.job_log:
+                Path(args.job_log).write_text("\n".join(chaos.outputs))
             store = ResultStore(f"{s3.bucket}/studies", NAME, filesystem=s3.filesystem())
             rows = row_counts(store, args.trials * args.epochs)
             study = optuna.load_study(study_name=NAME, storage=pg.url())
             states = Counter(t.state.name for t in study.trials)
             print(json.dumps({
                 "seed": args.seed, "faults": dict(injected), "studies_resumed": chaos.resumed,
+                "resubmits": chaos.resubmits,
                 "exit_code": chaos.job.returncode, "trials": args.trials,
                 "rows_expected": rows["expected"], "rows_found": rows["found"],
                 "duplicates": rows["duplicates"], "lost_rows": rows["lost"],
