@@ -86,9 +86,17 @@ def alive_nodes() -> list[dict[str, Any]]:
 
 def on_every_node(fn: Callable[..., T], *args: Any) -> dict[str, T]:
     """Runs ``fn(*args)`` once on every alive node of the connected cluster (no CPU taken) and
-    returns ``{node address: result}``."""
+    returns ``{node address: result}``; a node that leaves the cluster meanwhile is left out, with
+    a warning."""
     nodes = alive_nodes()
     remote = ray.remote(num_cpus=0)(fn)
     refs = {n["NodeManagerAddress"]: remote.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
         n["NodeID"], soft=False)).remote(*args) for n in nodes}
-    return {node: ray.get(ref, timeout=120) for node, ref in refs.items()}
+    results = {}
+    for node, ref in refs.items():
+        try:
+            results[node] = ray.get(ref, timeout=120)
+        except (ray.exceptions.TaskUnschedulableError, ray.exceptions.NodeDiedError) as e:
+            logger.warning("node %s left the cluster while it was checked: %s", node,
+                           str(e).splitlines()[0])
+    return results

@@ -205,6 +205,13 @@ def start_ray_nodes(nodes: list[Node], env: dict[str, str] | None = None,
         cluster.stop()
 
 
+def ray_job(cluster: NetnsCluster, *args: str) -> str:
+    """Runs ``ray job <args>`` against the cluster's head from the host; returns its output."""
+    done = subprocess.run([str(VENV_BIN / "ray"), "job", *args, "--address", cluster.dashboard_url],
+                          env=cluster.env, capture_output=True, text=True, timeout=120)
+    return done.stdout + done.stderr
+
+
 def alive_nodes(cluster: NetnsCluster) -> list[str]:
     """Returns the addresses of the cluster's alive nodes, asked from outside (the State API of
     the head's dashboard, as ``ray list nodes`` does)."""
@@ -247,9 +254,11 @@ def study_cluster(workers: int, pg_password: str, worker_tmp_size: str | None = 
         yield cluster, s3, pg
 
 
-def submit(cluster: NetnsCluster, *args: str) -> subprocess.Popen:
-    """Starts ``ray job submit`` of a smoke heatmap-size study from the host; output on stdout."""
+def submit(cluster: NetnsCluster, *args: str, wait: bool = True) -> subprocess.Popen:
+    """Starts ``ray job submit`` of a smoke heatmap-size study from the host; output on stdout.
+    ``wait=False``: it returns once the job is submitted (``--no-wait``), printing its id."""
     cmd = [str(VENV_BIN / "ray"), "job", "submit", "--address", cluster.dashboard_url,
+           *([] if wait else ["--no-wait"]),
            "--working-dir", ".", "--", "python", "studies/heatmap_size.py", "--preset", "smoke",
            "--set", "data.num_train=16", "--set", "data.num_val=8", *args]
     return subprocess.Popen(cmd, cwd=REPO, env=cluster.env, stdout=subprocess.PIPE,

@@ -31,8 +31,8 @@ import argparse
 import json
 import os
 import random
+import re
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,7 +45,7 @@ import optuna
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the cluster helpers
 from faults import row_counts
-from netns_cluster import NetnsCluster, Node, all_objects, fill_disk, ray_logs, study_cluster, submit
+from netns_cluster import NetnsCluster, Node, all_objects, fill_disk, ray_job, ray_logs, study_cluster, submit
 from postgres import Postgres
 from s3_server import S3
 
@@ -69,36 +69,37 @@ class Chaos:
     command: list[str]
     rng: random.Random
     outage_s: float
-    job: subprocess.Popen | None = None
+    job_id: str = ""
+    status: str = ""  # the job's last status: PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED
     outputs: list[str] = field(default_factory=list)
     resumed: int = 0  # submissions after the first: after a head lost, or a job that failed
     resubmits: int = 0  # of those, after a job that failed
 
     def submit(self) -> None:
-        self.job = submit(self.cluster, *self.command)
+        """Submits the study (``--no-wait``: ``ray job submit``'s log tail can outlive its job)."""
+        out = submit(self.cluster, *self.command, wait=False).communicate(timeout=300)[0]
+        self.job_id = re.search(r"raysubmit_\w+", out).group(0)
+        self.status = "PENDING"
+
+    def poll(self) -> str:
+        """Returns the job's status, asked from the head (UNKNOWN when the head does not answer)."""
+        found = re.search(rf"Status for job '{self.job_id}': (\w+)",
+                          ray_job(self.cluster, "status", self.job_id))
+        self.status = found.group(1) if found else "UNKNOWN"
+        return self.status
 
     def keep_running(self) -> bool:
         """False once the study has ended well (or failed :data:`RESUBMITS` times more); a job that
         ended with an error is submitted again (counted as a resume)."""
-        if self.job.poll() is None:
+        if self.poll() in ("PENDING", "RUNNING", "UNKNOWN"):
             return True
-        if self.finish_job(timeout_s=60) == 0 or self.resubmits >= RESUBMITS:
+        self.outputs.append(ray_job(self.cluster, "logs", self.job_id))
+        if self.status == "SUCCEEDED" or self.resubmits >= RESUBMITS:
             return False
         self.resubmits += 1
         self.resumed += 1
         self.submit()
         return True
-
-    def finish_job(self, timeout_s: float) -> int:
-        """Waits for the running job's end (killing it after ``timeout_s``); keeps its output and
-        returns its exit code."""
-        try:
-            out = self.job.communicate(timeout=timeout_s)[0]
-        except subprocess.TimeoutExpired:
-            self.job.kill()
-            out = self.job.communicate()[0]
-        self.outputs.append(out)
-        return self.job.returncode
 
     def train_workers(self) -> dict[int, Node]:
         """Returns pid -> node of every Ray Train worker process now running."""
@@ -135,8 +136,8 @@ def node_lost(chaos: Chaos) -> None:
 
 
 def head_lost(chaos: Chaos) -> None:
+    chaos.outputs.append(ray_job(chaos.cluster, "logs", chaos.job_id))  # what the head still has
     chaos.cluster.head.kill()
-    chaos.finish_job(timeout_s=120)
     chaos.cluster.restart()
     chaos.submit()
     chaos.resumed += 1
@@ -196,7 +197,7 @@ def main() -> None:
     p.add_argument("--outage-s", type=float, default=60.0)
     p.add_argument("--min-gap-s", type=float, default=3.0)
     p.add_argument("--max-gap-s", type=float, default=12.0)
-    p.add_argument("--job-log", help="write every job's output (ray job submit's) to this file")
+    p.add_argument("--job-log", help="write every job's output (``ray job logs``) to this file")
     args = p.parse_args()
     if args.trials % GRID:
         p.error(f"--trials {args.trials}: must be a multiple of {GRID}")
@@ -222,7 +223,7 @@ def main() -> None:
                 injected[kind] += 1
                 print(f"[{time.monotonic() - start:6.0f} s] {kind}", file=sys.stderr, flush=True)
             while chaos.keep_running():
-                time.sleep(2)
+                time.sleep(10)
             wall_s = time.monotonic() - start
             if args.job_log:
                 Path(args.job_log).write_text("\n".join(chaos.outputs))
@@ -233,7 +234,7 @@ def main() -> None:
             print(json.dumps({
                 "seed": args.seed, "faults": dict(injected), "studies_resumed": chaos.resumed,
                 "resubmits": chaos.resubmits,
-                "exit_code": chaos.job.returncode, "trials": args.trials,
+                "last_job": chaos.status, "trials": args.trials,
                 "rows_expected": rows["expected"], "rows_found": rows["found"],
                 "duplicates": rows["duplicates"], "lost_rows": rows["lost"],
                 "optuna_trials_ok": states == Counter({"COMPLETE": args.trials}),
