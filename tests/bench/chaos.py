@@ -83,8 +83,8 @@ class Chaos:
 
     def poll(self) -> str:
         """Returns the job's status, asked from the head (UNKNOWN when the head does not answer)."""
-        found = re.search(rf"Status for job '{self.job_id}': (\w+)",
-                          ray_job(self.cluster, "status", self.job_id))
+        found = re.search(rf"submission_id='{self.job_id}'.*?status=<JobStatus\.(\w+)",
+                          ray_job(self.cluster, "list"), re.DOTALL)
         self.status = found.group(1) if found else "UNKNOWN"
         return self.status
 
