@@ -13,6 +13,8 @@ import errno
 import shutil
 import tempfile
 
+from transcenter.platform.errors import raised_from
+
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
@@ -23,13 +25,7 @@ class NodeDiskFull(RuntimeError):
 def disk_full_error(error: BaseException) -> OSError | None:
     """Returns the ``OSError`` "no space left on device" (or "disk quota exceeded") that ``error``
     is or was raised from (checkpoint and storage libraries wrap it), else None."""
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS:
-            return error
-        error = error.__cause__ or error.__context__
-    return None
+    return raised_from(error, lambda e: isinstance(e, OSError) and e.errno in DISK_FULL_ERRNOS)
 
 
 def describe(error: OSError, node: str) -> str:

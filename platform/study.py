@@ -33,7 +33,7 @@ from transcenter.platform.compat import (
     remove_placement_groups_of_ended_jobs,
 )
 from transcenter.platform.data_check import DataCheck, check_data
-from transcenter.platform.errors import StudyError
+from transcenter.platform.errors import StudyError, raised_from
 from transcenter.platform.optuna_db import check_storage, split_password, use_password
 from transcenter.platform.placement import PlacementGroupCleaner
 from transcenter.platform.progress import StudyProgress, table_interval_s, tune_console_off
@@ -407,6 +407,4 @@ def run_study(spec: StudySpec, address: str | None = None) -> ResultStore:
 def _study_error(error: BaseException | None) -> StudyError | None:
     """Returns the :class:`StudyError` that ``error`` was raised from (Tune re-raises an error of
     its searcher or callbacks as a ``TuneError``), or None."""
-    while error is not None and not isinstance(error, StudyError):
-        error = error.__cause__ or error.__context__
-    return error
+    return raised_from(error, lambda e: isinstance(e, StudyError))
