@@ -9,7 +9,8 @@ driver; nothing in production does. The file holds a list of faults; each fires 
 checks every matching fault)::
 
     {"match": {"loss.cls_weight": 1.0},   # dotted config values selecting the trials (may be empty)
-     "kind": "kill",                      # raise | kill | nan | oom | missing_file | kill_driver
+     "kind": "kill",                      # raise | kill | nan | oom | missing_file | kill_driver |
+                                          # fill_disk
      "epoch": 2, "when": "after",         # before: as the epoch starts; after: trained, not
                                           # checkpointed; checkpoint_written: checkpoint file
                                           # written, not yet handed to Ray Train; reported:
@@ -19,7 +20,9 @@ checks every matching fault)::
 ``raise`` raises a RuntimeError (an infrastructure fault: Ray Train retries it), ``kill`` SIGKILLs
 the worker process, ``nan``, ``oom`` and ``missing_file`` raise what a diverged epoch, an
 out-of-memory epoch and bad input raise (the trial fails at once), and ``kill_driver`` SIGKILLs the
-study driver (its pid is in ``<faults file>.driver-pid``, written by :func:`arm_driver`). While
+study driver (its pid is in ``<faults file>.driver-pid``, written by :func:`arm_driver`), and
+``fill_disk`` fills the file system of the fault's ``"path"`` (a file it writes) and lets the trial go
+on into the full disk. While
 injection is on, rank 0 also records every epoch it trains (:func:`record_trained`).
 
 **Driver kill points** SIGKILL the study driver right after one of its writes (:data:`POINTS`)::
@@ -30,6 +33,7 @@ fires the ``nth`` (default 1st) time the driver passes that point in one run.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -128,6 +132,23 @@ def maybe_inject(trial_faults: list[dict], epoch: int, when: str, rank: int) -> 
         raise DivergedError(f"loss diverged (NaN/inf) at epoch {epoch}, step 1: loss_pos (injected)")
     if kind == "oom":
         raise torch.OutOfMemoryError(f"CUDA out of memory at epoch {epoch} (injected)")
+    if kind == "fill_disk":
+        fill(fault["path"])
+        return
     if kind == "missing_file":
         raise FileNotFoundError(f"injected: no such file at epoch {epoch}")
     raise RuntimeError(f"injected fault at epoch {epoch}")
+
+
+def fill(path: str) -> int:
+    """Writes zeros to the file ``path`` until its file system has no space left; returns the bytes
+    written."""
+    written, chunk = 0, b"\0" * 2**20
+    with open(path, "wb", buffering=0) as f:
+        try:
+            while True:
+                written += f.write(chunk)
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+    return written

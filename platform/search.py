@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -184,8 +185,9 @@ class StudySearch(OptunaSearch):
 
     Every call to the database is retried while its connection is lost, for up to ``outage_s``
     seconds (:func:`~transcenter.platform.optuna_db.retrying`); each is safe to repeat: reports and
-    attributes overwrite the same key, a ``tell`` is skipped when the trial is already finished
-    (the outage cut the reply to a commit), and parameters already set are read back.
+    attributes overwrite the same key, an ``ask`` takes over the trial its cut reply created, a
+    ``tell`` is skipped when the trial is already finished (the outage cut the reply to a commit),
+    and parameters already set are read back.
 
     Args:
         unfinished: Optuna trials of a resumed study still RUNNING (see
@@ -217,12 +219,31 @@ class StudySearch(OptunaSearch):
                 self._reported[trial_id] = set(frozen.intermediate_values)
                 self._constrained[trial_id] = set(frozen.constraints)  # by name
             else:
-                self._ot_trials[trial_id] = self._retrying(optuna_study(self).ask, "ask")
+                self._ot_trials[trial_id] = self._retrying(self._asker(), "ask")
                 kill_point("trial_created")
         ot_trial = self._ot_trials[trial_id]
         params = self._retrying(lambda: self._suggest_from_define_by_run_func(self._space, ot_trial),
                                 "suggest")
         return {**params, TRIAL_NUMBER_KEY: ot_trial.number}
+
+    def _asker(self) -> Callable[[], optuna.Trial]:
+        """Returns a call that asks Optuna for a new trial. Called again after a lost connection, it
+        takes over the trial whose creation the outage committed but cut the reply to (RUNNING,
+        without parameters, held by no Tune trial) instead of creating a second one."""
+        tries = 0
+
+        def ask() -> optuna.Trial:
+            nonlocal tries
+            tries += 1
+            study = optuna_study(self)
+            if tries > 1:
+                held = {t.number for t in self._ot_trials.values()} | {t.number for t in self._unfinished}
+                for frozen in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+                    if not frozen.params and frozen.number not in held:
+                        return trial_handle(study, frozen)
+            return study.ask()
+
+        return ask
 
     def _retrying(self, call, what: str):
         return retrying(call, what, self.database, self.outage_s)

@@ -65,25 +65,35 @@ def run_trial(loop_config: dict[str, Any]) -> None:
                          loop_config.get("log_level", "INFO")):
             for epoch in _train(loop_config, rank):  # noqa: B007 (the except below names it)
                 pass
-    except DivergedError as e:
-        failure = f"diverged at epoch {epoch}: {e}"
-    except (torch.OutOfMemoryError, MemoryError) as e:
-        failure = f"out of memory at epoch {epoch}: {e}"
-    except INPUT_ERRORS as e:
-        where = f" at epoch {epoch}" if epoch else " before training"
-        failure = f"{type(e).__name__}{where}: {e}"
     except Exception as e:
-        full = disk_full_error(e)
-        if full is None:
-            raise
-        message = describe(full, ray.util.get_node_ip_address())
-        then = ("drained: the trial retries from its last checkpoint on another node"
-                if drain_this_node(message) else "Ray did not drain it")
-        raise NodeDiskFull(f"{message}; {then}") from e
+        failure = failure_line(e, epoch)
+        if failure is None:
+            full = disk_full_error(e)
+            if full is None:
+                raise
+            message = describe(full, ray.util.get_node_ip_address())
+            then = ("drained: the trial retries from its last checkpoint on another node"
+                    if drain_this_node(message) else "Ray did not drain it")
+            raise NodeDiskFull(f"{message}; {then}") from e
     else:
         return
     if rank == 0:
         write_failure(loop_config["run_dir"], failure)
+
+
+def failure_line(error: Exception, epoch: int) -> str | None:
+    """Returns the line the trial fails with when a retry cannot fix ``error`` (raised while
+    training ``epoch``, 0 before training): divergence, out of memory, or the trial's own input.
+    Returns None for an infrastructure fault (a lost worker or node, a timed-out collective, object
+    storage or a disk failing), which Ray Train retries from the checkpoint."""
+    if isinstance(error, DivergedError):
+        return f"diverged at epoch {epoch}: {error}"
+    if isinstance(error, (torch.OutOfMemoryError, MemoryError)):
+        return f"out of memory at epoch {epoch}: {error}"
+    if isinstance(error, INPUT_ERRORS):
+        where = f" at epoch {epoch}" if epoch else " before training"
+        return f"{type(error).__name__}{where}: {error}"
+    return None
 
 
 def _train(loop_config: dict[str, Any], rank: int) -> Iterator[int]:

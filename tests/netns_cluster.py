@@ -14,7 +14,6 @@ namespace by pid (``ip netns pids``), which is also how a test loses a node. Nee
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import signal
@@ -30,6 +29,7 @@ from fault_proxy import FaultProxy, fault_proxy
 from postgres import Postgres, postgres_server
 from s3_server import S3, s3_server
 
+from transcenter.platform import faults
 from transcenter.platform.compat import WORKER_ENV
 from transcenter.store.results import ResultStore
 
@@ -43,6 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 # Each node's temporary folder (``TMPDIR`` of its processes), private as on separate machines;
 # Ray's own folder stays /tmp/ray (``RAY_TMPDIR``).
 NODE_TMP = "/tmp/ray/tmp"
+FILLER = "filler"  # the file that fills a node's /tmp/ray (its local disk)
 
 
 def _ip(*args: str) -> None:
@@ -317,12 +318,11 @@ def ray_logs(node: Node) -> bytes:
 def fill_disk(node: Node) -> int:
     """Writes one file into ``node``'s /tmp/ray (its local disk, with :data:`NODE_TMP` in it) until
     no space is left; returns the bytes written."""
-    written, chunk = 0, b"\0" * 2**20
-    with open(f"/proc/{node.pids()[0]}/root/tmp/ray/filler", "wb", buffering=0) as f:
-        try:
-            while True:
-                written += f.write(chunk)
-        except OSError as e:
-            if e.errno != errno.ENOSPC:
-                raise
-    return written
+    return faults.fill(f"/proc/{node.pids()[0]}/root/tmp/ray/{FILLER}")
+
+
+def disk_filled(node: Node) -> bool:
+    """True when ``node``'s /tmp/ray holds the file :func:`fill_disk` or a ``fill_disk`` fault
+    writes."""
+    pids = node.pids()
+    return bool(pids) and Path(f"/proc/{pids[0]}/root/tmp/ray/{FILLER}").exists()

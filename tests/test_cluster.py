@@ -9,6 +9,7 @@ S3 once by the driver and copied from there by every worker node. A worker node'
 up mid-study: the trial there moves to the other node. The object store fails for a while
 mid-study (503s, resets, latency, through a proxy): the study waits it out and loses no row. The
 Optuna database drops its sessions and restarts mid-study: the study rides over it."""
+import json
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -20,7 +21,16 @@ import pandas as pd
 import pyarrow.fs as pafs
 import pytest
 from data_fixtures import single_year_voc
-from netns_cluster import NODE_TMP, all_objects, fill_disk, node_loss_study, ray_logs, study_cluster, submit
+from netns_cluster import (
+    FILLER,
+    NODE_TMP,
+    all_objects,
+    disk_filled,
+    node_loss_study,
+    ray_logs,
+    study_cluster,
+    submit,
+)
 
 from transcenter.platform import faults
 from transcenter.store.results import ResultStore
@@ -130,18 +140,18 @@ class FaultedStudy:
     study: optuna.Study
 
 
-def _study_with_fault(cluster_parts, name: str, ready: Callable[[pd.DataFrame], bool],
-                      inject: Callable[[], object]) -> FaultedStudy:
+def _study_with_fault(cluster_parts, name: str, ready: Callable[[pd.DataFrame], bool] | None = None,
+                      inject: Callable[[], object] | None = None) -> FaultedStudy:
     """Submits a study of :data:`FAULT_TRIALS` on S3 and PostgreSQL, calls ``inject()`` once
-    ``ready(epoch rows stored so far)`` holds, and returns once the study has ended, having
-    checked that it completed every trial, stored each epoch once, and left Optuna's trials
-    COMPLETE."""
+    ``ready(epoch rows stored so far)`` holds (without them: a fault armed in the faults file does
+    its own), and returns once the study has ended, having checked that it completed every trial,
+    stored each epoch once, and left Optuna's trials COMPLETE."""
     cluster, s3, pg = cluster_parts
     store = ResultStore(f"{s3.bucket}/studies", name, filesystem=s3.filesystem())
     job = submit(cluster, "--name", name, "--num-samples", str(FAULT_TRIALS), "--epochs", str(EPOCHS),
                  "--storage-path", f"s3://{s3.bucket}/studies",
                  "--optuna-url", f"postgresql+psycopg://studies@{pg.host}:{pg.port}/studies")
-    injected = False
+    injected = inject is None
     try:
         while job.poll() is None and not injected:
             if ready(store.read_epochs()):
@@ -163,12 +173,17 @@ def _study_with_fault(cluster_parts, name: str, ready: Callable[[pd.DataFrame], 
     return FaultedStudy(output, store, study)
 
 
-def test_trials_leave_a_worker_node_whose_disk_is_full(cluster_parts):
+def test_trials_leave_a_worker_node_whose_disk_is_full(cluster_parts, trained_log):
     cluster = cluster_parts[0]
-    full, other = cluster.workers
+    # The first trial to register its first epoch fills its node's disk; its next checkpoint finds
+    # no space left.
+    trained_log.write_text(json.dumps([{"kind": "fill_disk", "epoch": 1, "when": "reported",
+                                        "path": f"/tmp/ray/{FILLER}",
+                                        "marker": str(trained_log.with_name("disk-filled"))}]))
     try:
-        run = _study_with_fault(cluster_parts, "disk", lambda epochs: (epochs["node_ip"] == full.ip).any(),
-                                lambda: fill_disk(full))
+        run = _study_with_fault(cluster_parts, "disk")
+        (full,) = [node for node in cluster.workers if disk_filled(node)]
+        (other,) = [node for node in cluster.workers if node is not full]
         # The trial's line on the driver's console names the node, the cause and what happens next.
         assert (f": worker 0 failed: node {full.ip}: disk full (No space left on device; "
                 in run.output), run.output[-5000:]
@@ -177,7 +192,10 @@ def test_trials_leave_a_worker_node_whose_disk_is_full(cluster_parts):
         assert (moved == 2).any(), "no trial moved off the full node"
         assert (run.store.read_trials()["node_ip"] == other.ip).all()  # every trial ended there
     finally:
-        cluster.restart_worker(full)
+        trained_log.write_text("[]")
+        for node in cluster.workers:
+            if disk_filled(node):
+                cluster.restart_worker(node)
 
 
 def test_an_object_store_outage_mid_study_delays_it_and_loses_nothing(cluster_parts):

@@ -1,6 +1,7 @@
 """The study's searcher tells Optuna each trial's end once: it rides over its Optuna database
 restarting or dropping its sessions, fails in one line naming the masked URL when the outage
-outlasts its limit, records a ``tell`` whose reply the outage cut once, and tells the trial that
+outlasts its limit, creates one trial for an ``ask`` and records a ``tell`` once when the outage
+cut their replies, and tells the trial that
 uses up a grid."""
 import threading
 import time
@@ -12,6 +13,7 @@ from postgres import postgres_server
 
 from transcenter.platform.errors import StudyError
 from transcenter.platform.search import Categorical, SearchSpace, make_searcher
+from transcenter.platform.trial_files import TRIAL_NUMBER_KEY
 
 SPACE = SearchSpace({"loss.alpha": Categorical([1.0, 2.0])})
 SECRET = "outage-s3cret"
@@ -45,6 +47,30 @@ def test_a_tell_whose_reply_was_lost_is_recorded_once(tmp_path, monkeypatch):
     (trial,) = _trials(url)
     assert trial.state == optuna.trial.TrialState.COMPLETE and trial.value == 20.0
     assert trial.intermediate_values == {1: 10.0, 2: 20.0}
+
+
+def test_an_ask_whose_reply_was_lost_creates_one_trial(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    search = make_searcher(SPACE, {"AP50": "max"}, url, "s", total_epochs=1, sampler="random")
+    ask, calls = optuna.Study.ask, []
+
+    def committed_then_cut(study, *args, **kwargs):
+        calls.append(1)
+        trial = ask(study, *args, **kwargs)
+        if len(calls) == 1:
+            raise sqlalchemy.exc.OperationalError("INSERT", {}, ConnectionError("connection reset"))
+        return trial
+
+    monkeypatch.setattr(optuna.Study, "ask", committed_then_cut)
+    first = search.suggest("t1")
+    second = search.suggest("t2")  # a new trial after the outage is asked for as usual
+    assert len(calls) == 2, "the retry took over the trial the cut ask created"
+    assert (first[TRIAL_NUMBER_KEY], second[TRIAL_NUMBER_KEY]) == (0, 1)
+    for trial_id in ("t1", "t2"):
+        search.on_trial_complete(trial_id, _result(1))
+    trials = _trials(url)
+    assert [t.number for t in trials] == [0, 1]
+    assert all(t.state == optuna.trial.TrialState.COMPLETE and t.params for t in trials)
 
 
 @pytest.mark.slow

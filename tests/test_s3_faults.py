@@ -1,7 +1,8 @@
 """An object store failing for a while (503s, reset connections, latency) behind a fault proxy:
 the study's S3 filesystem retries through it, also after Ray pickles it to another process; pyarrow's
-default gives up within seconds. The study-level test (checkpoints, parquet, report through
-``ray job submit``) is on the netns cluster (tests/test_cluster.py)."""
+default gives up within seconds; an outage past the retries is an infrastructure fault for the Train
+worker (retried from the checkpoint), never the trial's input. The study-level test (checkpoints,
+parquet, report through ``ray job submit``) is on the netns cluster (tests/test_cluster.py)."""
 import pickle
 import threading
 import time
@@ -12,6 +13,9 @@ import pytest
 from fault_proxy import FaultProxy, fault_proxy
 from s3_server import s3_server
 
+from transcenter.model.data.index import OPTION_FIELDS, DataFingerprint, MissingIndexError, cached_index
+from transcenter.platform.disk_full import disk_full_error
+from transcenter.platform.worker import failure_line
 from transcenter.store import uri
 from transcenter.store.results import ResultStore
 
@@ -75,3 +79,26 @@ def test_pyarrows_default_gives_up_during_the_same_outage(via_proxy):
             f.write(b"lost")
     finally:
         proxy.set_mode("pass")
+
+
+@pytest.mark.parametrize("mode", ["503", "reset"])
+def test_an_outage_past_the_retries_is_an_infrastructure_fault(via_proxy, monkeypatch, tmp_path, mode):
+    """A Train worker's first S3 read (its data index) while storage stays down: the error, once the
+    retries are spent, is one Ray Train retries, not a missing index or another input error that
+    would fail the trial for good."""
+    s3, proxy = via_proxy
+    monkeypatch.setattr(uri, "S3_ATTEMPTS", 2)  # spent within seconds, as 12 are in about 2 minutes
+    index = f"s3://{s3.bucket}/studies/down/data-index.arrow"
+    fs, path = uri.filesystem(index)
+    with fs.open_output_stream(path) as f:
+        f.write(b"an index")
+    fingerprint = DataFingerprint(dict.fromkeys(OPTION_FIELDS), ())
+    proxy.set_mode(mode)
+    try:
+        with pytest.raises(OSError) as raised:
+            cached_index(index, fingerprint, tmp_path)
+    finally:
+        proxy.set_mode("pass")
+    error = raised.value
+    assert not isinstance(error, (MissingIndexError, FileNotFoundError, PermissionError)), error
+    assert failure_line(error, 0) is None and disk_full_error(error) is None
