@@ -33,8 +33,20 @@ postgres:
 lint: install
 	$(VENV)/bin/ruff check .
 
+# The netns cluster's fault tests mostly wait on the faults they inject (outages, restarts, a node's
+# death), so a second pytest runs them beside the rest of the suite; their report follows the rest's.
+CLUSTER_TESTS := tests/test_cluster.py
+CLUSTER_LOG := test-artifacts/cluster-tests.log
+
 test: install chromium postgres lint
-	$(PY) -m pytest -q --durations=15
+	@mkdir -p test-artifacts
+	@$(PY) -m pytest -q -p no:cacheprovider --durations=6 --basetemp=/tmp/transcenter-cluster-tests \
+		$(CLUSTER_TESTS) >$(CLUSTER_LOG) 2>&1 & cluster=$$!; \
+	trap 'kill $$cluster 2>/dev/null' INT TERM; \
+	$(PY) -m pytest -q --durations=15 --ignore=$(CLUSTER_TESTS); rest=$$?; \
+	wait $$cluster; clustered=$$?; \
+	echo "=== $(CLUSTER_TESTS), run beside the rest ($(CLUSTER_LOG)) ==="; cat $(CLUSTER_LOG); \
+	exit $$(( rest || clustered ))
 
 demo: install
 	$(PY) studies/heatmap_size.py

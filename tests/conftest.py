@@ -1,6 +1,7 @@
 """Shared fixtures. Tests stay deterministic by seeding; Ray tests share one local cluster."""
 import json
 import os
+import signal
 import tempfile
 from pathlib import Path
 
@@ -10,6 +11,9 @@ import torch
 from transcenter.platform import faults
 
 torch.set_num_threads(2)
+# SIGTERM (`make test` stopping the cluster tests it runs in the background) ends the session as
+# Ctrl-C does, so fixtures stop the servers and clusters they started.
+signal.signal(signal.SIGTERM, signal.default_int_handler)
 # Fault injection (platform/faults.py) for the session cluster's workers; empty unless a test
 # injects faults through the inject_faults fixture.
 FAULTS_FILE = Path(tempfile.gettempdir()) / f"transcenter-faults-{os.getpid()}.json"
