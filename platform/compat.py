@@ -51,10 +51,13 @@ check_versions(version("ray"), version("optuna"))
 # (ray/train/v2/_internal/constants.py; no public config takes them): slow 2-core machines need
 # minutes to start a worker group; a shorter controller poll notices a started or finished group
 # sooner; a machine's own cluster has no preemptible nodes to watch, and the watcher is one more
-# process per trial. Public replacement: none in 2.60.
+# process per trial. Tune (ray/tune/trainable/function_trainable.py) gives a reused trial actor's
+# previous trial this long to end, else it fails the next trial; on a loaded machine aborting a
+# stopped trial's workers can take longer than its default 2 s. Public replacement: none in 2.60.
 WORKER_ENV = {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "300",
               "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
-              "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+              "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+              "TUNE_FUNCTION_THREAD_TIMEOUT_S": "30"}
 
 
 # A resource only the head node has (Ray adds it to every head). Trial drivers ask for a sliver of
@@ -164,7 +167,9 @@ class LeanTorchTrainer(DataParallelTrainer):
     callback when the trial passes no Ray Datasets, the per-run placement-group cleaner actor
     (:class:`PlacementGroupRecorder` instead), and, inside an actor such as a Tune trial, the
     separate controller actor: the Train controller runs in the calling actor's own process, so
-    its callbacks (the report to Tune among them) are plain calls in the trial actor.
+    its callbacks (the report to Tune among them) are plain calls in the trial actor. When the run
+    ends by an exception (Tune ending a trial it stopped raises ``SystemExit`` in its report), its
+    workers are aborted, since Tune reuses the trial actor for its next trial.
 
     Why: Ray 2.60 starts, for every trial, a controller actor, a ``DatasetManager`` actor (datasets
     or not), a ``PlacementGroupCleaner`` actor, and with Tune's ``TuneReportCallback`` a queue
@@ -194,7 +199,15 @@ class LeanTorchTrainer(DataParallelTrainer):
         if ray.get_runtime_context().get_actor_id() is None:
             return super()._initialize_and_run_controller(**controller_init_kwargs)
         controller = TrainController(**controller_init_kwargs)
-        asyncio.run(controller.run())
+        try:
+            asyncio.run(controller.run())
+        except BaseException:
+            # Tune ending the trial (its report raises SystemExit) or an error in the controller:
+            # the trial actor lives on for Tune's next trial, so its workers must not.
+            group = controller.get_worker_group()
+            if group is not None:
+                group.abort()
+            raise
         return controller.get_result()
 
 

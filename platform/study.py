@@ -331,7 +331,7 @@ def build_tuner(spec: StudySpec, data: DataCheck) -> tune.Tuner | None:
         simulated_trainable(simulation) if simulation else trainable(trial_spec),
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=samples,
                                     max_concurrent_trials=spec.max_concurrent_trials,
-                                    reuse_actors=simulation is not None),
+                                    reuse_actors=True),  # one trial actor serves trial after trial
         run_config=tune.RunConfig(name=run_name, storage_path=tune_path,
                                   storage_filesystem=tune_filesystem,
                                   callbacks=[progress, callback, *tracking,

@@ -44,8 +44,10 @@ class ReportToTune(UserCallback):
 
     The trial's Train controller runs in the trial actor itself
     (:class:`~transcenter.platform.compat.LeanTorchTrainer`), so this is a direct ``tune.report``
-    in the trial's thread; it returns once Tune has taken the result, and a trial Tune stops
-    ends with its actor."""
+    in the trial's thread; it returns once Tune has taken the result. Tune reuses a trial actor for
+    the next trial: a trial it stopped ends when Tune resets the actor, by ``SystemExit`` from its
+    pending report, which aborts the trial's workers
+    (:class:`~transcenter.platform.compat.LeanTorchTrainer`)."""
 
     def __init__(self, trial: str) -> None:
         self.trial = trial

@@ -194,9 +194,28 @@ def test_ray_init_still_connects_to_the_recorded_cluster(tmp_path, monkeypatch):
 
 
 def test_ray_train_still_reads_the_worker_env_knobs():
-    """WORKER_ENV: every knob is still one Ray Train reads."""
+    """WORKER_ENV: every RAY_TRAIN_ knob is still one Ray Train reads."""
     known = {v for k, v in vars(train_constants).items() if k.endswith("_ENV_VAR")}
-    assert set(compat.WORKER_ENV) <= known
+    assert {k for k in compat.WORKER_ENV if k.startswith("RAY_TRAIN_")} <= known
+
+
+def test_tune_still_waits_for_a_reused_actors_trial_as_long_as_worker_env_says(monkeypatch):
+    """WORKER_ENV's TUNE_FUNCTION_THREAD_TIMEOUT_S: how long resetting a reused trial actor waits
+    for its previous trial's thread before it gives up (and fails the next trial)."""
+    from ray.tune.trainable import function_trainable
+
+    waited = []
+
+    class StillTraining:  # the previous trial's session, its thread not ending
+        training_thread = SimpleNamespace(is_alive=lambda: True)
+
+        def finish(self, timeout):
+            waited.append(timeout)
+
+    monkeypatch.setattr(function_trainable, "get_session", StillTraining)
+    monkeypatch.setenv("TUNE_FUNCTION_THREAD_TIMEOUT_S", compat.WORKER_ENV["TUNE_FUNCTION_THREAD_TIMEOUT_S"])
+    assert function_trainable.FunctionTrainable.reset_config(None, {}) is False
+    assert waited == [30]
 
 
 def test_job_working_dirs_are_still_unpacked_where_we_look(tmp_path, monkeypatch):
