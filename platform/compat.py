@@ -205,7 +205,7 @@ class LeanTorchTrainer(DataParallelTrainer):
             # Tune ending the trial (its report raises SystemExit) or an error in the controller:
             # the trial actor lives on for Tune's next trial, so its workers must not.
             group = controller.get_worker_group()
-            if group is not None:
+            if group is not None and group.has_started():
                 group.abort()
             raise
         return controller.get_result()

@@ -232,30 +232,37 @@ def test_job_working_dirs_are_still_unpacked_where_we_look(tmp_path, monkeypatch
     assert compat.job_working_dir() is None
 
 
-def test_tune_still_propagates_aws_credentials_into_runtime_envs(monkeypatch):
+def test_tune_still_propagates_aws_credentials_into_runtime_envs():
     """keep_secrets_out_of_runtime_envs: drop it once Tune stops copying the driver's AWS keys into
     trial actors' runtime envs (which Ray's runtime-env agent logs in clear text). The runtime env
-    Tune gives a trial actor is read from a stand-in for ``ray.remote``; Tune's list of variables,
-    which the workaround replaces, is put back when the test ends."""
-    from ray.tune.execution import class_cache
+    Tune gives a trial actor is read from a stand-in for ``ray.remote``, in a fresh interpreter:
+    a study run earlier in this one has already applied the workaround."""
+    code = textwrap.dedent("""
+        from ray.tune.execution import class_cache
+        from transcenter.platform import compat
 
-    monkeypatch.setattr(class_cache, "ENV_VARS_TO_PROPAGATE", class_cache.ENV_VARS_TO_PROPAGATE)
-    for name in compat.SECRET_ENV_VARS:
-        monkeypatch.setenv(name, f"{name}-value")
-    monkeypatch.setenv("RAY_CHDIR_TO_TRIAL_DIR", "0")
-    envs = []
+        envs = []
 
-    def remote(runtime_env):
-        envs.append(runtime_env["env_vars"])
-        return lambda cls: cls
+        def remote(runtime_env):
+            envs.append(runtime_env["env_vars"])
+            return lambda cls: cls
 
-    monkeypatch.setattr(class_cache.ray, "remote", remote)
-    class_cache._ActorClassCache().get(_noop)
-    assert set(envs[-1]) >= compat.SECRET_ENV_VARS  # upstream copies them
-    compat.keep_secrets_out_of_runtime_envs()
-    class_cache._ActorClassCache().get(_noop)
-    assert not compat.SECRET_ENV_VARS & set(envs[-1])
-    assert {"PL_DISABLE_FORK", "RAY_CHDIR_TO_TRIAL_DIR"} <= set(envs[-1])  # the rest still goes
+        def trainable(config):
+            pass
+
+        class_cache.ray.remote = remote
+        class_cache._ActorClassCache().get(trainable)
+        assert set(envs[-1]) >= compat.SECRET_ENV_VARS, envs[-1]  # upstream copies them
+        compat.keep_secrets_out_of_runtime_envs()
+        class_cache._ActorClassCache().get(trainable)
+        assert not compat.SECRET_ENV_VARS & set(envs[-1]), envs[-1]
+        assert {"PL_DISABLE_FORK", "RAY_CHDIR_TO_TRIAL_DIR"} <= set(envs[-1])  # the rest still goes
+    """)
+    env = {**os.environ, "RAY_CHDIR_TO_TRIAL_DIR": "0",
+           **{name: f"{name}-value" for name in compat.SECRET_ENV_VARS}}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
 
 
 def test_ray_train_still_logs_each_report_outside_the_ray_train_logger():
