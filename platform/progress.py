@@ -232,19 +232,25 @@ def prepare_console() -> None:
 
 
 @contextlib.contextmanager
-def tune_console_off() -> Iterator[None]:
-    """Within: Tune prints no console output of its own for a ``RunConfig(verbose=0)``.
+def quiet_tune(logger_files: bool = True) -> Iterator[None]:
+    """Within: Tune prints no console output of its own for a ``RunConfig(verbose=0)``; with
+    ``logger_files=False`` it also writes none of its per-trial CSV, JSON and TensorBoard files.
 
     Tune's default ("new") output prints, even at verbosity 0, a configuration table and a
     TensorBoard command into Ray's session folder (which ``ray stop`` deletes); its legacy output
-    at verbosity 0 prints nothing. ``RAY_AIR_NEW_OUTPUT=0`` (documented) selects the legacy one.
+    at verbosity 0 prints nothing. ``RAY_AIR_NEW_OUTPUT=0`` (documented) selects the legacy one;
+    ``TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=1`` (documented) leaves out the file loggers.
     """
-    before = os.environ.get("RAY_AIR_NEW_OUTPUT")
-    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    wanted = {"RAY_AIR_NEW_OUTPUT": "0"}
+    if not logger_files:
+        wanted["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    before = {name: os.environ.get(name) for name in wanted}
+    os.environ.update(wanted)
     try:
         yield
     finally:
-        if before is None:
-            os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
-        else:
-            os.environ["RAY_AIR_NEW_OUTPUT"] = before
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

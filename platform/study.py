@@ -36,7 +36,7 @@ from transcenter.platform.data_check import DataCheck, check_data
 from transcenter.platform.errors import StudyError, raised_from
 from transcenter.platform.optuna_db import check_storage, split_password, use_password
 from transcenter.platform.placement import PlacementGroupCleaner
-from transcenter.platform.progress import StudyProgress, table_interval_s, tune_console_off
+from transcenter.platform.progress import StudyProgress, quiet_tune, table_interval_s
 from transcenter.platform.ray_connect import alive_nodes, connect, on_every_node
 from transcenter.platform.reconcile import reconcile
 from transcenter.platform.schedulers import make_scheduler
@@ -390,7 +390,9 @@ def run_study(spec: StudySpec, address: str | None = None) -> ResultStore:
     keep_secrets_out_of_runtime_envs()
     tuner = build_tuner(spec, data)
     if tuner is not None:
-        with tune_console_off():
+        # A simulated study's rows are in parquet; Tune's own files per trial would cost its
+        # driver more than the trial does.
+        with quiet_tune(logger_files=spec.simulate is None):
             try:
                 tuner.fit()
             except Exception as e:  # Tune wraps the driver's own errors (a database gone too long)

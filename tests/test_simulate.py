@@ -82,6 +82,10 @@ def test_a_simulated_tpe_asha_study_runs_through_the_real_stack(ray_cluster, tmp
         assert got["AP50"].tolist() == pytest.approx(expected)
     full = stored.set_index("trial_id")["status"]
     assert (rows.groupby("trial_id")["epoch"].max()[full == "completed"] == epochs).all()
+    # Tune writes none of its own per-trial files for simulated trials: parquet has the rows.
+    tune_files = {p.name for p in (tmp_path / "sim" / "tune").rglob("*") if p.is_file()}
+    assert not {"progress.csv", "result.json"} & tune_files
+    assert not any(name.startswith("events.out.tfevents") for name in tune_files)
 
 
 @pytest.mark.ray

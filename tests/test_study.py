@@ -50,6 +50,8 @@ def test_asha_stops_trials_and_later_trials_still_run(ray_cluster, tmp_path):
     trials = store.read_trials().set_index("trial_id")
     epochs = store.read_epochs()
     assert len(trials) == 3
+    # The console's `tensorboard --logdir <study>/tune` has every trial's curves to show.
+    assert len(list((tmp_path / "asha" / "tune").rglob("events.out.tfevents*"))) == 3
     stopped = trials[trials["status"] == "stopped"]
     assert len(stopped) >= 1 and (stopped["loss.cls_weight"] == 50.0).all()
     assert (stopped["n_epochs"] < 3).all()
