@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 # Each node's temporary folder (``TMPDIR`` of its processes), private as on separate machines;
 # Ray's own folder stays /tmp/ray (``RAY_TMPDIR``).
 NODE_TMP = "/tmp/ray/tmp"
-FILLER = "filler"  # the file that fills a node's /tmp/ray (its local disk)
+FILLER = "/tmp/ray/filler"  # in a node: the file that fills its /tmp/ray (its local disk)
 
 
 def _ip(*args: str) -> None:
@@ -305,24 +305,29 @@ def all_objects(s3: S3) -> bytes:
                     if f.type == pafs.FileType.File)
 
 
-def ray_logs(node: Node) -> bytes:
-    """Every Ray log file of ``node`` (in its private /tmp/ray, reached through one of its
-    processes), concatenated; empty when the node has no process."""
+def in_node(node: Node, path: str) -> Path | None:
+    """Returns ``path`` of ``node``'s own file system (its private /tmp/ray included) as the host
+    reaches it, through one of the node's processes; None when the node has no process."""
     pids = node.pids()
-    if not pids:
+    return Path(f"/proc/{pids[0]}/root{path}") if pids else None
+
+
+def ray_logs(node: Node) -> bytes:
+    """Every Ray log file of ``node``, concatenated; empty when the node has no process."""
+    root = in_node(node, "/tmp/ray")
+    if root is None:
         return b""
-    root = Path(f"/proc/{pids[0]}/root/tmp/ray")
     return b"".join(p.read_bytes() for p in root.glob("session_*/logs/**/*") if p.is_file())
 
 
 def fill_disk(node: Node) -> int:
-    """Writes one file into ``node``'s /tmp/ray (its local disk, with :data:`NODE_TMP` in it) until
-    no space is left; returns the bytes written."""
-    return faults.fill(f"/proc/{node.pids()[0]}/root/tmp/ray/{FILLER}")
+    """Writes :data:`FILLER` into ``node``'s /tmp/ray (its local disk, with :data:`NODE_TMP` in it)
+    until no space is left; returns the bytes written."""
+    return faults.fill(str(in_node(node, FILLER)))
 
 
 def disk_filled(node: Node) -> bool:
-    """True when ``node``'s /tmp/ray holds the file :func:`fill_disk` or a ``fill_disk`` fault
-    writes."""
-    pids = node.pids()
-    return bool(pids) and Path(f"/proc/{pids[0]}/root/tmp/ray/{FILLER}").exists()
+    """True when ``node``'s /tmp/ray holds :data:`FILLER` (written by :func:`fill_disk` or a
+    ``fill_disk`` fault)."""
+    path = in_node(node, FILLER)
+    return path is not None and path.exists()

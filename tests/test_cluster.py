@@ -26,6 +26,7 @@ from netns_cluster import (
     NODE_TMP,
     all_objects,
     disk_filled,
+    in_node,
     node_loss_study,
     ray_logs,
     study_cluster,
@@ -117,7 +118,7 @@ def test_head_node_lost_mid_study_resumes_from_object_storage_and_postgres(clust
     assert s3.filesystem().get_file_info(index.removeprefix("s3://")).size > 0
     assert set(epochs["node_ip"]) == {w.ip for w in cluster.workers}
     for worker in cluster.workers:  # each node copied it from S3 into its own temporary folder
-        cache = Path(f"/proc/{worker.pids()[0]}/root{NODE_TMP}/transcenter-index")
+        cache = in_node(worker, f"{NODE_TMP}/transcenter-index")
         assert list(cache.glob("*.arrow")), f"node {worker.ip} has no copy of the data index"
     # Every epoch was trained; none that had reached the driver (each with its checkpoint) was
     # trained again after the restart.
@@ -178,7 +179,7 @@ def test_trials_leave_a_worker_node_whose_disk_is_full(cluster_parts, trained_lo
     # The first trial to register its first epoch fills its node's disk; its next checkpoint finds
     # no space left.
     trained_log.write_text(json.dumps([{"kind": "fill_disk", "epoch": 1, "when": "reported",
-                                        "path": f"/tmp/ray/{FILLER}",
+                                        "path": FILLER,
                                         "marker": str(trained_log.with_name("disk-filled"))}]))
     try:
         run = _study_with_fault(cluster_parts, "disk")
