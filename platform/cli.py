@@ -176,7 +176,8 @@ def main(name: str, space: SearchSpace, description: str, sampler: str = "tpe",
         print(f"study {spec.name}: {spec.samples} trials x {spec.epochs} epochs -> {mask(directory)}")
         database = display(optuna_url(spec), spec.optuna_password is not None)
         tensorboard = "" if spec.simulate else f" | tensorboard --logdir {mask(directory)}/tune"
-        print(f"  live: Ray dashboard http://127.0.0.1:8265 | optuna-dashboard {database}{tensorboard}")
+        print(f"  live: Ray dashboard (the address Ray prints as it connects) | "
+              f"optuna-dashboard {database}{tensorboard}")
         where = "" if uri.is_local(directory) else " on each worker's node"
         print(f"  logs: Ray Train's lines of each trial in {log_dir(directory, spec.name)}/<trial>.log"
               f"{where}{'' if args.verbose else ' (--verbose: on the console too)'}")

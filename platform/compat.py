@@ -306,10 +306,12 @@ def remove_placement_groups_of_ended_jobs() -> int:
     from ray.util.placement_group import PlacementGroup, remove_placement_group
     from ray.util.state import list_jobs, list_placement_groups
 
+    address = ray.get_runtime_context().gcs_address  # the connected cluster, not a guess
     try:
-        ended = {j.job_id for j in list_jobs(limit=10_000, raise_on_missing_output=False)
+        ended = {j.job_id for j in list_jobs(address, limit=10_000, raise_on_missing_output=False)
                  if j.job_id and j.status in ("FAILED", "STOPPED", "SUCCEEDED")}
-        groups = list_placement_groups(limit=10_000, detail=True, raise_on_missing_output=False)
+        groups = list_placement_groups(address, limit=10_000, detail=True,
+                                       raise_on_missing_output=False)
     except Exception:
         return 0
     leaked = [g for g in groups if g.creator_job_id in ended and not g.is_detached
@@ -354,6 +356,20 @@ def train_report_logger() -> logging.Logger:
     from ray.train.v2._internal.execution import context
 
     return logging.getLogger(context.__file__)
+
+
+def train_resource_request_logger() -> logging.Logger:
+    """Returns the logger on which a Ray Train controller warns, with a 20-line traceback, each time
+    its resource request to Ray's autoscaling coordinator times out (5 s; sent every 20 s while its
+    worker group starts or runs), which an overloaded CPU causes and which Ray calls safe to ignore.
+
+    Why: each trial's controller runs in its Tune trial actor, whose warnings reach the study's
+    console; :func:`~transcenter.platform.train_log.fold_tracebacks` keeps them one line there.
+    Public replacement: none (the module and its logger are Ray Train internals).
+    """
+    from ray.train.v2._internal.execution.scaling_policy import autoscaling_coordinator_client
+
+    return logging.getLogger(autoscaling_coordinator_client.__name__)
 
 
 def drain_this_node(message: str) -> bool:

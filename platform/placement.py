@@ -72,7 +72,8 @@ class PlacementGroupCleaner(Callback):
             return True
         group_id, controller_id = recorded
         try:
-            controller = get_actor(controller_id, timeout=5)
+            controller = get_actor(controller_id, address=ray.get_runtime_context().gcs_address,
+                                   timeout=5)
         except Exception as e:
             logger.debug("placement group of %s: no answer about its controller (%s)", run, e)
             if waited_s < self.blind_s:

@@ -68,3 +68,22 @@ def log_to_file(folder: str | None, trial: str, rank: int,
             for logger in loggers:
                 logger.removeHandler(handler)
             handler.close()
+
+
+class _FoldTraceback(logging.Filter):
+    """Turns a warning's traceback into ``(<error type>: <error text>)`` at the end of its line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.levelno < logging.ERROR:
+            error = record.exc_info[1]
+            record.msg = f"{record.getMessage()} ({type(error).__name__}: {error})"
+            record.args, record.exc_info, record.exc_text = None, None, None
+        return True
+
+
+def fold_tracebacks(logger: logging.Logger) -> None:
+    """Makes each warning ``logger`` logs with a traceback one line; its errors keep theirs.
+    Calling it again on the same logger changes nothing."""
+    if not any(isinstance(f, _FoldTraceback) for f in logger.filters):
+        logger.addFilter(_FoldTraceback())
+

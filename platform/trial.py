@@ -14,9 +14,9 @@ from typing import Any
 from ray import tune
 from ray.train import UserCallback
 
-from transcenter.platform.compat import HEAD_NODE_RESOURCE
+from transcenter.platform.compat import HEAD_NODE_RESOURCE, train_resource_request_logger
 from transcenter.platform.errors import TrialFailure
-from transcenter.platform.train_log import console_level
+from transcenter.platform.train_log import console_level, fold_tracebacks
 from transcenter.platform.trainer import Resources, build_trainer
 from transcenter.platform.trial_files import read_failure, run_dir, split_config
 
@@ -76,6 +76,7 @@ def trial_driver(config: dict[str, Any], spec: TrialSpec) -> None:
     Raises:
         TrialFailure: the trial cannot succeed on a retry (the worker's failure line).
     """
+    fold_tracebacks(train_resource_request_logger())
     key, params = split_config(config)
     overrides = {**spec.overrides, **params}
     overrides.setdefault("train.threads", spec.resources.threads)

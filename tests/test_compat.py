@@ -272,6 +272,14 @@ def test_ray_train_still_logs_each_report_outside_the_ray_train_logger():
     assert not context.logger.name.startswith("ray.train")
 
 
+def test_ray_train_still_warns_of_a_timed_out_resource_request_with_a_traceback():
+    from ray.train.v2._internal.execution.scaling_policy import autoscaling_coordinator_client as m
+
+    assert m.logger is compat.train_resource_request_logger()
+    assert "logger.warning(msg, exc_info=True)" in inspect.getsource(
+        m.TrainAutoscalingCoordinatorClient.send_resource_request)
+
+
 def test_the_gcs_client_still_drains_a_node_by_hex_id_and_reason():
     """drain_this_node: the call and the reason it passes (the cluster test drains a real node)."""
     from ray.core.generated import autoscaler_pb2

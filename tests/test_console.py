@@ -2,6 +2,7 @@
 in the study's own terms, a total with an ETA, a note as each trial ends, Ray Train's per-epoch
 lines in the study's log files instead of the console, and no terminal codes in a log file."""
 import io
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from isolated import REPO
 from transcenter.platform.cli import build_parser, spec_from_args
 from transcenter.platform.progress import StudyProgress
 from transcenter.platform.search import Categorical, SearchSpace
+from transcenter.platform.train_log import fold_tracebacks
 
 RAY_TRAIN_LINES = ("TrainingReport(", "Checkpoint successfully created")
 
@@ -92,6 +94,28 @@ def test_eta_of_a_resumed_trial_counts_only_the_epochs_trained_in_this_run():
     progress.on_trial_result(0, [a], a, {"epoch": 3, "AP50": 0.3})
     progress.on_step_end(0, [a])
     assert out.getvalue().splitlines()[0].endswith("epochs 3/4 | ETA 0:00:10")
+
+
+def test_a_warning_with_a_traceback_is_one_line_and_an_error_keeps_its_traceback():
+    logger, out = logging.getLogger("test_console.fold"), io.StringIO()
+    handler = logging.StreamHandler(out)
+    logger.addHandler(handler)
+    fold_tracebacks(logger)
+    fold_tracebacks(logger)  # a reused trial actor calls it again
+    try:
+        for level in (logging.WARNING, logging.ERROR):
+            try:
+                raise TimeoutError("Get timed out: some object(s) not ready.")
+            except TimeoutError:
+                logger.log(level, "Failed to send resource request for %s.", "train-1", exc_info=True)
+    finally:
+        logger.removeHandler(handler)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == ("Failed to send resource request for train-1. "
+                        "(TimeoutError: Get timed out: some object(s) not ready.)")
+    assert lines[1] == "Failed to send resource request for train-1."
+    assert lines[2] == "Traceback (most recent call last):" and len(lines) > 4
+    assert len(logger.filters) == 1
 
 
 def test_verbose_flag_reaches_the_spec():

@@ -5,6 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 import ray
+from ray._private import services
 from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
 
 from transcenter.platform.placement import PlacementGroupCleaner
@@ -17,6 +18,14 @@ pytestmark = [pytest.mark.ray]
 class Controller:
     def actor_id(self) -> str:
         return ray.get_runtime_context().get_actor_id()
+
+
+@pytest.fixture(autouse=True)
+def another_cluster_started_last(monkeypatch):
+    """This machine's last ``ray start`` recorded another cluster (nothing listens there): the
+    cleaner must ask the cluster it is connected to, not the one Ray would find by itself."""
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(services, "find_bootstrap_address", lambda temp_dir=None: "127.0.0.1:9")
 
 
 def _state(group) -> str:
