@@ -30,6 +30,7 @@ from transcenter.platform.columns import TrialColumns
 from transcenter.platform.compat import (
     job_working_dir,
     keep_secrets_out_of_runtime_envs,
+    keep_starting_actors,
     remove_placement_groups_of_ended_jobs,
 )
 from transcenter.platform.data_check import DataCheck, check_data
@@ -388,6 +389,7 @@ def run_study(spec: StudySpec, address: str | None = None) -> ResultStore:
                        removed)
     check_nodes_reach(spec)
     keep_secrets_out_of_runtime_envs()
+    keep_starting_actors()
     tuner = build_tuner(spec, data)
     if tuner is not None:
         # A simulated study's rows are in parquet; Tune's own files per trial would take about a

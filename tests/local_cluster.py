@@ -49,3 +49,10 @@ def local_head(num_cpus: int = 2, env: dict[str, str] | None = None) -> Iterator
         yield cluster
     finally:
         subprocess.run([ray_cli, "stop", "--force"], capture_output=True)
+
+
+def trial_actors() -> list:
+    """Every Tune trial actor the connected Ray has started, alive or not (the State API)."""
+    from ray.util.state import list_actors
+
+    return list_actors(filters=[("class_name", "=", "ImplicitFunc")], limit=10_000, detail=False)

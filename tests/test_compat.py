@@ -272,6 +272,19 @@ def test_ray_train_still_logs_each_report_outside_the_ray_train_logger():
     assert not context.logger.name.startswith("ray.train")
 
 
+def test_tune_still_kills_a_starting_actor_to_reuse_an_idle_one_and_the_patch_keeps_it():
+    from ray.tune.execution.tune_controller import TuneController
+
+    compat.keep_starting_actors()
+    compat.keep_starting_actors()  # a second study in the same driver
+    patched = TuneController._maybe_reuse_cached_actor
+    upstream = inspect.getsource(patched.upstream)
+    assert not hasattr(patched.upstream, "upstream")
+    assert "Removing ORIGINAL ACTOR" in upstream and "self._remove_actor(tracked_actor=original_actor)" in upstream
+    starting = SimpleNamespace(_resetting_trials=set(), _trial_to_actor={"trial": "its own actor"})
+    assert patched(starting, "trial") is False
+
+
 def test_ray_train_still_warns_of_a_timed_out_resource_request_with_a_traceback():
     from ray.train.v2._internal.execution.scaling_policy import autoscaling_coordinator_client as m
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import ray
 from crash_resume import audit, run_to_the_end, study_command
-from ray.util.state import list_actors
+from local_cluster import trial_actors
 
 from transcenter.platform.replay import Setting, replay
 from transcenter.platform.search import Categorical, SearchSpace
@@ -38,11 +38,11 @@ def test_asha_stops_trials_and_later_trials_still_run(ray_cluster, tmp_path):
                      num_samples=3,
                      preset="smoke", overrides={**TINY, "train.epochs": 3},
                      storage_path=str(tmp_path), seed=0)
-    trial_actors_before = len(_trial_actors())
+    trial_actors_before = len(trial_actors())
     store = run_study(spec)
     # Tune reuses a trial's actor for the next trial, and a trial ASHA stopped takes its Train
     # workers with it: once the study has ended, nothing of it holds a CPU.
-    assert len(_trial_actors()) - trial_actors_before < 3
+    assert len(trial_actors()) - trial_actors_before < 3
     deadline = time.monotonic() + 30
     while ray.available_resources().get("CPU", 0) < ray.cluster_resources()["CPU"]:
         assert time.monotonic() < deadline, f"CPUs still held after the study: {ray.available_resources()}"
@@ -80,11 +80,6 @@ def test_asha_stops_trials_and_later_trials_still_run(ray_cluster, tmp_path):
     assert out["actual"]["best"] == pytest.approx(last.min())
     assert out["actual"]["gpu_hours"] == pytest.approx(epochs["time_s"].sum() / 3600, rel=0.1)
     assert out["settings"][0]["gpu_hours"] > out["actual"]["gpu_hours"]
-
-
-def _trial_actors() -> list:
-    """Every Tune trial actor the session's Ray has started, alive or not."""
-    return list_actors(filters=[("class_name", "=", "ImplicitFunc")], limit=10_000, detail=False)
 
 
 def test_study_killed_and_resumed_has_every_epoch_once_typed_and_in_optuna(ray_cluster,
