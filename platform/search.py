@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
+from ray.tune import Callback
 from ray.tune.search.optuna import OptunaSearch
 
 from transcenter.model.training.experiment import trial_config
 from transcenter.platform.compat import close_optuna_trial, open_optuna_trial, optuna_study, trial_handle
 from transcenter.platform.faults import kill_point
-from transcenter.platform.optuna_db import ENGINE_KWARGS, OUTAGE_S, retrying
+from transcenter.platform.optuna_db import OUTAGE_S, open_storage, retrying
 from transcenter.platform.trial_files import TRIAL_NUMBER_KEY
 
 logger = logging.getLogger(__name__)
@@ -201,6 +202,7 @@ class StudySearch(OptunaSearch):
                  unfinished: tuple[optuna.trial.FrozenTrial, ...] = (), database: str = "",
                  outage_s: float = OUTAGE_S, **kwargs):
         super().__init__(*args, **kwargs)
+        self.rdb: optuna.storages.RDBStorage | None = kwargs.get("storage")
         self.total_epochs = total_epochs
         self.constraints = constraints
         self.database, self.outage_s = database, outage_s
@@ -316,6 +318,18 @@ class StudySearch(OptunaSearch):
                 raise
 
 
+class CloseDatabase(Callback):
+    """Tune callback: closes the searcher's connections to its Optuna database when the study
+    ends, so that a SQLite database is one file again (its write-ahead log folded back in)."""
+
+    def __init__(self, searcher: StudySearch) -> None:
+        self.searcher = searcher
+
+    def on_experiment_end(self, trials, **info) -> None:
+        if self.searcher.rdb is not None:
+            self.searcher.rdb.engine.dispose()
+
+
 SAMPLERS = ("tpe", "nsga2", "random", "grid")
 
 
@@ -347,8 +361,7 @@ def make_searcher(space: SearchSpace, objectives: dict[str, str], storage_url: s
     else:
         raise ValueError(f"sampler={sampler!r}: must be one of {SAMPLERS}")
     metrics, modes = list(objectives), list(objectives.values())
-    storage = retrying(lambda: optuna.storages.RDBStorage(storage_url, engine_kwargs=ENGINE_KWARGS),
-                       "open", storage_url, outage_s)
+    storage = retrying(lambda: open_storage(storage_url), "open", storage_url, outage_s)
     searcher = StudySearch(space=space, metric=metrics[0] if len(metrics) == 1 else metrics,
                            mode=modes[0] if len(modes) == 1 else modes, sampler=ot_sampler,
                            storage=storage, study_name=study_name, total_epochs=total_epochs,

@@ -41,7 +41,7 @@ from transcenter.platform.progress import StudyProgress, quiet_tune, table_inter
 from transcenter.platform.ray_connect import alive_nodes, connect, on_every_node
 from transcenter.platform.reconcile import reconcile
 from transcenter.platform.schedulers import make_scheduler
-from transcenter.platform.search import SAMPLERS, Constraint, SearchSpace, make_searcher
+from transcenter.platform.search import SAMPLERS, CloseDatabase, Constraint, SearchSpace, make_searcher
 from transcenter.platform.simulate import SimulationSpec, simulated_trainable
 from transcenter.platform.storage_check import check_writable, probe_storage
 from transcenter.platform.tracking import (
@@ -336,7 +336,8 @@ def build_tuner(spec: StudySpec, data: DataCheck) -> tune.Tuner | None:
         run_config=tune.RunConfig(name=run_name, storage_path=tune_path,
                                   storage_filesystem=tune_filesystem,
                                   callbacks=[progress, callback, *tracking,
-                                             PlacementGroupCleaner(f"{directory}/train")],
+                                             PlacementGroupCleaner(f"{directory}/train"),
+                                             CloseDatabase(searcher)],
                                   verbose=0))
 
 

@@ -12,6 +12,7 @@ import sqlalchemy.exc
 from postgres import postgres_server
 
 from transcenter.platform.errors import StudyError
+from transcenter.platform.optuna_db import open_storage
 from transcenter.platform.search import Categorical, SearchSpace, make_searcher
 from transcenter.platform.trial_files import TRIAL_NUMBER_KEY
 
@@ -25,6 +26,20 @@ def _result(epoch: int) -> dict:
 
 def _trials(url: str) -> list[optuna.trial.FrozenTrial]:
     return optuna.load_study(study_name="s", storage=url).get_trials(deepcopy=False)
+
+
+def test_a_sqlite_study_database_logs_ahead_and_is_one_file_once_closed(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path}/optuna.db")
+    study = optuna.create_study(storage=storage, study_name="s")
+    study.tell(study.ask(), 1.0)
+    with storage.engine.connect() as connection:
+        pragma = connection.exec_driver_sql
+        assert pragma("PRAGMA journal_mode").scalar() == "wal"
+        assert pragma("PRAGMA synchronous").scalar() == 1  # NORMAL
+    assert (tmp_path / "optuna.db-wal").exists()
+    storage.engine.dispose()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["optuna.db"]
+    assert optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path}/optuna.db").best_value == 1.0
 
 
 def test_a_tell_whose_reply_was_lost_is_recorded_once(tmp_path, monkeypatch):
