@@ -35,8 +35,7 @@ ENGINE_KWARGS = {"pool_pre_ping": True}  # a connection the server dropped is re
 def open_storage(url: str) -> optuna.storages.RDBStorage:
     """Returns Optuna's storage at ``url``. A SQLite file is put in write-ahead-log mode, with
     commits that wait for the log's write but not for the disk (``synchronous=NORMAL``): a killed
-    study loses no committed change, a power cut at most the last commits (``--resume`` re-reports
-    what parquet holds beyond them).
+    study loses no committed change; a power cut may lose the last commits.
     """
     import optuna
     import sqlalchemy
