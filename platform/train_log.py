@@ -86,4 +86,3 @@ def fold_tracebacks(logger: logging.Logger) -> None:
     Calling it again on the same logger changes nothing."""
     if not any(isinstance(f, _FoldTraceback) for f in logger.filters):
         logger.addFilter(_FoldTraceback())
-

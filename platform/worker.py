@@ -8,6 +8,7 @@ instead of restarting.
 from __future__ import annotations
 
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -81,11 +82,22 @@ def run_trial(loop_config: dict[str, Any]) -> None:
         write_failure(loop_config["run_dir"], failure)
 
 
+def process_exiting() -> bool:
+    """True once this process has begun to exit (Ray ends a worker whose trial or job is gone
+    that way): its main thread has finished, and the exit is removing the training thread's temporary
+    files (a checkpoint half written fails with ``FileNotFoundError``), so no error seen now says
+    anything about the trial."""
+    return not threading.main_thread().is_alive()
+
+
 def failure_line(error: Exception, epoch: int) -> str | None:
     """Returns the line the trial fails with when a retry cannot fix ``error`` (raised while
     training ``epoch``, 0 before training): divergence, out of memory, or the trial's own input.
     Returns None for an infrastructure fault (a lost worker or node, a timed-out collective, object
-    storage or a disk failing), which Ray Train retries from the checkpoint."""
+    storage or a disk failing), which Ray Train retries from the checkpoint, and for any error met
+    while the process exits (:func:`process_exiting`)."""
+    if process_exiting():
+        return None
     if isinstance(error, DivergedError):
         return f"diverged at epoch {epoch}: {error}"
     if isinstance(error, (torch.OutOfMemoryError, MemoryError)):

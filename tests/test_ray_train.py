@@ -1,7 +1,9 @@
 """Ray Train: the trial loop on 2 CPU workers (DDP over gloo), recovery from a worker failure, and
 the lean trainer's controller inside a trial's actor."""
 import json
+import subprocess
 import sys
+import textwrap
 
 import pytest
 import ray
@@ -101,3 +103,35 @@ def test_a_trial_actors_controller_runs_in_it_without_torch_and_records_its_grou
     group = PlacementGroup(ray.PlacementGroupID(bytes.fromhex(group_id)))
     assert placement_group_table(group)["state"] == "REMOVED"
     ray.kill(actor)
+
+
+
+def test_a_worker_exiting_under_its_training_thread_records_no_failure():
+    """Ray ends a worker whose trial or job is gone by letting its process exit: the exit removes
+    the training thread's temporary checkpoint folder, and the FileNotFoundError the thread then
+    meets is no input error of the trial (it once failed a trial for good after a driver crash)."""
+    code = textwrap.dedent("""
+        import atexit, os, sys, tempfile, threading, time
+        atexit.register(time.sleep, 2)  # runs last: after the exit removed the temporary folders
+        from transcenter.platform.worker import failure_line
+
+        def train(tmp):
+            open(f"{tmp}/.checkpoint.pt.tmp", "wb").close()
+            while os.path.isdir(tmp):
+                time.sleep(0.01)
+            try:
+                os.replace(f"{tmp}/.checkpoint.pt.tmp", f"{tmp}/checkpoint.pt")
+            except FileNotFoundError as e:
+                print("while exiting:", failure_line(e, 1), flush=True)
+
+        error = FileNotFoundError(2, "No such file or directory")
+        print("while running:", failure_line(error, 1), flush=True)
+        folder = tempfile.TemporaryDirectory()
+        threading.Thread(target=train, args=(folder.name,), daemon=True).start()
+        sys.exit(0)
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == [
+        "while running: FileNotFoundError at epoch 1: [Errno 2] No such file or directory",
+        "while exiting: None"], done.stdout
