@@ -143,16 +143,17 @@ def read_parquet_dir(filesystem: pafs.FileSystem, path: str) -> pa.Table | None:
     files = list_parquet_files(filesystem, path)
     if not files:
         return None
-
-    def read(file: str) -> pa.Table:
-        with filesystem.open_input_file(file) as f:
-            return pq.ParquetFile(f).read()
-
     # A study holds one small file per trial: reading each costs more in its footer and in the
     # round trip (S3) than in its rows, and several at once overlap that.
     with ThreadPoolExecutor(max_workers=min(READ_THREADS, len(files))) as pool:
-        tables = list(pool.map(read, files))
+        tables = list(pool.map(lambda file: read_parquet_file(filesystem, file), files))
     return pa.concat_tables(tables, promote_options="permissive")
+
+
+def read_parquet_file(filesystem: pafs.FileSystem, path: str) -> pa.Table:
+    """Returns the rows of the parquet file ``path`` (one trial's epochs or summary)."""
+    with filesystem.open_input_file(path) as f:
+        return pq.ParquetFile(f).read()
 
 
 class ResultStore:
@@ -362,7 +363,7 @@ class ResultStore:
         path = self._file("epochs", trial_id)
         if self.filesystem.get_file_info(path).type != pafs.FileType.File:
             return None
-        return pq.read_table(path, filesystem=self.filesystem)
+        return read_parquet_file(self.filesystem, path)
 
     def _add_params(self, row: dict, types: dict, params: Mapping[str, Any], where: str) -> None:
         for name, value in flatten_params(params).items():
