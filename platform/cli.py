@@ -43,6 +43,10 @@ def build_parser(name: str, description: str, asha: bool, seeds: int = 1,
     p.add_argument("--cpus-per-worker", type=float, default=1.0)
     p.add_argument("--gpus-per-worker", type=float, default=0.0,
                    help="GPUs per worker; fractions share a GPU between small trials")
+    p.add_argument("--keep-workers", type=float, default=5.0, metavar="SECONDS",
+                   help="how long a finished trial's Train workers wait for the next trial, which "
+                        "then skips starting processes and importing torch (0: never; default "
+                        "%(default)s)")
     p.add_argument("--max-concurrent-trials", type=int, default=2)
     p.add_argument("--asha", action=argparse.BooleanOptionalAction, default=asha,
                    help="ASHA early stopping on --metric (default %(default)s)")
@@ -116,7 +120,7 @@ def spec_from_args(args: argparse.Namespace, space: SearchSpace,
     if args.epochs:
         overrides["train.epochs"] = args.epochs
     resources = Resources(workers=args.workers_per_trial, cpus_per_worker=args.cpus_per_worker,
-                          gpus_per_worker=args.gpus_per_worker)
+                          gpus_per_worker=args.gpus_per_worker, keep_workers_s=args.keep_workers)
     return StudySpec(name=args.name, space=space, sampler=sampler, metric=args.metric,
                      objectives=tuple(args.objective) or args.study_objectives,
                      constraints=tuple(args.constraint),

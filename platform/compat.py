@@ -8,16 +8,22 @@ when upstream changes the behaviour it relies on, naming the workaround to drop 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import dataclasses
 import logging
 import os
+import threading
 from importlib.metadata import version
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ray.train.backend import Backend, BackendConfig
 from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
 from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
 from ray.train.v2._internal.execution.callback import WorkerGroupCallback
 from ray.train.v2._internal.execution.controller import TrainController
+from ray.train.v2._internal.execution.worker_group import WorkerGroup
+from ray.train.v2._internal.execution.worker_group import worker_group as worker_group_module
+from ray.train.v2._internal.execution.worker_group.state import WorkerGroupState
 from ray.train.v2._internal.util import TrainingFramework
 from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
@@ -169,7 +175,9 @@ class LeanTorchTrainer(DataParallelTrainer):
     separate controller actor: the Train controller runs in the calling actor's own process, so
     its callbacks (the report to Tune among them) are plain calls in the trial actor. When the run
     ends by an exception (Tune ending a trial it stopped raises ``SystemExit`` in its report), its
-    workers are aborted, since Tune reuses the trial actor for its next trial.
+    workers are aborted, since Tune reuses the trial actor for its next trial. With
+    ``keep_workers_s`` > 0, a run that finished keeps its workers for the actor's next trial
+    (:class:`WarmWorkerGroup`).
 
     Why: Ray 2.60 starts, for every trial, a controller actor, a ``DatasetManager`` actor (datasets
     or not), a ``PlacementGroupCleaner`` actor, and with Tune's ``TuneReportCallback`` a queue
@@ -184,9 +192,11 @@ class LeanTorchTrainer(DataParallelTrainer):
     an option for the cleaner, and an in-process controller for runs under Tune.
     """
 
-    def __init__(self, train_loop_per_worker, *, run: str, **kwargs) -> None:
+    def __init__(self, train_loop_per_worker, *, run: str, keep_workers_s: float = 0.0,
+                 **kwargs) -> None:
         super().__init__(train_loop_per_worker, backend_config=LeanTorchConfig(), **kwargs)
         self._run = run
+        self._keep_workers_s = keep_workers_s
 
     def _create_default_callbacks(self) -> list:
         dropped = (PlacementGroupCleanerCallback,) + (() if self.datasets else (DatasetsCallback,))
@@ -199,6 +209,9 @@ class LeanTorchTrainer(DataParallelTrainer):
         if ray.get_runtime_context().get_actor_id() is None:
             return super()._initialize_and_run_controller(**controller_init_kwargs)
         controller = TrainController(**controller_init_kwargs)
+        controller.worker_group_cls = WarmWorkerGroup
+        PARKING.keep_s = self._keep_workers_s
+        keep_synchronization_actors()
         try:
             asyncio.run(controller.run())
         except BaseException:
@@ -209,6 +222,184 @@ class LeanTorchTrainer(DataParallelTrainer):
                 group.abort()
             raise
         return controller.get_result()
+
+
+class WorkerParking:
+    """The one worker group a process keeps between two Train runs (:class:`WarmWorkerGroup`):
+    parked by the run that finished, taken by the next run asking for the same workers, shut down
+    (workers, synchronisation actor, placement group) by a timer if no run takes it within
+    ``keep_s`` seconds, so that a process with no next run holds no CPUs or GPUs for long."""
+
+    def __init__(self) -> None:
+        self.keep_s = 0.0  # set by each run (LeanTorchTrainer); 0 parks nothing
+        self._lock = threading.Lock()
+        self._parked: tuple[tuple, WorkerGroupState, threading.Timer] | None = None
+
+    def park(self, key: tuple, state: WorkerGroupState) -> None:
+        """Keeps ``state`` for a run whose :meth:`WarmWorkerGroup.key` is ``key``, for ``keep_s``
+        seconds."""
+        timer = threading.Timer(self.keep_s, self._expire, args=(state,))
+        timer.daemon = True
+        with self._lock:
+            old, self._parked = self._parked, (key, state, timer)
+        timer.start()
+        if old is not None:
+            old[2].cancel()
+            old[1].shutdown()
+
+    def take(self, key: tuple) -> WorkerGroupState | None:
+        """Returns the parked group if it has ``key`` and all its actors answer, else None (a
+        parked group that does not fit is shut down, freeing its resources for the new one)."""
+        with self._lock:
+            parked, self._parked = self._parked, None
+        if parked is None:
+            return None
+        parked_key, state, timer = parked
+        timer.cancel()
+        if parked_key == key and _answers(state):
+            return state
+        state.shutdown()
+        return None
+
+    def _expire(self, state: WorkerGroupState) -> None:
+        """Shuts ``state`` down if it is still the parked group."""
+        with self._lock:
+            if self._parked is None or self._parked[1] is not state:
+                return
+            self._parked = None
+        state.shutdown()
+
+
+def _answers(state: WorkerGroupState, timeout_s: float = 10.0) -> bool:
+    """True when every worker and the synchronisation actor of ``state`` answers within
+    ``timeout_s`` (a node lost while the group was parked takes its workers with it)."""
+    import ray
+
+    calls = [w.actor.get_metadata.remote() for w in state.workers]
+    try:
+        ray.get([*calls, state.sync_actor.get_counter.remote()], timeout=timeout_s)
+    except Exception:
+        return False
+    return True
+
+
+PARKING = WorkerParking()
+_TAKEN: contextvars.ContextVar[WorkerGroupState | None] = contextvars.ContextVar("taken", default=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class _ParkingState(WorkerGroupState):
+    """A finished run's worker-group state whose shutdown parks the group instead of killing it."""
+
+    key: tuple = ()
+
+    def shutdown(self) -> None:
+        import ray
+
+        # The workers' own shutdown hooks run as upstream's shutdown runs them; a worker that does
+        # not answer in time takes the whole group down instead.
+        calls = [w.actor.shutdown.remote() for w in self.workers]
+        done, _ = ray.wait(calls, num_returns=len(calls), timeout=5)
+        state = WorkerGroupState(**{f.name: getattr(self, f.name)
+                                    for f in dataclasses.fields(WorkerGroupState)})
+        if len(done) == len(calls):
+            PARKING.park(self.key, state)
+        else:
+            state.shutdown()
+
+
+class WarmWorkerGroup(WorkerGroup):
+    """Ray Train's worker group, whose workers serve the next run of the same process.
+
+    A run whose workers all finished without error parks them (:data:`PARKING`) as it shuts down:
+    the workers' shutdown hooks and the backend's (a multi-worker process group is torn down) run
+    as usual, but the worker processes, their placement group and the synchronisation actor stay.
+    The next run asking for the same workers (:meth:`key`) takes them: its placement group is
+    ready, its workers have imported Ray Train, torch, torchvision and the model (3-5 s a trial on
+    2 cores) and set up CUDA, and each gets the new run's context as a new worker would. A run that
+    failed, was aborted (Tune stopped the trial) or fits no parked group starts its own.
+
+    Why: Ray Train 2.60 starts new worker processes for every run. Uses the private
+    ``WorkerGroup`` hooks ``_start_impl``, ``_create_placement_group``, ``_create_workers``,
+    ``_latest_poll_status`` and ``_worker_group_state``, the ``WorkerGroupState`` dataclass, and
+    :func:`keep_synchronization_actors`. Public replacement: none (Ray Train has no worker reuse
+    across runs).
+    """
+
+    def key(self) -> tuple:
+        """What a parked group must match to serve this run: workers, resources per worker,
+        placement strategy and labels, and the workers' runtime env."""
+        context = self._worker_group_context
+        return (context.num_workers, tuple(sorted(context.resources_per_worker.items())),
+                context.placement_strategy, repr(context.label_selector),
+                repr(self._train_run_context.run_config.worker_runtime_env))
+
+    def _start_impl(self, worker_group_state_builder) -> None:
+        taken = PARKING.take(self.key())
+        token = _TAKEN.set(taken)
+        try:
+            super()._start_impl(worker_group_state_builder)
+        finally:
+            _TAKEN.reset(token)
+
+    def _create_placement_group(self, scaling_config, worker_group_context):
+        taken = _TAKEN.get()
+        if taken is not None:
+            return taken.placement_group_handle
+        return super()._create_placement_group(scaling_config, worker_group_context)
+
+    def _create_workers(self, num_workers, placement_group, resources_per_worker, *args, **kwargs):
+        taken = _TAKEN.get()
+        if taken is not None:
+            return list(taken.workers)
+        return super()._create_workers(num_workers, placement_group, resources_per_worker,
+                                       *args, **kwargs)
+
+    def shutdown(self) -> None:
+        status = self._latest_poll_status
+        if (PARKING.keep_s > 0 and self.has_started() and status is not None and status.finished
+                and not status.errors):
+            state = self._worker_group_state
+            self._worker_group_state = _ParkingState(
+                **{f.name: getattr(state, f.name) for f in dataclasses.fields(WorkerGroupState)},
+                key=self.key())
+        super().shutdown()
+
+
+class _SynchronizationActorOfWarmGroups:
+    """Stands for ``SynchronizationActor`` in Ray Train's worker-group module: a worker group
+    started on a parked group (:class:`WarmWorkerGroup`) gets the parked synchronisation actor,
+    every other one a new actor, as upstream."""
+
+    def __init__(self, upstream) -> None:
+        self.upstream = upstream
+
+    def options(self, **options):
+        taken = _TAKEN.get()
+        if taken is None:
+            return self.upstream.options(**options)
+        return _Existing(taken.sync_actor)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Existing:
+    actor: Any
+
+    def remote(self, *args, **kwargs):
+        return self.actor
+
+
+def keep_synchronization_actors() -> None:
+    """Makes a worker group started on a parked one (:class:`WarmWorkerGroup`) reuse its
+    synchronisation actor, one process fewer per trial. Idempotent.
+
+    Why: Ray Train 2.60's ``WorkerGroup._start_impl`` creates the actor inline, from the name
+    ``SynchronizationActor`` of its module, with no hook to override; a finished run leaves it
+    with no collective open (its counters back to zero). Public replacement: none.
+    """
+    current = worker_group_module.SynchronizationActor
+    if not isinstance(current, _SynchronizationActorOfWarmGroups):
+        worker_group_module.SynchronizationActor = _SynchronizationActorOfWarmGroups(current)
 
 
 # OptunaSearch keeps its Optuna study and trials in private attributes; the study's searcher

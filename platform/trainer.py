@@ -20,12 +20,15 @@ from transcenter.store import uri
 
 @dataclass(frozen=True)
 class Resources:
-    """Per-trial resources: Train workers, and CPUs/GPUs reserved by each worker."""
+    """Per-trial resources: Train workers, and CPUs/GPUs reserved by each worker; how long a
+    finished trial's workers wait for its trial actor's next trial, which then starts on them
+    instead of starting new worker processes (0: every trial starts its own)."""
 
     workers: int = 1
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
     accelerator_type: str | None = None  # e.g. "A100" on a GPU cluster
+    keep_workers_s: float = 5.0  # seconds (WarmWorkerGroup in platform/compat.py)
 
     def __post_init__(self) -> None:
         if not isinstance(self.workers, int) or self.workers < 1:
@@ -33,6 +36,8 @@ class Resources:
         if self.cpus_per_worker < 0 or self.gpus_per_worker < 0:
             raise ValueError(f"cpus_per_worker={self.cpus_per_worker!r}, "
                              f"gpus_per_worker={self.gpus_per_worker!r}: must be >= 0")
+        if not self.keep_workers_s >= 0:
+            raise ValueError(f"keep_workers_s={self.keep_workers_s!r}: must be >= 0 seconds")
 
     @property
     def threads(self) -> int:
@@ -79,7 +84,7 @@ def build_trainer(name: str, storage_path: str, preset: str | None, overrides: d
                            callbacks=callbacks or [],
                            logging_config=LoggingConfig(log_level=log_level))
     run = run_dir(storage_path, name)
-    return LeanTorchTrainer(train_loop_per_worker, run=run,
+    return LeanTorchTrainer(train_loop_per_worker, run=run, keep_workers_s=resources.keep_workers_s,
                             train_loop_config={"preset": preset, "overrides": overrides,
                                                "telemetry": telemetry, "run_dir": run,
                                                "fit_id": uuid.uuid4().hex, "cost_dir": cost_dir,

@@ -300,3 +300,31 @@ def test_the_gcs_client_still_drains_a_node_by_hex_id_and_reason():
     params = inspect.signature(ray._raylet.InnerGcsClient.drain_node).parameters
     assert list(params)[1:5] == ["node_id", "reason", "reason_message", "deadline_timestamp_ms"]
     assert autoscaler_pb2.DrainNodeReason.Value("DRAIN_NODE_REASON_PREEMPTION")
+
+
+def test_upstream_worker_group_still_has_the_hooks_a_warm_group_uses():
+    """WarmWorkerGroup and keep_synchronization_actors: redo them if Ray Train's worker group stops
+    building a run's group through these hooks (the behaviour itself: tests/test_ray_train.py's
+    run on a kept group), and drop them once Ray Train reuses workers across runs itself."""
+    from ray.train.v2._internal.execution.controller import TrainController
+    from ray.train.v2._internal.execution.worker_group import WorkerGroup
+    from ray.train.v2._internal.execution.worker_group import worker_group as module
+    from ray.train.v2._internal.execution.worker_group.state import WorkerGroupState
+
+    assert TrainController.worker_group_cls is WorkerGroup
+    start = inspect.getsource(WorkerGroup._start_impl)
+    for call in ("self._create_placement_group(", "SynchronizationActor.options(",
+                 "self._create_workers(", ".run_train_fn.remote("):
+        assert call in start, call
+    assert list(inspect.signature(WorkerGroup._create_workers).parameters)[1:4] == [
+        "num_workers", "placement_group", "resources_per_worker"]
+    assert "self._worker_group_state.shutdown()" in inspect.getsource(WorkerGroup.shutdown)
+    assert "self._latest_poll_status = " in inspect.getsource(WorkerGroup.poll_status)
+    assert [f.name for f in dataclasses.fields(WorkerGroupState)] == [
+        "start_time", "placement_group_handle", "workers", "sync_actor"]
+    compat.keep_synchronization_actors()
+    compat.keep_synchronization_actors()  # idempotent: wraps upstream's class once
+    stand_in = module.SynchronizationActor
+    assert isinstance(stand_in, compat._SynchronizationActorOfWarmGroups)
+    assert not isinstance(stand_in.upstream, compat._SynchronizationActorOfWarmGroups)
+    assert hasattr(stand_in.upstream, "options")  # a group not started on a kept one: upstream's

@@ -9,7 +9,7 @@ from transcenter.model.training.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from transcenter.model.training.engine import DivergedError, TrialRunner
+from transcenter.model.training.engine import DEFAULT_THREADS, DivergedError, TrialRunner, configure_process
 from transcenter.model.training.experiment import trial_config
 
 TINY = {"data.num_train": 16, "data.num_val": 8, "train.batch_size": 8}
@@ -96,3 +96,18 @@ def test_every_epoch_reports_the_models_cost_and_evaluated_epochs_its_measured_s
     assert math.isnan(first["infer_images_per_s"]) and math.isnan(first["latency_ms"])
     assert second["infer_images_per_s"] > 0 and second["latency_ms"] > 0
     assert runner.device_name.startswith("cpu x")
+
+
+def test_each_trial_of_a_process_gets_its_own_threads_and_seed():
+    """A Train worker kept for the next trial (WarmWorkerGroup) trains it with that trial's
+    threads, torch's default when it sets none, and that trial's seed."""
+    before = torch.get_num_threads()
+    try:
+        configure_process(trial_config("smoke", {"train.threads": 3, "train.seed": 1}))
+        assert torch.get_num_threads() == 3
+        first = torch.rand(3)
+        configure_process(trial_config("smoke", {"train.threads": 0, "train.seed": 1}))
+        assert torch.get_num_threads() == DEFAULT_THREADS
+        assert torch.equal(torch.rand(3), first)
+    finally:
+        torch.set_num_threads(before)

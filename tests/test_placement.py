@@ -36,12 +36,18 @@ def _ended_trial(cleaner: PlacementGroupCleaner, number: int) -> None:
     cleaner.on_trial_complete(0, [], SimpleNamespace(config={TRIAL_NUMBER_KEY: number}))
 
 
-def test_the_group_goes_once_the_controller_is_dead_and_not_before(ray_cluster, tmp_path):
+def _recorded_group(train_dir: str, number: int):
+    """Returns (a ready placement group, a live controller actor), recorded for trial ``number``."""
     group = placement_group([{"CPU": 0.01}])
     ray.get(group.ready(), timeout=60)
     controller = Controller.remote()
-    record_placement_group(run_dir(str(tmp_path), trial_key(4)), group.id.hex(),
+    record_placement_group(run_dir(train_dir, trial_key(number)), group.id.hex(),
                            ray.get(controller.actor_id.remote()))
+    return group, controller
+
+
+def test_the_group_goes_once_the_controller_is_dead_and_not_before(ray_cluster, tmp_path):
+    group, controller = _recorded_group(str(tmp_path), 4)
     cleaner = PlacementGroupCleaner(str(tmp_path), interval_s=0)
     cleaner.on_step_begin(0, [])
     _ended_trial(cleaner, 4)
@@ -72,3 +78,19 @@ def test_a_group_already_removed_or_never_recorded_is_no_error(ray_cluster, tmp_
         time.sleep(0.5)
     assert not cleaner.pending
     assert _state(group) == "REMOVED"
+
+
+def test_at_the_end_of_the_study_every_group_left_goes(ray_cluster, tmp_path):
+    """A group its living actor keeps for a next trial (WarmWorkerGroup) that never comes: the
+    study's end removes it."""
+    group, controller = _recorded_group(str(tmp_path), 3)
+    cleaner = PlacementGroupCleaner(str(tmp_path), interval_s=0)
+    _ended_trial(cleaner, 3)
+    cleaner.on_step_begin(0, [])
+    assert _state(group) == "CREATED" and cleaner.pending == 1
+    cleaner.on_experiment_end([])
+    deadline = time.time() + 30
+    while _state(group) != "REMOVED" and time.time() < deadline:
+        time.sleep(0.2)
+    assert _state(group) == "REMOVED" and not cleaner.pending
+    ray.kill(controller)

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 import ray
@@ -17,6 +18,7 @@ from transcenter.platform.trial_files import recorded_placement_group, run_dir
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the cluster cannot import tests/
+ONE_EPOCH = {"data.num_train": 8, "data.num_val": 8, "train.epochs": 1, "train.threads": 1}
 
 
 class EpochLog(UserCallback):
@@ -41,7 +43,8 @@ class TrialLike:
 
         result = build_trainer(**trainer_args).fit()
         return {"epoch": result.metrics["epoch"], "checkpoint": result.checkpoint is not None,
-                "pid": os.getpid(), "actor_id": ray.get_runtime_context().get_actor_id()}
+                "loss": result.metrics["loss"], "pid": os.getpid(),
+                "actor_id": ray.get_runtime_context().get_actor_id()}
 
 
 # "driver": fitted by this process, with Ray Train's own controller actor; "actor": fitted inside
@@ -55,7 +58,8 @@ def test_two_workers_report_every_epoch_once_across_a_worker_failure(ray_cluster
     args = dict(name=f"run-{kind}", storage_path=str(tmp_path / "storage"), preset="smoke",
                 overrides={"data.num_train": 16, "data.num_val": 8, "train.epochs": 3,
                            "train.threads": 1},
-                resources=Resources(workers=2), max_failures=2, callbacks=[EpochLog(log)])
+                resources=Resources(workers=2, keep_workers_s=0), max_failures=2,
+                callbacks=[EpochLog(log)])
     if where == "driver":
         result = build_trainer(**args).fit()
         fitted = {"epoch": result.metrics["epoch"], "checkpoint": result.checkpoint is not None}
@@ -88,20 +92,54 @@ def test_a_trial_actors_controller_runs_in_it_without_torch_and_records_its_grou
                                                                                   tmp_path):
     """The lean trainer (platform/compat.py) fitted inside an actor: the Train controller runs in
     that actor's process (no controller actor), never loads torch there, records its worker
-    group's placement group against that actor, and removes the group when the run ends."""
+    group's placement group against that actor, and, keeping no workers for a next run, removes
+    the group when the run ends."""
     flag = tmp_path / "controller.json"
     storage = str(tmp_path / "storage")
     actor = TrialLike.remote()
     fitted = ray.get(actor.fit.remote(
-        name="lean", storage_path=storage, preset="smoke",
-        overrides={"data.num_train": 8, "data.num_val": 8, "train.epochs": 1, "train.threads": 1},
-        callbacks=[ControllerProcess(flag)]))
+        name="lean", storage_path=storage, preset="smoke", overrides=ONE_EPOCH,
+        resources=Resources(keep_workers_s=0), callbacks=[ControllerProcess(flag)]))
     assert fitted["epoch"] == 1
     assert json.loads(flag.read_text()) == {"pid": fitted["pid"], "torch": False}
     group_id, controller_id = recorded_placement_group(run_dir(storage, "lean"))
     assert controller_id == fitted["actor_id"]
     group = PlacementGroup(ray.PlacementGroupID(bytes.fromhex(group_id)))
     assert placement_group_table(group)["state"] == "REMOVED"
+    ray.kill(actor)
+
+
+def _group_state(storage: str, run: str) -> tuple[str, str]:
+    """Returns (placement group id, its state) of the latest worker group of ``run``."""
+    group_id, _ = recorded_placement_group(run_dir(storage, run))
+    return group_id, placement_group_table(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(group_id))))["state"]
+
+
+def test_a_finished_runs_workers_serve_the_actors_next_run_and_train_it_alike(ray_cluster, tmp_path):
+    """A run that finished keeps its worker group for the next run of its actor
+    (WarmWorkerGroup in platform/compat.py): the next run with the same resources starts on the
+    same group and trains exactly as on new workers; one with other resources gets a new group
+    and frees the kept one; a kept group no run takes is removed after ``keep_workers_s``."""
+    storage = str(tmp_path / "storage")
+    actor = TrialLike.remote()
+    args = dict(storage_path=storage, preset="smoke", overrides=ONE_EPOCH)
+    kept = Resources(workers=2, keep_workers_s=60)  # DDP: its process group is set up again
+    first = ray.get(actor.fit.remote(name="first", resources=kept, **args))
+    group, state = _group_state(storage, "first")
+    assert state == "CREATED"  # kept for the next run
+    again = ray.get(actor.fit.remote(name="again", resources=kept, **args))
+    assert _group_state(storage, "again") == (group, "CREATED")
+    assert again["loss"] == first["loss"]  # nothing of the first run leaks into the second
+    other = ray.get(actor.fit.remote(name="other", **args,
+                                     resources=Resources(cpus_per_worker=0.5, keep_workers_s=2)))
+    assert other["epoch"] == 1
+    assert _group_state(storage, "first") == (group, "REMOVED")
+    other_group, state = _group_state(storage, "other")
+    assert other_group != group and state == "CREATED"
+    deadline = time.monotonic() + 30
+    while _group_state(storage, "other")[1] != "REMOVED":
+        assert time.monotonic() < deadline, "the kept group outlived keep_workers_s"
+        time.sleep(0.5)
     ray.kill(actor)
 
 

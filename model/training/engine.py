@@ -4,7 +4,7 @@
 trains one epoch, evaluates, and returns the epoch's metrics dict. Ray Train's worker function
 and the command-line trainer both drive it; distribution enters only through the ``wrap_model`` /
 ``wrap_loader`` hooks and ``torch.distributed`` reductions, which are no-ops in one process.
-A process that trains calls :func:`configure_process` once, before it builds its runner.
+A process that trains calls :func:`configure_process` before each runner it builds.
 """
 from __future__ import annotations
 
@@ -28,6 +28,8 @@ from transcenter.model.evaluation.evaluate import evaluate, overlap_recall
 from transcenter.model.metric_names import AP_KEYS, MEASURED_COST_KEYS, per_class_ap50_key
 from transcenter.model.training.checkpoint import check_compatible
 from transcenter.model.training.experiment import OptimConfig, TrialConfig, resolve, substitutions
+
+DEFAULT_THREADS = torch.get_num_threads()  # torch's CPU threads in this process before any trial
 
 
 class DivergedError(FloatingPointError):
@@ -59,11 +61,10 @@ def resolve_device(name: str) -> torch.device:
 
 
 def configure_process(config: TrialConfig) -> None:
-    """Sets what is global to a training process: torch's CPU threads (``train.threads``; 0 keeps
-    torch's default) and torch's global seed (``train.seed``). Call once, before the first
-    :class:`TrialRunner`."""
-    if config.train.threads:
-        torch.set_num_threads(config.train.threads)
+    """Sets what is global to a training process: torch's CPU threads (``train.threads``; 0:
+    torch's default for this process) and torch's global seed (``train.seed``). Call before each
+    :class:`TrialRunner`: a process may train several trials one after the other."""
+    torch.set_num_threads(config.train.threads or DEFAULT_THREADS)
     torch.manual_seed(config.train.seed)
 
 

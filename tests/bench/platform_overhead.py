@@ -13,10 +13,11 @@ time to import the trial actor's module in a fresh interpreter.
 
 With ``--cli N``, it first runs a study of N trials the way a user does, through the CLI in a fresh
 process that starts its own local Ray (``studies/focal_loss.py --preset smoke --sampler random``,
-same epochs and concurrency), and adds ``cli``: its wall time (Ray's start and the driver's checks
-included), the trainer's own time, and ``per_trial_s`` (wall time × concurrency / trials).
+same epochs, concurrency and ``--keep-workers``), and adds ``cli``: its wall time (Ray's start and
+the driver's checks included), the trainer's own time, and ``per_trial_s`` (wall time ×
+concurrency / trials).
 
-    python tests/bench/platform_overhead.py --trials 4 --epochs 3 [--cli 8]
+    python tests/bench/platform_overhead.py --trials 4 --epochs 3 [--cli 8] [--keep-workers 0]
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ from ray.util.state import list_workers
 from transcenter.platform.compat import WORKER_ENV
 from transcenter.platform.search import Categorical, SearchSpace
 from transcenter.platform.study import StudySpec, run_study
+from transcenter.platform.trainer import Resources
 
 
 def ray_processes() -> dict[int, tuple[str, bool, float]]:
@@ -97,14 +99,15 @@ def import_time(module: str) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def cli_study(trials: int, epochs: int, concurrency: int) -> dict[str, float]:
+def cli_study(trials: int, epochs: int, concurrency: int, keep_workers: float) -> dict[str, float]:
     """Runs a smoke study of ``trials`` through the CLI in a fresh process with its own local Ray;
     returns its wall time, the trainer's time summed over its epochs, and the slot time per trial."""
     repo = Path(__file__).resolve().parents[2]
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, str(repo / "studies" / "focal_loss.py"), "--preset", "smoke",
                "--epochs", str(epochs), "--num-samples", str(trials), "--sampler", "random",
-               "--max-concurrent-trials", str(concurrency), "--storage-path", tmp, "--no-report"]
+               "--max-concurrent-trials", str(concurrency), "--storage-path", tmp, "--no-report",
+               "--keep-workers", str(keep_workers)]
         env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
         start = time.perf_counter()
         subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL,
@@ -120,16 +123,19 @@ def main() -> None:
     p.add_argument("--trials", type=int, default=4)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--concurrency", type=int, default=2)
+    p.add_argument("--keep-workers", type=float, default=5.0, metavar="SECONDS",
+                   help="how long a finished trial's workers wait for the next trial (0: never)")
     p.add_argument("--cli", type=int, default=0, metavar="N",
                    help="also run an N-trial study through the CLI with its own Ray (see above)")
     args = p.parse_args()
-    cli = cli_study(args.cli, args.epochs, args.concurrency) if args.cli else None
+    cli = cli_study(args.cli, args.epochs, args.concurrency, args.keep_workers) if args.cli else None
     actor_import_s = import_time("transcenter.platform.trial")
     ray.init(num_cpus=2, runtime_env={"env_vars": WORKER_ENV})
     with tempfile.TemporaryDirectory() as tmp:
         spec = StudySpec(name="overhead",
                          space=SearchSpace({"loss.alpha": Categorical([2.0 + i for i in range(args.trials)])}),
                          sampler="grid", preset="smoke", max_concurrent_trials=args.concurrency,
+                         resources=Resources(keep_workers_s=args.keep_workers),
                          overrides={"data.num_train": 32, "data.num_val": 16,
                                     "train.epochs": args.epochs, "train.threads": 1},
                          storage_path=tmp)
@@ -149,6 +155,7 @@ def main() -> None:
     trial_time = float(epochs["time_s"].sum())
     slots = wall * args.concurrency
     print(json.dumps({"trials": args.trials, "epochs": args.epochs, "concurrency": args.concurrency,
+                      "keep_workers_s": args.keep_workers,
                       "rows": len(epochs), "study_wall_s": round(wall, 2),
                       "trial_time_s": round(trial_time, 2),
                       "per_trial_overhead_s": round((slots - trial_time) / args.trials, 2),
