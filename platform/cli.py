@@ -60,8 +60,9 @@ def build_parser(name: str, description: str, asha: bool, seeds: int = 1,
     p.add_argument("--constraint", action="append", default=[], metavar="METRIC<=X",
                    help="a bound the sampler keeps trials within, e.g. gmacs<=50 (repeatable)")
     p.add_argument("--sampler", choices=SAMPLERS, default=sampler,
-                   help="Optuna sampler: tpe (also multi-objective), nsga2, random, grid "
-                        "(default %(default)s)")
+                   help="Optuna sampler: tpe (also multi-objective), mtpe (multivariate TPE: "
+                        "one model of all parameters, cheaper asks in studies of thousands of "
+                        "trials), nsga2, random, grid (default %(default)s)")
     p.add_argument("--seed", type=int, default=0,
                    help="seeds the sampler and every trial (train.seed, data.seed) (default %(default)s)")
     p.add_argument("--seeds", type=int, default=seeds,

@@ -317,7 +317,9 @@ class WarmWorkerGroup(WorkerGroup):
     The next run asking for the same workers (:meth:`key`) takes them: its placement group is
     ready, its workers have imported Ray Train, torch, torchvision and the model (3-5 s a trial on
     2 cores) and set up CUDA, and each gets the new run's context as a new worker would. A run that
-    failed, was aborted (Tune stopped the trial) or fits no parked group starts its own.
+    failed, was aborted (Tune stopped the trial) or fits no parked group starts its own. The
+    workers must report checkpoints synchronously (the default, as :mod:`worker` does): Ray Train
+    shuts its one asynchronous upload pool per process down at the end of every run.
 
     Why: Ray Train 2.60 starts new worker processes for every run. Uses the private
     ``WorkerGroup`` hooks ``_start_impl``, ``_create_placement_group``, ``_create_workers``,

@@ -1,7 +1,7 @@
 """Replay a finished study: what it cost, and what another search setting would have found.
 
     python -m transcenter.platform.replay results/<study> [--asha --grace-period 2
-        --reduction-factor 3] [--sampler tpe|random|nsga2] [--slots 64] [--num-samples 500]
+        --reduction-factor 3] [--sampler tpe|mtpe|random|nsga2] [--slots 64] [--num-samples 500]
         [--seeds 10] [--json]
 
 The study's own per-epoch rows are the learning curves (:class:`~transcenter.platform.simulate.

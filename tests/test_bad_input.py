@@ -93,3 +93,17 @@ def test_seed_reaches_every_trial_and_seeds_replicate_a_grid(tmp_path):
     tpe = build_parser("focal_loss", "", asha=False).parse_args(["--seeds", "2"])
     with pytest.raises(ValueError, match="--seeds 2: .* only for a grid study"):
         spec_from_args(tpe, space)
+
+
+def test_keep_workers_reaches_the_trials_and_a_negative_one_is_refused(tmp_path):
+    from transcenter.platform.cli import build_parser, spec_from_args
+
+    space = SearchSpace({"model.heatmap_size": Categorical([16, 32])})
+    parser = build_parser("heatmap_size", "", asha=False, sampler="grid")
+    spec = spec_from_args(parser.parse_args(["--storage-path", str(tmp_path)]), space)
+    assert spec.resources.keep_workers_s == 5.0
+    spec = spec_from_args(parser.parse_args(["--keep-workers", "0", "--storage-path",
+                                             str(tmp_path)]), space)
+    assert spec.resources.keep_workers_s == 0.0
+    with pytest.raises(ValueError, match=r"keep_workers_s=-1\.0: must be >= 0 seconds"):
+        spec_from_args(parser.parse_args(["--keep-workers", "-1"]), space)

@@ -31,7 +31,7 @@ def test_objectives_are_validated_by_name_and_direction(tmp_path):
         StudySpec(name="mo", space=SPACE, sampler="cmaes", storage_path=str(tmp_path))
 
 
-@pytest.mark.parametrize("sampler", ["tpe", "nsga2", "random"])
+@pytest.mark.parametrize("sampler", ["tpe", "mtpe", "nsga2", "random"])
 def test_multi_objective_searcher_keeps_every_epoch_constraints_and_prunes(tmp_path, sampler):
     url = f"sqlite:///{tmp_path}/optuna.db"
     search = make_searcher(SPACE, {"AP": "max", "gmacs": "min"}, url, "mo", total_epochs=3,
@@ -60,3 +60,14 @@ def test_a_single_objective_study_is_named_after_its_metric_also_when_resumed(tm
     for _ in range(2):  # created, then loaded again as a resumed study is
         make_searcher(SPACE, {"AP50": "max"}, url, "so", total_epochs=2)
         assert optuna.load_study(study_name="so", storage=url).metric_names == ["AP50"]
+
+
+def test_mtpe_is_optunas_tpe_with_one_model_of_all_parameters(tmp_path):
+    from transcenter.platform.compat import optuna_study
+
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    for name, multivariate in (("tpe", False), ("mtpe", True)):
+        sampler = optuna_study(make_searcher(SPACE, {"AP50": "max"}, url, name, total_epochs=2,
+                                             sampler=name)).sampler
+        assert isinstance(sampler, optuna.samplers.TPESampler)
+        assert sampler._multivariate is multivariate

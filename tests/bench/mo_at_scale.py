@@ -11,7 +11,12 @@ method is scored on the same spend; at each budget the hypervolume of the finish
 within it is measured from (AP 0, the largest GMACs of the space). Prints one JSON object:
 ``{"trials", "epochs", "seeds", "budget_hours", "methods": {name: {"25%": [mean, std], ...}}}``.
 
-    python tests/bench/mo_at_scale.py --trials 200 --seeds 20
+With ``--source results/<study>``, the curves are that finished study's instead (its own search
+space; configurations it did not train are predicted from its nearest trials,
+:class:`~transcenter.platform.simulate.StudyCurves`), the GMACs reference is the largest the study
+measured, and ``--epochs`` defaults to the study's.
+
+    python tests/bench/mo_at_scale.py --trials 200 --seeds 20 [--source results/<study>]
 """
 from __future__ import annotations
 
@@ -26,8 +31,10 @@ from pathlib import Path
 import optuna
 
 from transcenter.platform.replay import hypervolume
-from transcenter.platform.simulate import SimulationSpec, Surrogate
+from transcenter.platform.search import SearchSpace
+from transcenter.platform.simulate import SURROGATE, SimulationSpec, StudyCurves, Surrogate
 from transcenter.platform.simulated_time import SimulatedStudy, run_simulated_time
+from transcenter.store.results import ResultStore
 
 OBJECTIVES = {"AP": "max", "gmacs": "min"}
 FRACTIONS = (0.25, 0.5, 1.0)
@@ -35,9 +42,9 @@ FRACTIONS = (0.25, 0.5, 1.0)
 
 @dataclass(frozen=True)
 class Scalarised:
-    """The surrogate's curves with ``score = AP/100 − gmacs/max_gmacs`` added."""
+    """Learning curves with ``score = AP/100 − gmacs/max_gmacs`` added."""
 
-    curves: Surrogate
+    curves: Surrogate | StudyCurves
     max_gmacs: float
 
     def metrics(self, params, epoch):
@@ -60,6 +67,20 @@ class ScalarisedSpec:
         return Scalarised(self.sim.curves(), self.max_gmacs)
 
 
+def _source(source: str) -> tuple[SearchSpace, float, int]:
+    """Returns the search space, the largest GMACs and the default epochs of ``source``:
+    ``full_search.py``'s space on the surrogate, or a finished study's own."""
+    if source == SURROGATE:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "studies"))
+        space = __import__("full_search").SPACE
+        sizes = space.params["model.heatmap_size"].values
+        return space, Surrogate(space.describe()).metrics({"model.heatmap_size": max(sizes)}, 1)["gmacs"], 10
+    store = ResultStore.open(source)
+    rows = store.read_epochs()
+    return (SearchSpace.from_description(store.read_meta()["search_space"]),
+            float(rows["gmacs"].max()), int(rows["epoch"].max()))
+
+
 def within(study: SimulatedStudy, hours: float) -> SimulatedStudy:
     """Returns the trials of ``study`` that ended before ``hours`` of slot time were spent."""
     kept, spent = [], 0.0
@@ -74,15 +95,15 @@ def within(study: SimulatedStudy, hours: float) -> SimulatedStudy:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--trials", type=int, default=200)
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--epochs", type=int, help="default: 10, or the --source study's epochs")
     p.add_argument("--slots", type=int, default=16)
     p.add_argument("--seeds", type=int, default=20)
+    p.add_argument("--source", default=SURROGATE,
+                   help="a finished study's folder to replay instead of the surrogate")
     args = p.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "studies"))
-    space = __import__("full_search").SPACE
-    sizes = space.params["model.heatmap_size"].values
-    max_gmacs = Surrogate(space.describe()).metrics({"model.heatmap_size": max(sizes)}, 1)["gmacs"]
+    space, max_gmacs, epochs = _source(args.source)
+    args.epochs = args.epochs or epochs
     reference = {"AP": 0.0, "gmacs": max_gmacs}
     methods = {"mo_asha_tpe": (OBJECTIVES, "tpe", True),
                "asha_scalarised_tpe": ({"score": "max"}, "tpe", True),
@@ -90,7 +111,7 @@ def main() -> None:
     runs: dict[str, list[SimulatedStudy]] = {name: [] for name in methods}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(args.seeds):
-            sim = SimulationSpec("surrogate", space.describe(), args.epochs, seed=seed)
+            sim = SimulationSpec(args.source, space.describe(), args.epochs, seed=seed)
             for name, (objectives, sampler, asha) in methods.items():
                 spec = ScalarisedSpec(sim, max_gmacs) if "score" in objectives else sim
                 runs[name].append(run_simulated_time(
@@ -107,7 +128,8 @@ def main() -> None:
             out[name][f"{fraction:.0%}"] = [round(statistics.mean(volumes), 3),
                                             round(statistics.stdev(volumes), 3)
                                             if len(volumes) > 1 else 0.0]
-    print(json.dumps({"trials": args.trials, "epochs": args.epochs, "slots": args.slots,
+    print(json.dumps({"source": args.source, "trials": args.trials, "epochs": args.epochs,
+                      "slots": args.slots,
                       "seeds": args.seeds, "budget_hours": round(budget, 2), "methods": out}))
 
 

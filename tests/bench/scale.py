@@ -10,7 +10,9 @@ Prints one JSON object, ``{"runs": [...]}``, one entry per N:
   ``on_trial_complete`` over the last 100 trials;
 - ``driver_cpu_s_per_trial``: this process's CPU seconds (all its threads) per trial;
 - ``busy_fraction``: the trials' summed scaled epoch time over ``slots × wall``, as Tune's own
-  scalability benchmark reports it;
+  scalability benchmark reports it; ``idle_slot_s_per_trial``: the rest of ``slots × wall`` per
+  trial, the real seconds a slot waits on the driver, Tune and Ray for each trial whatever the time
+  scale (the slots stay 90 % busy while a trial's real duration is at least 9 times that);
 - ``optuna_db_mb``, ``optuna_rows_per_trial`` (rows of every table of the Optuna database: the
   study's SQLite file, or with ``--storage postgresql`` a PostgreSQL server started for the run);
 - ``store_files``, ``store_mb``, ``read_epochs_s`` (a fresh ``ResultStore.read_epochs``);
@@ -18,7 +20,7 @@ Prints one JSON object, ``{"runs": [...]}``, one entry per N:
 - ``dashboard_load_s``: optuna-dashboard's study page shown in headless Chromium, when installed.
 
     python tests/bench/scale.py --trials 100,1000 [--storage sqlite,postgresql] [--epochs 70]
-        [--slots 16] [--time-scale 1000]
+        [--slots 16] [--time-scale 1000] [--sampler tpe] [--root DIR]
 """
 from __future__ import annotations
 
@@ -127,10 +129,10 @@ def _dashboard_load_s(study: Path | str) -> float | None:
 
 
 def one_run(space, trials: int, epochs: int, slots: int, time_scale: float, root: Path,
-            storage: str, optuna_url: str | None) -> dict:
+            storage: str, optuna_url: str | None, sampler: str = "tpe") -> dict:
     """Runs one simulated study of ``trials`` with its Optuna study at ``optuna_url`` (None: the
     study folder's SQLite file); returns its row of the bench's output."""
-    spec = StudySpec(name=f"scale-{trials}-{storage}", space=space, sampler="tpe", asha=True,
+    spec = StudySpec(name=f"scale-{trials}-{storage}", space=space, sampler=sampler, asha=True,
                      preset="smoke", num_samples=trials, overrides={"train.epochs": epochs},
                      max_concurrent_trials=slots, storage_path=str(root),
                      simulate="surrogate", time_scale=time_scale, optuna_url=optuna_url)
@@ -143,6 +145,7 @@ def one_run(space, trials: int, epochs: int, slots: int, time_scale: float, root
     start = time.perf_counter()
     epochs_df = ResultStore(str(root), spec.name).read_epochs()
     read_s = time.perf_counter() - start
+    busy_s = float(epochs_df["time_s"].sum()) / time_scale  # real seconds the trials' epochs took
     store = list(directory.glob("*/**/*.parquet"))
     db_mb, db_rows = (_sqlite_size(directory / "optuna.db") if optuna_url is None
                       else _postgres_size(optuna_url))
@@ -151,12 +154,13 @@ def one_run(space, trials: int, epochs: int, slots: int, time_scale: float, root
                     str(directory / "report.html")], check=True, capture_output=True)
     report_s = time.perf_counter() - start
     return {"trials": trials, "epochs": epochs, "slots": slots, "storage": storage,
+            "sampler": sampler,
             "epoch_rows": len(epochs_df), "wall_s": round(wall, 1),
             "ask_p50_ms": _ms(ask.calls[-100:], 0.5), "ask_p99_ms": _ms(ask.calls[-100:], 0.99),
             "tell_p50_ms": _ms(tell.calls[-100:], 0.5), "tell_p99_ms": _ms(tell.calls[-100:], 0.99),
             "driver_cpu_s_per_trial": round(cpu / trials, 3),
-            "busy_fraction": round(float(epochs_df["time_s"].sum()) / time_scale
-                                   / (slots * wall), 3),
+            "busy_fraction": round(busy_s / (slots * wall), 3),
+            "idle_slot_s_per_trial": round((slots * wall - busy_s) / trials, 3),
             "optuna_db_mb": round(db_mb, 2), "optuna_rows_per_trial": round(db_rows / trials, 1),
             "store_files": len(store),
             "store_mb": round(sum(p.stat().st_size for p in store) / 2**20, 2),
@@ -173,19 +177,21 @@ def main() -> None:
     p.add_argument("--time-scale", type=float, default=1000.0)
     p.add_argument("--storage", default="sqlite", help="comma-separated Optuna databases: sqlite, "
                    "postgresql (a server started per run; needs Debian's postgresql, as make test)")
+    p.add_argument("--sampler", default="tpe", help="the study's sampler (tpe, mtpe, ...)")
+    p.add_argument("--root", help="keep the studies' folders here (default: a temporary folder)")
     args = p.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "studies"))
     space = __import__(SPACE_STUDY).SPACE
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     runs = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with (contextlib.nullcontext(args.root) if args.root else tempfile.TemporaryDirectory()) as tmp:
         for storage in args.storage.split(","):
             if storage not in ("sqlite", "postgresql"):
                 p.error(f"--storage {storage!r}: sqlite or postgresql")
             for n in (int(x) for x in args.trials.split(",")):
                 with _optuna_database(storage, n) as url:
                     runs.append(one_run(space, n, args.epochs, args.slots, args.time_scale,
-                                        Path(tmp), storage, url))
+                                        Path(tmp), storage, url, args.sampler))
                 print(json.dumps(runs[-1]), file=sys.stderr)
     print(json.dumps({"runs": runs}))
 
