@@ -287,6 +287,11 @@ PARKING = WorkerParking()
 _TAKEN: contextvars.ContextVar[WorkerGroupState | None] = contextvars.ContextVar("taken", default=None)
 
 
+def _state_fields(state: WorkerGroupState) -> dict[str, Any]:
+    """Returns upstream's ``WorkerGroupState`` fields of ``state`` by name."""
+    return {f.name: getattr(state, f.name) for f in dataclasses.fields(WorkerGroupState)}
+
+
 @dataclasses.dataclass(frozen=True)
 class _ParkingState(WorkerGroupState):
     """A finished run's worker-group state whose shutdown parks the group instead of killing it."""
@@ -300,8 +305,7 @@ class _ParkingState(WorkerGroupState):
         # not answer in time takes the whole group down instead.
         calls = [w.actor.shutdown.remote() for w in self.workers]
         done, _ = ray.wait(calls, num_returns=len(calls), timeout=5)
-        state = WorkerGroupState(**{f.name: getattr(self, f.name)
-                                    for f in dataclasses.fields(WorkerGroupState)})
+        state = WorkerGroupState(**_state_fields(self))
         if len(done) == len(calls):
             PARKING.park(self.key, state)
         else:
@@ -362,9 +366,7 @@ class WarmWorkerGroup(WorkerGroup):
         if (PARKING.keep_s > 0 and self.has_started() and status is not None and status.finished
                 and not status.errors):
             state = self._worker_group_state
-            self._worker_group_state = _ParkingState(
-                **{f.name: getattr(state, f.name) for f in dataclasses.fields(WorkerGroupState)},
-                key=self.key())
+            self._worker_group_state = _ParkingState(**_state_fields(state), key=self.key())
         super().shutdown()
 
 
@@ -385,6 +387,8 @@ class _SynchronizationActorOfWarmGroups:
 
 @dataclasses.dataclass(frozen=True)
 class _Existing:
+    """``.remote(...)`` returns ``actor``, an actor that already exists."""
+
     actor: Any
 
     def remote(self, *args, **kwargs):
