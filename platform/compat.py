@@ -500,8 +500,9 @@ def remove_placement_groups_of_ended_jobs() -> int:
     replacement: Ray removing them when the creating job ends (an upstream fix).
     """
     import ray
-    from ray.util.placement_group import PlacementGroup, remove_placement_group
     from ray.util.state import list_jobs, list_placement_groups
+
+    from transcenter.platform.placement import remove_group
 
     address = ray.get_runtime_context().gcs_address  # the connected cluster, not a guess
     try:
@@ -514,8 +515,7 @@ def remove_placement_groups_of_ended_jobs() -> int:
     leaked = [g for g in groups if g.creator_job_id in ended and not g.is_detached
               and g.state in ("CREATED", "PENDING", "RESCHEDULING")]
     for group in leaked:
-        remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(
-            group.placement_group_id))))
+        remove_group(group.placement_group_id)
     return len(leaked)
 
 

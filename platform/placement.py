@@ -76,7 +76,7 @@ class PlacementGroupCleaner(Callback):
     def on_experiment_end(self, trials, **info) -> None:
         # Every trial has ended and Tune has stopped its actors: no group serves a trial any more.
         for group in list(self._groups):
-            _remove(group)
+            remove_group(group)
         self._groups.clear()
 
     def _look(self, now: float) -> None:
@@ -91,7 +91,7 @@ class PlacementGroupCleaner(Callback):
             if alive is None and now - ended < self.blind_s:
                 continue
             if alive is None or controller not in alive:
-                _remove(group)
+                remove_group(group)
                 del self._groups[group]
 
 
@@ -112,7 +112,7 @@ def _live_actors(ids: set[str], limit: int = 10_000) -> set[str] | None:
         return None
 
 
-def _remove(group: str) -> None:
+def remove_group(group: str) -> None:
     """Removes the placement group with hex id ``group`` (nothing if it is already gone)."""
     remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(group))))
     logger.debug("removed placement group %s", group)

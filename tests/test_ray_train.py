@@ -88,6 +88,12 @@ class ControllerProcess(UserCallback):
             f.write(json.dumps({"pid": os.getpid(), "torch": "torch" in sys.modules}))
 
 
+def _group_state(storage: str, run: str) -> tuple[str, str]:
+    """Returns (placement group id, its state) of the latest worker group of ``run``."""
+    group_id, _ = recorded_placement_group(run_dir(storage, run))
+    return group_id, placement_group_table(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(group_id))))["state"]
+
+
 def test_a_trial_actors_controller_runs_in_it_without_torch_and_records_its_group(ray_cluster,
                                                                                   tmp_path):
     """The lean trainer (platform/compat.py) fitted inside an actor: the Train controller runs in
@@ -102,17 +108,10 @@ def test_a_trial_actors_controller_runs_in_it_without_torch_and_records_its_grou
         resources=Resources(keep_workers_s=0), callbacks=[ControllerProcess(flag)]))
     assert fitted["epoch"] == 1
     assert json.loads(flag.read_text()) == {"pid": fitted["pid"], "torch": False}
-    group_id, controller_id = recorded_placement_group(run_dir(storage, "lean"))
+    _, controller_id = recorded_placement_group(run_dir(storage, "lean"))
     assert controller_id == fitted["actor_id"]
-    group = PlacementGroup(ray.PlacementGroupID(bytes.fromhex(group_id)))
-    assert placement_group_table(group)["state"] == "REMOVED"
+    assert _group_state(storage, "lean")[1] == "REMOVED"
     ray.kill(actor)
-
-
-def _group_state(storage: str, run: str) -> tuple[str, str]:
-    """Returns (placement group id, its state) of the latest worker group of ``run``."""
-    group_id, _ = recorded_placement_group(run_dir(storage, run))
-    return group_id, placement_group_table(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(group_id))))["state"]
 
 
 def test_a_finished_runs_workers_serve_the_actors_next_run_and_train_it_alike(ray_cluster, tmp_path):
