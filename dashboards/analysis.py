@@ -143,7 +143,18 @@ def lower_limit_leaders(
 
 
 def upper_limit(df: pd.DataFrame, by: str = HEATMAP_SIZE, rank_by: str = "AP") -> pd.DataFrame:
-    """The upper limit (paper Table 4, and Table 2 for object sizes): the best epoch of the best trial.
+    """The upper limit (paper Table 4, and Table 2 for object sizes): per value of ``by``, the best
+    epoch of the best trial that trained every epoch.
+
+    A trial trained every epoch when one of its rows has status ``completed``. Where no trial of a
+    value did (early stopping stopped them all, or they still run), its best stopped trial stands
+    in and ``known`` is False: that value's upper limit is not known, only a lower bound of it.
+
+    When the study replicates configurations under several training seeds (``train.seed`` takes
+    several values), a configuration's value is the mean over its seeds of each seed's best epoch,
+    not the luckiest seed: the configuration with the best mean ``rank_by`` stands for its value of
+    ``by``, with the mean and the standard deviation over its seeds (``<metric>.std``) and
+    ``seeds``. :func:`upper_limit_note` says whether the difference between values exceeds it.
 
     Args:
         df: Trial-epochs from `load_study`.
@@ -151,14 +162,27 @@ def upper_limit(df: pd.DataFrame, by: str = HEATMAP_SIZE, rank_by: str = "AP") -
         rank_by: The metric, higher is better, that picks the row; NaN rows are ignored.
 
     Returns:
-        Indexed by ``by``: ``study``, ``trial_id``, ``epoch`` of the chosen row and its `COCO_AP_KEYS`;
-        when grouping by heatmap size, also ``paper.<metric>`` (percent; NaN where the paper gives
-        none).
+        Indexed by ``by``: ``study``, ``trial_id``, ``epoch`` of the chosen row (with seeds: the
+        configuration's first trial, and its best epoch), its `COCO_AP_KEYS`, ``known``,
+        ``trials`` (trials of that value) and ``complete_trials`` (those that trained every
+        epoch); with seeds also ``seeds`` and ``<metric>.std``; when grouping by heatmap size,
+        also ``paper.<metric>`` (percent; NaN where the paper gives none).
     """
-    rows = _with_columns(df, [by, rank_by, *COCO_AP_KEYS])
+    rows = _with_columns(df, [by, rank_by, "status", *COCO_AP_KEYS])
     rows = rows[np.isfinite(rows[rank_by])]
-    best = rows.loc[rows.groupby(by)[rank_by].idxmax()]
-    table = best.set_index(by)[["study", "trial_id", "epoch", *COCO_AP_KEYS]]
+    complete = rows.groupby(TRIAL_KEY)["status"].transform(lambda s: (s == "completed").any())
+    rows = rows.assign(_complete=complete.astype(bool))
+    counts = rows.drop_duplicates(TRIAL_KEY).groupby(by)["_complete"].agg(
+        trials="size", complete_trials="sum")
+    known = counts["complete_trials"] > 0
+    pool = rows[rows["_complete"] | ~rows[by].map(known).astype(bool)]
+    seeds = "train.seed"
+    replicated = seeds in pool and pool[seeds].nunique() > 1
+    table = (_replicated_best(pool, by, rank_by, seeds) if replicated
+             else pool.loc[pool.groupby(by)[rank_by].idxmax()].set_index(by)
+             [["study", "trial_id", "epoch", *COCO_AP_KEYS]])
+    table["known"] = known.reindex(table.index).astype(bool)
+    table[["trials", "complete_trials"]] = counts.reindex(table.index)
     if by == HEATMAP_SIZE:
         reported = {size: {**paper.UPPER_LIMIT.get(size, {}), **paper.AP_BY_OBJECT_SIZE.get(size, {})}
                     for size in table.index}
@@ -166,6 +190,48 @@ def upper_limit(df: pd.DataFrame, by: str = HEATMAP_SIZE, rank_by: str = "AP") -
             values = [reported[size].get(metric, np.nan) for size in table.index]
             table[f"paper.{metric}"] = np.asarray(values, dtype="float64")
     return table
+
+
+def _replicated_best(rows: pd.DataFrame, by: str, rank_by: str, seeds: str) -> pd.DataFrame:
+    """Per value of ``by``: the configuration (searched parameters but the seeds) with the best
+    mean over its seeds of each seed's best-``rank_by`` epoch; its means, standard deviations and
+    seed count."""
+    best = rows.loc[rows.groupby(TRIAL_KEY)[rank_by].idxmax()]
+    config = [c for c in best.columns if is_param_column(c) and c not in (seeds, "data.seed")
+              and best[c].nunique(dropna=False) > 1 and c != by]
+    keys = [by, *config]
+    grouped = best.groupby(keys, dropna=False)
+    means = grouped[list(COCO_AP_KEYS)].mean()
+    spread = grouped[list(COCO_AP_KEYS)].std().add_suffix(".std")
+    first = grouped[["study", "trial_id", "epoch"]].first()
+    table = pd.concat([first, means, spread, grouped.size().rename("seeds")], axis=1)
+    table = table.loc[table.groupby(level=by)[rank_by].idxmax()]
+    return table.reset_index(level=config, drop=True) if config else table
+
+
+def upper_limit_note(table: pd.DataFrame, rank_by: str = "AP") -> str:
+    """Says which value of the upper-limit table leads, and whether that is known: which values'
+    upper limits are not known (every trial stopped early), and with seed replicates whether the
+    lead over the runner-up exceeds the spread over seeds. Empty for an empty table."""
+    if table.empty:
+        return ""
+    name = table.index.name
+    ordered = table.sort_values(["known", rank_by], ascending=False)
+    lead = ordered.index[0]
+    notes = [f"{name} = {lead} leads with {rank_by} {ordered[rank_by].iloc[0]:.1f}"]
+    unknown = [str(v) for v in table.index[~table["known"]]]
+    if unknown:
+        notes.append(f"the upper limit of {name} = {', '.join(unknown)} is not known: early "
+                     f"stopping stopped every trial of it before its last epoch, so its row is "
+                     f"a stopped trial's best")
+    spread_column = f"{rank_by}.std"
+    if spread_column in table and len(ordered) > 1:
+        gap = ordered[rank_by].iloc[0] - ordered[rank_by].iloc[1]
+        spread = float(ordered[spread_column].iloc[:2].max())
+        verdict = "exceeds" if gap > spread else "does not exceed"
+        notes.append(f"its lead over {name} = {ordered.index[1]} ({gap:.1f}) {verdict} the spread "
+                     f"over seeds (std {spread:.1f}, {int(ordered['seeds'].iloc[0])} seeds)")
+    return "; ".join(notes) + "."
 
 
 def loss_curves(df: pd.DataFrame, by: str = HEATMAP_SIZE) -> pd.DataFrame:

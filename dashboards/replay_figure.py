@@ -17,19 +17,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 
-def _label(setting: dict[str, Any]) -> str:
-    asha = (f"ASHA (grace {setting['grace_period']}, factor {setting['reduction_factor']})"
-            if setting["asha"] else "no early stopping")
-    return f"{setting['sampler']}, {asha}, {setting['num_samples']} trials, {setting['slots']} slots"
-
-
 def anytime_figure(out: dict[str, Any]) -> Figure:
     """Returns the figure: one colour per setting (the study's own first), one step line per seed
     of the best objective found against the hours of the trials ended so far."""
     fig = Figure(figsize=(7, 4), layout="constrained")
     ax = fig.add_subplot()
     rows = [("actual (the study's setting)", out["actual"])]
-    rows += [(_label(s["setting"]), s) for s in out["settings"]]
+    rows += [(s["setting"], s) for s in out["settings"]]
     for i, (label, row) in enumerate(rows):
         for seed, curve in enumerate(row["anytime"]):
             if curve:

@@ -51,6 +51,23 @@ def build_parser(name: str, description: str, asha: bool, seeds: int = 1,
     p.add_argument("--asha", action=argparse.BooleanOptionalAction, default=asha,
                    help="ASHA early stopping on --metric (default %(default)s)")
     p.add_argument("--grace-period", type=int, default=1, help="ASHA: epochs before a trial may stop")
+    p.add_argument("--reduction-factor", type=int, default=2,
+                   help="ASHA: about 1/rf of the trials at a rung continue (default %(default)s)")
+    p.add_argument("--stopping", choices=("audited", "asha"), default="audited",
+                   help="--asha's policy: audited (rungs compare a trial only with trials of its "
+                        "--stratify value, and sentinel trials that are never stopped audit each "
+                        "rung: one whose ranking disagrees with the final one stops deciding) or "
+                        "asha (Ray's ASHA, multi-objective ASHA with several objectives: every rung "
+                        "decides over every trial) (default %(default)s)")
+    p.add_argument("--stratify", default="auto", metavar="FIELD|auto|none",
+                   help="--stopping audited: compare trials at a rung only within each value of this "
+                        "searched field (auto: model.heatmap_size when searched) (default %(default)s)")
+    p.add_argument("--sentinel-every", type=int, default=8, metavar="N",
+                   help="--stopping audited: every N-th trial of a stratum is never stopped and "
+                        "audits the rungs (0: none, every rung decides) (default %(default)s)")
+    p.add_argument("--rung-min-tau", type=float, default=0.5, metavar="TAU",
+                   help="--stopping audited: a rung whose Kendall tau against the final ranking is "
+                        "below TAU stops deciding (default %(default)s)")
     p.add_argument("--metric", default="AP50", help="metric to optimise and early-stop on")
     p.add_argument("--objective", action="append", default=[], metavar="METRIC:max|min",
                    help="optimise several metrics at once (repeat: --objective AP:max --objective "
@@ -93,7 +110,9 @@ def build_parser(name: str, description: str, asha: bool, seeds: int = 1,
                         "which otherwise go to <storage>/<name>/logs/<trial>.log only")
     p.add_argument("--simulate", metavar="SOURCE",
                    help="simulate the trials instead of training them: each replays a learning "
-                        "curve (surrogate: the built-in curve family with a known optimum) on a "
+                        "curve (surrogate: the built-in curve family with a known optimum; "
+                        "crossing: its variant with the paper's crossing curves, small heatmaps "
+                        "ahead early, S = 64 ahead at the end; or a finished study's folder) on a "
                         "sped-up clock through the real Tune, Optuna, ASHA and result store")
     p.add_argument("--time-scale", type=float, default=1000.0,
                    help="--simulate: simulated seconds per real second (default %(default)s)")
@@ -127,7 +146,10 @@ def spec_from_args(args: argparse.Namespace, space: SearchSpace,
                      constraints=tuple(args.constraint),
                      preset=args.preset, overrides=overrides, num_samples=args.num_samples,
                      max_concurrent_trials=args.max_concurrent_trials, asha=args.asha,
-                     grace_period=args.grace_period, resources=resources,
+                     grace_period=args.grace_period, reduction_factor=args.reduction_factor,
+                     stopping=args.stopping, stratify=args.stratify,
+                     sentinel_every=args.sentinel_every, rung_min_tau=args.rung_min_tau,
+                     resources=resources,
                      storage_path=args.storage_path, optuna_url=args.optuna_url,
                      mlflow_uri=tracking_uri(args.mlflow),
                      resume={"yes": True, "auto": "auto", None: False}[args.resume],
@@ -179,6 +201,7 @@ def main(name: str, space: SearchSpace, description: str, sampler: str = "tpe",
         spec = spec_from_args(args, space, fixed, fixed_by_preset)
         directory = study_dir(spec)
         print(f"study {spec.name}: {spec.samples} trials x {spec.epochs} epochs -> {mask(directory)}")
+        print(f"  early stopping: {spec.early_stopping.describe()}")
         database = display(optuna_url(spec), spec.optuna_password is not None)
         tensorboard = "" if spec.simulate else f" | tensorboard --logdir {mask(directory)}/tune"
         print(f"  live: Ray dashboard (the address Ray prints as it connects) | "

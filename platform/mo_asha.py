@@ -262,14 +262,15 @@ class MultiObjectiveASHA(FIFOScheduler):
         """Returns ``values`` (constructor order) with maximised objectives negated."""
         return tuple(s * v for s, v in zip(self._signs, values))
 
-    def _rung_reached(self, t: float) -> Rung | None:
+    def rung_reached(self, t: float) -> Rung | None:
+        """Returns the highest rung ``t`` has reached, None below the first."""
         reached = [rung for rung in self.rungs if t >= rung.milestone]
         return reached[-1] if reached else None
 
-    def _record(self, trial_id: str, t: float, values: Point) -> bool:
+    def record(self, trial_id: str, t: float, values: Point) -> bool:
         """Records the trial at the highest rung ``t`` reached, if new there; returns whether it
         continues (``True`` when nothing was recorded)."""
-        rung = self._rung_reached(t)
+        rung = self.rung_reached(t)
         if rung is None or trial_id in rung.recorded:
             return True
         earlier = [self.minimised(v) for v in rung.recorded.values()]
@@ -287,7 +288,7 @@ class MultiObjectiveASHA(FIFOScheduler):
             return TrialScheduler.CONTINUE
         values = self.objective_values(result)
         t = result[self.time_attr]
-        if t >= self.max_t or not self._record(trial.trial_id, t, values):
+        if t >= self.max_t or not self.record(trial.trial_id, t, values):
             self.num_stopped += 1
             return TrialScheduler.STOP
         return TrialScheduler.CONTINUE
@@ -301,7 +302,7 @@ class MultiObjectiveASHA(FIFOScheduler):
         t = result.get(self.time_attr)
         if t is None or t >= self.max_t or any(result.get(n) is None for n in self.objectives):
             return
-        self._record(trial.trial_id, t, self.objective_values(result))
+        self.record(trial.trial_id, t, self.objective_values(result))
 
     def debug_string(self) -> str:
         objectives = ", ".join(f"{name}:{mode}" for name, mode in self.objectives.items())

@@ -7,11 +7,12 @@ real trial reports (same names; the stored ``device`` says ``simulated (<source>
 what ran). The study lets Tune reuse a finished trial's actor for the next trial
 (``reuse_actors``).
 
-Two learning-curve sources: :class:`Surrogate`, built in and needing no data (a parametric curve
-family over any search space, with a known optimum), and :class:`StudyCurves`, a finished study's
-own per-epoch rows (a configuration it trained replays its curve; another is predicted from the
-nearest ones it trained). This module is what a simulated trial's actor imports, so it stays light
-(``tests/test_import_contract.py``).
+Three learning-curve sources: :class:`Surrogate`, built in and needing no data (a parametric
+curve family over any search space, with a known optimum), :class:`CrossingSurrogate`, its variant
+with the paper's crossing curves (small heatmaps lead early, S = 64 ends highest), and
+:class:`StudyCurves`, a finished study's own per-epoch rows (a configuration it trained replays its
+curve; another is predicted from the nearest ones it trained). This module is what a simulated
+trial's actor imports, so it stays light (``tests/test_import_contract.py``).
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from ray import tune
 
 from transcenter.model.metric_names import (
@@ -40,6 +42,9 @@ from transcenter.platform.trial_files import DEVICE_KEY, NODE_KEY, split_config
 from transcenter.store.results import ResultStore
 
 SURROGATE = "surrogate"
+CROSSING = "crossing"
+HEATMAP_SIZE = "model.heatmap_size"
+SURROGATES = (SURROGATE, CROSSING)  # built-in learning-curve families, by ``--simulate`` name
 
 
 def _unit_hash(*parts: Any) -> float:
@@ -133,15 +138,21 @@ class Surrogate:
             return self.epoch_s
         return self.epoch_s * (1.0 + (float(size) / 128) ** 2)
 
+    def plateau_and_tau(self, params: dict[str, Any]) -> tuple[float, float]:
+        """Returns the AP50 the configuration approaches (percent) and its time constant (epochs):
+        ``20 + 60 q`` and ``2 + 10 (1 − q)``."""
+        q = self.quality(params)
+        return 20.0 + 60.0 * q, 2.0 + 10.0 * (1.0 - q)
+
     def metrics(self, params: dict[str, Any], epoch: int) -> dict[str, float]:
         """Returns the metrics a trial of ``params`` reports after ``epoch`` (1-based): every AP
         metric (0-100), the losses, the costs, ``epoch`` and ``time_s`` (simulated seconds of this
         epoch)."""
         q = self.quality(params)
-        tau = 2.0 + 10.0 * (1.0 - q)
+        plateau, tau = self.plateau_and_tau(params)
         progress = 1.0 - math.exp(-epoch / tau)
         noise = random.Random(_unit_hash(self.seed, sorted(params.items()), epoch)).gauss(0, 1)
-        ap50 = min(100.0, max(0.0, (20.0 + 60.0 * q) * progress + self.noise * noise))
+        ap50 = min(100.0, max(0.0, plateau * progress + self.noise * noise))
         ratios = {"AP": 0.5, "AP50": 1.0, "AP75": 0.45, "APs": 0.3, "APm": 0.55, "APl": 0.65}
         loss = 1.0 + 3.0 * math.exp(-epoch / tau) * (1.2 - q)
         size = float(params.get("model.heatmap_size", 64))
@@ -154,6 +165,33 @@ class Surrogate:
                 "train_time_s": 0.9 * seconds, "params": 2.88e6,
                 "gmacs": 1.0 + 0.004 * size ** 2, "infer_images_per_s": 4000.0 / seconds,
                 "latency_ms": 0.25 * seconds}
+
+
+# Table 4 of the paper: AP50 (percent) of the fully trained model per heatmap size S.
+PAPER_PLATEAU = {16: 73.5, 32: 75.1, 64: 77.6, 128: 75.8}
+
+
+@dataclass(frozen=True)
+class CrossingSurrogate(Surrogate):
+    """The surrogate with the paper's crossing learning curves: small heatmaps learn fastest and
+    plateau lowest, S = 64 ends highest (Fig. 6 and Table 4).
+
+    A configuration's AP50 plateau is the paper's Table 4 AP50 of its heatmap size ``S`` (linear in
+    ``log2 S`` between the table's sizes, the nearest size's value outside them; S = 64 when the
+    space does not search it) minus ``6 (1 − q)`` points, so the other parameters move the plateau
+    by a few points. Its time constant depends on ``S`` alone: ``τ = 1.5 · 1.5^log2(S/16)``
+    epochs (1.5 at S = 16, 5.1 at S = 128). The S = 64 curve passes the S = 16 curve near epoch 12
+    and leads from there; at epoch 1 the order is 16 > 32 > 64 > 128. Noise, the other metrics and
+    the epoch time are as in :class:`Surrogate`.
+    """
+
+    def plateau_and_tau(self, params: dict[str, Any]) -> tuple[float, float]:
+        """Returns the AP50 plateau (percent) and the time constant (epochs) described above."""
+        octaves = math.log2(float(params.get(HEATMAP_SIZE, 64)) / 16)
+        known = sorted((math.log2(s / 16), ap50) for s, ap50 in PAPER_PLATEAU.items())
+        plateau = float(np.interp(octaves, *zip(*known)))  # the ends held outside the table
+        others = {name: value for name, value in params.items() if name != HEATMAP_SIZE}
+        return plateau - 12.0 * (1.0 - self.quality(others)), 1.5 * 1.5 ** octaves
 
 
 CURVE_METRICS = LOSS_KEYS + AP_KEYS + EXTRA_KEYS + COST_KEYS + ("time_s",)
@@ -262,8 +300,8 @@ class SimulationSpec:
     """How a study's trials are simulated.
 
     Attributes:
-        source: The learning-curve source: ``"surrogate"`` (:class:`Surrogate`), or a finished
-            study's folder (:class:`StudyCurves`).
+        source: The learning-curve source: ``"surrogate"`` (:class:`Surrogate`), ``"crossing"``
+            (:class:`CrossingSurrogate`), or a finished study's folder (:class:`StudyCurves`).
         space: The search space's description (:meth:`SearchSpace.describe`).
         epochs: Epochs of a trial that is never stopped.
         time_scale: Simulated seconds per real second (1000: a 60 s epoch sleeps 60 ms).
@@ -278,7 +316,7 @@ class SimulationSpec:
 
     def __post_init__(self) -> None:
         if not self.source:
-            raise ValueError(f"--simulate {self.source!r}: give {SURROGATE!r} or a finished "
+            raise ValueError(f"--simulate {self.source!r}: give {SURROGATE!r}, {CROSSING!r} or a finished "
                              f"study's folder")
         if not self.time_scale > 0:
             raise ValueError(f"--time-scale {self.time_scale!r}: must be > 0")
@@ -293,6 +331,8 @@ class SimulationSpec:
         """
         if self.source == SURROGATE:
             return Surrogate(self.space, seed=self.seed)
+        if self.source == CROSSING:
+            return CrossingSurrogate(self.space, seed=self.seed)
         return _study_curves(self.source, json.dumps(self.space, sort_keys=True)).reseeded(self.seed)
 
 
@@ -308,7 +348,7 @@ def simulated_trial(config: dict[str, Any], sim: SimulationSpec) -> None:
     after sleeping its simulated duration on the scaled clock."""
     _, params = split_config(config)
     curves = sim.curves()
-    device = f"simulated ({sim.source if sim.source == SURROGATE else 'study curves'})"
+    device = f"simulated ({sim.source if sim.source in SURROGATES else 'study curves'})"
     for epoch in range(1, sim.epochs + 1):
         metrics = curves.metrics(params, epoch)
         time.sleep(metrics["time_s"] / sim.time_scale)

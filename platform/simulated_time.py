@@ -20,10 +20,13 @@ from typing import Any
 
 from ray.tune.schedulers import TrialScheduler
 
-from transcenter.platform.schedulers import make_scheduler
+from transcenter.platform.audited_asha import AuditedASHA, RungAudit
+from transcenter.platform.schedulers import Stopping, make_scheduler
 from transcenter.platform.search import Constraint, SearchSpace, make_searcher
 from transcenter.platform.simulate import SimulationSpec
 from transcenter.platform.trial_files import split_config
+
+NO_STOPPING = Stopping("none")
 
 
 @dataclass
@@ -57,11 +60,14 @@ class SimulatedTrial:
 
 @dataclass(frozen=True)
 class SimulatedStudy:
-    """The outcome of :func:`run_simulated_time`: its trials in the order they ended, and the
-    simulated wall time (seconds) from the first start to the last end."""
+    """The outcome of :func:`run_simulated_time`: its trials in the order they ended, the
+    simulated wall time (seconds) from the first start to the last end, and the scheduler's rung
+    audit (:meth:`~transcenter.platform.audited_asha.AuditedASHA.audit`; empty for other
+    schedulers)."""
 
     trials: list[SimulatedTrial]
     wall_s: float
+    audit: list[RungAudit] = field(default_factory=list)
 
     @property
     def busy_s(self) -> float:
@@ -71,8 +77,7 @@ class SimulatedStudy:
 
 def run_simulated_time(space: SearchSpace, objectives: dict[str, str], sim: SimulationSpec,
                        samples: int, slots: int, storage_url: str, study_name: str,
-                       sampler: str = "tpe", seed: int = 0, asha: bool = False,
-                       grace_period: int = 1, reduction_factor: int = 2,
+                       sampler: str = "tpe", seed: int = 0, stopping: Stopping = NO_STOPPING,
                        constraints: tuple[Constraint, ...] = ()) -> SimulatedStudy:
     """Runs a study of ``samples`` simulated trials, ``slots`` at once, on a simulated clock with
     the real searcher (its Optuna study in ``storage_url``) and scheduler; returns its trials.
@@ -85,7 +90,7 @@ def run_simulated_time(space: SearchSpace, objectives: dict[str, str], sim: Simu
     curves = sim.curves()
     searcher = make_searcher(space, objectives, storage_url, study_name, sim.epochs, sampler,
                              seed, constraints)
-    scheduler = make_scheduler(objectives, asha, sim.epochs, grace_period, reduction_factor)
+    scheduler = make_scheduler(objectives, sim.epochs, stopping)
     events: list[tuple[float, int, str, int, dict]] = []  # (clock s, order, trial, epoch, metrics)
     running: dict[str, tuple[_Trial, str, dict[str, Any], float]] = {}
     ended: list[SimulatedTrial] = []
@@ -125,4 +130,5 @@ def run_simulated_time(space: SearchSpace, objectives: dict[str, str], sim: Simu
                 start(clock)
         else:
             schedule(clock, trial_id, params, epoch + 1)
-    return SimulatedStudy(ended, clock)
+    audit = scheduler.audit() if isinstance(scheduler, AuditedASHA) else []
+    return SimulatedStudy(ended, clock, audit)

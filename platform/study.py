@@ -40,7 +40,7 @@ from transcenter.platform.placement import PlacementGroupCleaner
 from transcenter.platform.progress import StudyProgress, quiet_tune, table_interval_s
 from transcenter.platform.ray_connect import alive_nodes, connect, on_every_node
 from transcenter.platform.reconcile import reconcile
-from transcenter.platform.schedulers import make_scheduler
+from transcenter.platform.schedulers import Stopping, make_scheduler
 from transcenter.platform.search import SAMPLERS, CloseDatabase, Constraint, SearchSpace, make_searcher
 from transcenter.platform.simulate import SimulationSpec, simulated_trainable
 from transcenter.platform.storage_check import check_writable, probe_storage
@@ -60,6 +60,7 @@ from transcenter.store.uri import delete_file, write_text
 
 logger = logging.getLogger(__name__)
 
+HEATMAP_SIZE = "model.heatmap_size"  # the strata of early stopping wherever a study searches it
 OBJECTIVE_METRICS = AP_KEYS + COST_KEYS + EXTRA_KEYS + LOSS_KEYS  # what a study may optimise
 
 
@@ -78,9 +79,13 @@ class StudySpec:
     overrides: dict[str, Any] = field(default_factory=dict)
     num_samples: int | None = None  # default: the grid's size, or 8 for TPE
     max_concurrent_trials: int = 2
-    asha: bool = False
+    asha: bool = False  # early stopping on; ``stopping`` says which policy
     grace_period: int = 1
     reduction_factor: int = 2
+    stopping: str = "audited"  # "audited" (AuditedASHA) or "asha" (Ray's ASHA / MO-ASHA)
+    stratify: str = "auto"  # a searched field, "none", or "auto": the heatmap size when searched
+    sentinel_every: int = 8  # audited: every n-th trial of a stratum is never stopped (0: none)
+    rung_min_tau: float = 0.5  # audited: a rung below this Kendall tau stops deciding
     resources: Resources = field(default_factory=Resources)
     storage_path: str = "results"  # resolved at construction: absolute path or URI
     optuna_url: str | None = None  # a password is split off into optuna_password at construction
@@ -119,6 +124,9 @@ class StudySpec:
             object.__setattr__(self, "mlflow_uri", clean)
             if password is not None:
                 object.__setattr__(self, "mlflow_password", password)
+        if self.stopping == "none":
+            raise ValueError("--stopping none: use --no-asha to train every trial to the end")
+        self.early_stopping  # noqa: B018 (building it validates the stopping flags)
         trial_config(self.preset, self.overrides)  # fixed fields first, then the searched ones
         self.space.validate(self.preset, self.overrides)
         simulation = self.simulation  # building it validates the source and the time scale
@@ -135,6 +143,28 @@ class StudySpec:
             return None
         return SimulationSpec(self.simulate, self.space.describe(), self.epochs,
                               self.time_scale, self.seed)
+
+    @property
+    def early_stopping(self) -> Stopping:
+        """The study's early stopping (``policy="none"`` without ``asha``), with ``stratify``
+        resolved: ``"auto"`` is the heatmap size when the space searches it, else no strata.
+
+        Raises:
+            ValueError: a flag out of range, or ``--stratify`` naming a field the study does not
+                search.
+        """
+        if self.stratify == "auto":
+            stratify = HEATMAP_SIZE if HEATMAP_SIZE in self.space.params else None
+        elif self.stratify == "none":
+            stratify = None
+        elif self.stratify in self.space.params:
+            stratify = self.stratify
+        else:
+            raise ValueError(f"--stratify {self.stratify!r}: not a parameter this study searches "
+                             f"(it searches {', '.join(self.space.params) or 'nothing'}); give "
+                             f"one of them, auto or none")
+        return Stopping(self.stopping if self.asha else "none", self.grace_period,
+                        self.reduction_factor, stratify, self.sentinel_every, self.rung_min_tau)
 
     @property
     def objective_modes(self) -> dict[str, str]:
@@ -256,10 +286,25 @@ def _settings(spec: StudySpec) -> dict[str, Any]:
     resumed study may change them)."""
     return {"num_samples": spec.samples, "epochs": spec.epochs, "seed": spec.seed,
             "asha": spec.asha, "grace_period": spec.grace_period,
-            "reduction_factor": spec.reduction_factor,
+            "reduction_factor": spec.reduction_factor, **_stopping_settings(spec.early_stopping),
             "max_concurrent_trials": spec.max_concurrent_trials,
             "workers": spec.resources.workers, "gpus_per_worker": spec.resources.gpus_per_worker,
             "cpus_per_worker": spec.resources.cpus_per_worker}
+
+
+def _stopping_settings(stopping: Stopping) -> dict[str, Any]:
+    """Returns the ``study.json`` settings of the early-stopping policy beyond ASHA's rungs."""
+    return {"stopping": stopping.policy, "stratify": stopping.stratify,
+            "sentinel_every": stopping.sentinel_every, "rung_min_tau": stopping.min_tau}
+
+
+def _stopper(policy: str, objectives: int) -> str | None:
+    """Returns the name the console gives the early stopping (``stopped by <it>``), None for none."""
+    if policy == "none":
+        return None
+    if policy == "audited":
+        return "audited ASHA"
+    return "ASHA" if objectives == 1 else "multi-objective ASHA"
 
 
 def build_tuner(spec: StudySpec, data: DataCheck) -> tune.Tuner | None:
@@ -315,12 +360,11 @@ def build_tuner(spec: StudySpec, data: DataCheck) -> tune.Tuner | None:
                           "settings": _settings(spec), "trial_config": columns({})})
     searcher = make_searcher(spec.space, objectives, optuna_url(spec), spec.name, spec.epochs,
                              spec.sampler, seed, spec.constraint_list, unfinished=unfinished)
-    scheduler = make_scheduler(objectives, spec.asha, spec.epochs, spec.grace_period,
-                               spec.reduction_factor)
+    scheduler = make_scheduler(objectives, spec.epochs, spec.early_stopping)
     callback = ResultStoreCallback(store, spec.epochs, columns)
     progress = StudyProgress(list(spec.space.params), list(objectives), spec.epochs, samples,
-                             ("ASHA" if len(objectives) == 1 else "multi-objective ASHA")
-                             if spec.asha else None, table_interval_s())
+                             _stopper(spec.early_stopping.policy, len(objectives)),
+                             table_interval_s())
     tracking = ([MlflowCallback(spec.mlflow_uri, store, directory, spec.epochs, columns)]
                 if spec.mlflow_uri else [])
     run_name = f"run-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:4]}"

@@ -107,7 +107,8 @@ def test_simulated_time_decides_as_the_real_time_study_does(ray_cluster, tmp_pat
                   int(group["epoch"].max())) for key, group in rows.groupby("trial_id")}
     sim = run_simulated_time(SPACE, spec.objective_modes, spec.simulation, trials, slots=1,
                              storage_url=f"sqlite:///{tmp_path}/simulated.db",
-                             study_name="simulated", sampler="tpe", seed=spec.seed, asha=True)
+                             study_name="simulated", sampler="tpe", seed=spec.seed,
+                             stopping=spec.early_stopping)
     simulated = {t.key: (t.params, t.epochs) for t in sim.trials}
     assert simulated == real
     assert {e for _, e in real.values()} != {epochs}  # ASHA stopped some trials

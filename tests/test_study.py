@@ -14,6 +14,7 @@ from crash_resume import audit, run_to_the_end, study_command
 from local_cluster import trial_actors
 
 from transcenter.platform.replay import Setting, replay
+from transcenter.platform.schedulers import Stopping
 from transcenter.platform.search import Categorical, SearchSpace
 from transcenter.platform.study import StudySpec, run_study
 from transcenter.store.results import ResultStore
@@ -34,7 +35,8 @@ def test_asha_stops_trials_and_later_trials_still_run(ray_cluster, tmp_path):
     space = SearchSpace({"loss.cls_weight": Categorical([1.0, 50.0]),
                          "loss.offset_weight": Categorical([1.0, 2.0])})
     spec = StudySpec(name="asha", space=space, sampler="grid", metric="loss", mode="min",
-                     asha=True, grace_period=1, reduction_factor=2, max_concurrent_trials=1,
+                     asha=True, stopping="asha", grace_period=1, reduction_factor=2,
+                     max_concurrent_trials=1,
                      num_samples=3,
                      preset="smoke", overrides={**TINY, "train.epochs": 3},
                      storage_path=str(tmp_path), seed=0)
@@ -73,7 +75,7 @@ def test_asha_stops_trials_and_later_trials_still_run(ray_cluster, tmp_path):
 
     # Its replay finds the same best trial at the same cost, and the same study
     # without ASHA would have cost more: its stopped trials' later epochs are predicted.
-    out = replay(str(tmp_path / "asha"), [Setting("grid", False, 1, 2, 3, 1)], seeds=1)
+    out = replay(str(tmp_path / "asha"), [Setting("grid", Stopping("none"), 3, 1)], seeds=1)
     finished = epochs[epochs["trial_id"].isin(trials.index[trials["status"] == "completed"])]
     last = finished[finished["epoch"] == 3].set_index("trial_id")["loss"]
     assert out["actual"]["best_trial"] == last.idxmin()

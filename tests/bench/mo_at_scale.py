@@ -31,6 +31,7 @@ from pathlib import Path
 import optuna
 
 from transcenter.platform.replay import hypervolume
+from transcenter.platform.schedulers import Stopping
 from transcenter.platform.search import SearchSpace
 from transcenter.platform.simulate import SURROGATE, SimulationSpec, StudyCurves, Surrogate
 from transcenter.platform.simulated_time import SimulatedStudy, run_simulated_time
@@ -116,7 +117,8 @@ def main() -> None:
                 spec = ScalarisedSpec(sim, max_gmacs) if "score" in objectives else sim
                 runs[name].append(run_simulated_time(
                     space, objectives, spec, args.trials, args.slots,
-                    f"sqlite:///{tmp}/{name}-{seed}.db", name, sampler, seed, asha))
+                    f"sqlite:///{tmp}/{name}-{seed}.db", name, sampler, seed,
+                    Stopping("asha" if asha else "none")))
                 print(f"seed {seed} {name}: {runs[name][-1].busy_s / 3600:.1f} h", file=sys.stderr)
     budget = min(s.busy_s / 3600 for studies in runs.values() for s in studies)
     out = {}

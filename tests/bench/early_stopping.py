@@ -1,0 +1,191 @@
+"""Early stopping against a study's answer, in simulated time: crossing and non-crossing curves.
+
+Each method searches with the study's own searcher (seeded TPE) and scheduler, driven by the
+simulated clock (:mod:`transcenter.platform.simulated_time`): ``--trials`` trials of ``--epochs``
+epochs on ``--slots`` slots, once per seed.
+
+- ``crossing`` (:class:`~transcenter.platform.simulate.CrossingSurrogate`: small heatmaps lead
+  early, S = 64 ends highest) over ``studies/full_search.py``'s space on AP50: in how many seeds
+  the best trial that trained every epoch has the best S (``best_s``), and in how many the
+  upper-limit table (:func:`transcenter.dashboards.analysis.upper_limit`, from each trial's last
+  epoch) ranks the best S first (``upper_limit``).
+- ``crossing_mo``: the same curves over ``studies/accuracy_vs_compute.py``'s space on AP (max) and
+  GMACs (min): in how many seeds the best-AP size is on the front of the trials that trained every
+  epoch (``front``).
+- ``surrogate`` (:class:`~transcenter.platform.simulate.Surrogate`: better configurations also
+  learn faster, no crossing) over full_search's space: the best AP50 found (mean, std over seeds).
+- ``--source results/<study>``: a finished study's own rows as the curves, its own space and
+  objectives: the best value found.
+
+Every method reports its slot-hours (mean over seeds). The best S is the size whose best
+configuration ends highest on the noiseless curves. Methods: ``none``, ``asha`` (Ray's ASHA,
+multi-objective ASHA on two objectives: today's), ``audited`` (the default: audited ASHA stratified
+by the heatmap size), and the candidates ``stratified`` (no sentinels) and ``audited_one_stratum``
+(sentinels, no strata). Prints one JSON object with ``targets``: each target of issue 36 and
+whether it holds.
+
+    python tests/bench/early_stopping.py [--seeds 10] [--trials 64] [--epochs 20] [--slots 8]
+        [--source results/<study>]
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import sys
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import optuna
+import pandas as pd
+
+from transcenter.dashboards.analysis import upper_limit
+from transcenter.platform.mo_asha import non_dominated_ranks
+from transcenter.platform.schedulers import Stopping
+from transcenter.platform.search import SearchSpace
+from transcenter.platform.simulate import CROSSING, SURROGATE, SimulationSpec
+from transcenter.platform.simulated_time import SimulatedStudy, run_simulated_time
+from transcenter.store.results import ResultStore
+
+SIZE = "model.heatmap_size"
+STUDIES = Path(__file__).resolve().parents[2] / "studies"
+METHODS = {
+    "none": Stopping("none"),
+    "asha": Stopping("asha"),
+    "audited": Stopping("audited", stratify=SIZE),
+    "stratified": Stopping("audited", stratify=SIZE, sentinel_every=0),
+    "audited_one_stratum": Stopping("audited"),
+}
+# family -> (curves, study script whose space it searches, objectives, methods)
+FAMILIES = {
+    "crossing": (CROSSING, "full_search", {"AP50": "max"}, tuple(METHODS)),
+    "crossing_mo": (CROSSING, "accuracy_vs_compute", {"AP": "max", "gmacs": "min"},
+                    ("none", "asha", "audited")),
+    "surrogate": (SURROGATE, "full_search", {"AP50": "max"}, ("none", "asha", "audited")),
+}
+
+
+def study_space(script: str) -> SearchSpace:
+    """Returns the search space ``studies/<script>.py`` declares."""
+    sys.path.insert(0, str(STUDIES))
+    return __import__(script).SPACE
+
+
+def best_size(sim: SimulationSpec, metric: str) -> int:
+    """Returns the heatmap size whose best configuration ends highest on the noiseless curves."""
+    curves = dataclasses.replace(sim.curves(), noise=0.0)
+    sizes = sim.space[SIZE]["values"]
+    optimum = curves.optimum()
+    return max(sizes, key=lambda s: curves.metrics({**optimum, SIZE: s}, sim.epochs)[metric])
+
+
+def run_one(job: tuple) -> dict:
+    """Runs one seed of one method on one family; returns what the targets read."""
+    family, method, source, space_description, objectives, seed, args = job
+    space = SearchSpace.from_description(space_description)
+    sim = SimulationSpec(source, space_description, args["epochs"], seed=seed)
+    stopping = METHODS[method]
+    if stopping.stratify and stopping.stratify not in space.params:
+        stopping = dataclasses.replace(stopping, stratify=None)
+    with tempfile.TemporaryDirectory() as tmp:
+        study = run_simulated_time(space, objectives, sim, args["trials"], args["slots"],
+                                   f"sqlite:///{tmp}/study.db", "bench", "tpe", seed, stopping)
+    metric = next(iter(objectives))
+    full = [t for t in study.trials if t.epochs == args["epochs"]]
+    out = {"family": family, "method": method, "seed": seed, "hours": study.busy_s / 3600,
+           "best": max(t.last[metric] for t in full) if full else None}
+    if source in (SURROGATE, CROSSING) and SIZE in space.params:
+        right = best_size(sim, metric)
+        if len(objectives) == 1:
+            winner = max(full, key=lambda t: t.last[metric]).params[SIZE] if full else None
+            out["best_s"] = winner == right
+            out["upper_limit"] = _upper_limit_first(study, metric, args["epochs"]) == right
+        else:
+            signs = [-1 if mode == "max" else 1 for mode in objectives.values()]
+            ranks = non_dominated_ranks([[s * t.last[m] for s, m in zip(signs, objectives)]
+                                         for t in full])
+            out["front"] = any(r == 0 and t.params[SIZE] == right for r, t in zip(ranks, full))
+    return out
+
+
+def _upper_limit_first(study: SimulatedStudy, metric: str, epochs: int):
+    """Returns the heatmap size the upper-limit table ranks first (known limits before unknown)."""
+    rows = pd.DataFrame([{"study": "bench", "trial_id": t.key, "epoch": t.epochs,
+                          "status": "completed" if t.epochs == epochs else "stopped",
+                          SIZE: t.params[SIZE], **t.last} for t in study.trials])
+    table = upper_limit(rows, by=SIZE, rank_by=metric)
+    return table.sort_values(["known", metric], ascending=False).index[0]
+
+
+def _summary(runs: list[dict]) -> dict:
+    bests = [r["best"] for r in runs if r["best"] is not None]
+    out = {"slot_hours": round(statistics.mean(r["hours"] for r in runs), 2),
+           "best": [round(statistics.mean(bests), 2),
+                    round(statistics.stdev(bests), 2) if len(bests) > 1 else 0.0]}
+    for key in ("best_s", "upper_limit", "front"):
+        if key in runs[0]:
+            out[key] = f"{sum(r[key] for r in runs)}/{len(runs)}"
+    return out
+
+
+def _count(fraction: str) -> int:
+    return int(fraction.split("/")[0])
+
+
+def targets(out: dict, seeds: int) -> dict:
+    """Returns each target of issue 36 with its value and whether it holds."""
+    need = -(-9 * seeds // 10)  # 9 of 10
+    crossing, mo, plain = out["crossing"], out["crossing_mo"], out["surrogate"]
+    ratio = crossing["audited"]["slot_hours"] / crossing["none"]["slot_hours"]
+    surrogate_ratio = plain["audited"]["slot_hours"] / plain["asha"]["slot_hours"]
+    gap = plain["asha"]["best"][0] - plain["audited"]["best"][0]
+    spread = max(plain["asha"]["best"][1], plain["audited"]["best"][1])
+    return {
+        "crossing_best_s": [crossing["audited"]["best_s"], _count(crossing["audited"]["best_s"]) >= need],
+        "crossing_upper_limit": [crossing["audited"]["upper_limit"],
+                                 _count(crossing["audited"]["upper_limit"]) >= need],
+        "crossing_mo_front": [mo["audited"]["front"], _count(mo["audited"]["front"]) >= need],
+        "crossing_hours_vs_none": [round(ratio, 3), ratio <= 0.5],
+        "surrogate_best_gap_vs_asha": [round(gap, 2), gap <= spread],
+        "surrogate_hours_vs_asha": [round(surrogate_ratio, 3), surrogate_ratio <= 1.25],
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, default=10)
+    p.add_argument("--trials", type=int, default=64)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--slots", type=int, default=8)
+    p.add_argument("--source", help="also replay a finished study's own rows")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes")
+    args = p.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    settings = {"trials": args.trials, "epochs": args.epochs, "slots": args.slots}
+    families = {name: (source, study_space(script).describe(), objectives, methods)
+                for name, (source, script, objectives, methods) in FAMILIES.items()}
+    settings_source = settings
+    if args.source:
+        meta = ResultStore.open(args.source).read_meta()
+        settings_source = {**settings, "epochs": meta["settings"]["epochs"]}
+        families["source"] = (args.source, meta["search_space"], meta["objectives"],
+                              ("none", "asha", "audited"))
+    jobs = [(family, method, source, space, objectives, seed,
+             settings_source if family == "source" else settings)
+            for family, (source, space, objectives, methods) in families.items()
+            for method in methods for seed in range(args.seeds)]
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        runs = list(pool.map(run_one, jobs))
+    out: dict = {}
+    for family, (_, _, _, methods) in families.items():
+        out[family] = {m: _summary([r for r in runs if r["family"] == family and r["method"] == m])
+                       for m in methods}
+    print(json.dumps({**settings, "seeds": args.seeds, **out,
+                      "targets": targets(out, args.seeds)}))
+
+
+if __name__ == "__main__":
+    main()
