@@ -20,6 +20,7 @@ from transcenter.dashboards import paper
 # Accuracy against compute, for users of this module: the Pareto front of several objectives and
 # its hypervolume (implemented in transcenter.dashboards.pareto).
 from transcenter.dashboards.pareto import hypervolume, hypervolume_curve, pareto_front  # noqa: F401
+from transcenter.store import agreement
 from transcenter.store.results import COCO_AP_KEYS, OVERLAP_RECALL, ResultStore, is_param_column
 
 HEATMAP_SIZE = "model.heatmap_size"
@@ -232,6 +233,81 @@ def upper_limit_note(table: pd.DataFrame, rank_by: str = "AP") -> str:
         notes.append(f"its lead over {name} = {ordered.index[1]} ({gap:.1f}) {verdict} the spread "
                      f"over seeds (std {spread:.1f}, {int(ordered['seeds'].iloc[0])} seeds)")
     return "; ".join(notes) + "."
+
+
+def rung_audit(df: pd.DataFrame, meta: dict[str, Any]) -> pd.DataFrame:
+    """How far each early-stopping rung's ranking held, from the stored rows (the audit the study's
+    audited ASHA decides with; the same arithmetic, ``transcenter.store.agreement``).
+
+    Args:
+        df: Trial-epochs of one study (`load_study`).
+        meta: Its ``study.json`` (`load_meta`): ``objectives`` and ``settings`` (``epochs``,
+            ``grace_period``, ``reduction_factor``, ``stratify``, ``rung_min_tau``).
+
+    Returns:
+        Indexed by ``rung`` (epoch; rungs at ``grace_period * reduction_factor**k`` below the last
+        epoch): ``tau``, Kendall's τ between the trials' values at the rung and at their last epoch
+        over ``pairs``, the pairs of trials that trained every epoch, share a stratum and whose
+        final values differ by more than the noise of a difference (NaN without pairs; several
+        objectives: the lowest τ); ``stopped``, the trials stopped at that epoch; ``agrees``,
+        whether τ is at least ``rung_min_tau`` (default 0.5; True without pairs). Empty for a
+        study without early stopping or settings.
+    """
+    columns = ["pairs", "tau", "stopped", "agrees"]
+    settings = meta.get("settings") or {}
+    if not settings.get("asha") or df.empty:
+        return pd.DataFrame(columns=columns, index=pd.Index([], name="rung"))
+    epochs, grace, factor = settings["epochs"], settings["grace_period"], settings["reduction_factor"]
+    rungs = [grace * factor**k for k in range(epochs) if grace * factor**k < epochs]
+    objectives = [m for m in (meta.get("objectives") or {}) if m in df]
+    stratify = settings.get("stratify")
+    complete = df.groupby(TRIAL_KEY)["status"].transform(lambda s: (s == "completed").any())
+    finished = df[complete.astype(bool)]
+    values = finished.pivot_table(index=TRIAL_KEY, columns="epoch", values=objectives)  # (trials, k × epochs)
+    tails = [values[m].reindex(columns=[epochs - 2, epochs - 1, epochs]).to_numpy()
+             for m in objectives]  # k × (n, 3)
+    second = np.stack([t[:, 2] - 2 * t[:, 1] + t[:, 0] for t in tails], axis=1)  # (n, k)
+    margin = agreement.clear_margin(agreement.epoch_noise(second[np.isfinite(second).all(axis=1)]))
+    strata = (finished.groupby(TRIAL_KEY)[stratify].first() if stratify in finished
+              else pd.Series(0, index=values.index))
+    last = df.sort_values("epoch").groupby(TRIAL_KEY).last()
+    stopped_at = last.loc[last["status"] == "stopped", "epoch"]
+    min_tau = settings.get("rung_min_tau", 0.5)
+    rows = {}
+    for rung in rungs:
+        counts = np.zeros((2, len(objectives)), dtype=int)
+        for _, members in strata.groupby(strata, dropna=False):
+            at = [values[m].reindex(index=members.index, columns=[rung, epochs]).to_numpy()
+                  for m in objectives]  # k × (n, 2)
+            early, late = (np.stack([a[:, i] for a in at], axis=1) for i in (0, 1))  # (n, k)
+            keep = np.isfinite(early).all(axis=1) & np.isfinite(late).all(axis=1)
+            if keep.sum() > 1:
+                counts += np.array(agreement.concordance(early[keep], late[keep], margin))
+        tau, pairs = agreement.kendall_tau(counts[0], counts[1])
+        rows[rung] = {"pairs": pairs, "tau": np.nan if tau is None else tau,
+                      "stopped": int((stopped_at == rung).sum()),
+                      "agrees": tau is None or tau >= min_tau}
+    return pd.DataFrame.from_dict(rows, orient="index", columns=columns).rename_axis("rung")
+
+
+def rung_audit_note(audit: pd.DataFrame) -> str:
+    """Says where early stopping disagreed with the final ranking (rungs whose τ is below the
+    study's threshold and that stopped trials), or that it held; "" without a rung."""
+    if audit.empty:
+        return ""
+    bad = audit[~audit["agrees"] & (audit["stopped"] > 0)]
+    if bad.empty:
+        audited = audit[audit["pairs"] > 0]
+        if audited.empty:
+            return ("Early stopping: no pair of trials that trained every epoch tells yet whether "
+                    "its rungs ranked trials as their last epoch does.")
+        return ("Early stopping agreed with the final ranking at every audited rung "
+                f"(lowest Kendall tau {audited['tau'].min():+.2f}).")
+    where = ", ".join(f"epoch {rung:g} (tau {row.tau:+.2f} over {row.pairs} pairs, "
+                      f"{row.stopped} trials stopped there)" for rung, row in bad.iterrows())
+    return (f"Early stopping disagreed with the final ranking at {where}: trials it stopped there "
+            f"may have ended best. Check the upper limit's complete trials, or rerun with a "
+            f"larger --grace-period or --no-asha.")
 
 
 def loss_curves(df: pd.DataFrame, by: str = HEATMAP_SIZE) -> pd.DataFrame:

@@ -72,9 +72,12 @@ def write_report(
         ("Lower limit: AP50 (%) in the first epochs (paper Fig. 6)",
          (_note(tables.lower_note) if tables.lower_note else "")
          + _section(tables.lower, lambda: _lower_limit_figure(tables.lower, by))),
-        ("Upper limit: AP (%) at the best epoch of the best trial, beside the paper (Tables 4 and 2)",
-         _section(tables.upper)),
+        ("Upper limit: AP (%) at the best epoch of the best trial that trained every epoch, "
+         "beside the paper (Tables 4 and 2)",
+         (_note(tables.upper_note) if tables.upper_note else "") + _section(tables.upper)),
     ]
+    sections += [(summary.AUDIT_TITLE + ("" if len(studies) == 1 else f" of study {study}"),
+                  _section(table)) for study, table in tables.audit.items()]
     if tables.compute is not None:  # studies before cost metrics have no such section
         sections.append((summary.COMPUTE_TITLE, _compute_section(tables, by)))
     if tables.class_ap50 is not None:  # studies before per-class AP have no such section
@@ -95,7 +98,7 @@ def write_report(
                 f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>\n"
                 f"<h1>{html.escape(title)}</h1>\n<p>{len(tables.epochs)} trial-epochs; "
                 f"{html.escape(overview)}. AP values are in percent (0-100), as the paper prints them."
-                f"</p>\n{body}</body></html>\n")
+                f"</p>\n{_note(tables.audit_note) if tables.audit_note else ''}{body}</body></html>\n")
     location = uri.resolve(os.fspath(output))
     filesystem, path = uri.filesystem(location)
     filesystem.create_dir(posixpath.dirname(path), recursive=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
@@ -23,6 +23,10 @@ OVERLAP_TITLE = ("Overlap recall vs. AP per head (paper Fig. 2): recall (%) of o
                  "their heatmap cell with a same-class object, at each trial's last evaluation")
 CLASS_AP50_TITLE = "Per-class AP50 (%) of the best trial at its best epoch, weakest class first"
 DATASET_TITLE = "Data set"
+UPPER_TITLE = ("Upper limit (paper Tables 4 and 2): AP (%) at the best epoch of the best trial that "
+               "trained every epoch")
+AUDIT_TITLE = ("Rung audit: Kendall tau of each early-stopping rung's ranking against the last "
+               "epoch's, over trials that trained every epoch")
 COMPUTE_TITLE = "Accuracy against compute: AP vs. forward GMACs per image, and the Pareto front"
 
 
@@ -47,6 +51,9 @@ class StudyTables:
             studies that have one.
         compute: Accuracy against compute (`ComputeTables`), None when the study records no
             ``gmacs`` (studies before it); a ``str`` says why there is none.
+        upper_note: The upper limit's conclusion (`analysis.upper_limit_note`), "" without one.
+        audit: `analysis.rung_audit` of each study that stopped trials early (by study name).
+        audit_note: `analysis.rung_audit_note` of each of them, joined; "" without early stopping.
     """
 
     epochs: pd.DataFrame
@@ -62,6 +69,9 @@ class StudyTables:
     class_ap50: pd.DataFrame | str | None
     datasets: dict[str, DataSetTables]
     compute: ComputeTables | str | None
+    upper_note: str = ""
+    audit: dict[str, pd.DataFrame] = field(default_factory=dict)
+    audit_note: str = ""
 
 
 @dataclass(frozen=True)
@@ -107,7 +117,7 @@ def collect(
     status = analysis.trial_status(epochs, analysis.load_trials(paths))
     overlap = (analysis.head_comparison(epochs, by=by) if OVERLAP_RECALL in epochs
                else f"The study reports no {OVERLAP_RECALL!r} (studies of older versions did not record it).")
-    lower_note = ""
+    lower_note = upper_note = ""
     if epochs.empty:
         lower = upper = losses = overlap = "No epoch has been recorded yet."
     elif by not in epochs:
@@ -117,12 +127,17 @@ def collect(
         leaders = analysis.lower_limit_leaders(epochs, epochs=range(1, first_epochs + 1), by=by)
         lower_note = lower_limit_note(leaders, by, first_epochs)
         upper = analysis.upper_limit(epochs, by=by)
+        upper_note = analysis.upper_limit_note(upper)
         losses = analysis.loss_curves(epochs, by=by)
     try:
         importance = analysis.importance(epochs)
     except analysis.NotEnoughTrials as why:
         importance = f"No importance: it {why}."
     meta = analysis.load_meta(paths)
+    audit = {study: analysis.rung_audit(epochs[epochs["study"] == study], m)
+             for study, m in meta.items() if (m.get("settings") or {}).get("asha")}
+    audit_note = " ".join(f"{study}: {analysis.rung_audit_note(table)}" if len(audit) > 1
+                          else analysis.rung_audit_note(table) for study, table in audit.items())
     best = analysis.best_trial(status)
     datasets = {study: dataset_tables.tables(m["dataset"]) for study, m in meta.items()
                 if m.get("dataset")}
@@ -130,7 +145,8 @@ def collect(
                        lower=lower, lower_note=lower_note, upper=upper, overlap=overlap, losses=losses,
                        importance=importance, best=best,
                        class_ap50=_class_ap50(epochs, best, meta), datasets=datasets,
-                       compute=_compute(epochs, meta))
+                       compute=_compute(epochs, meta), upper_note=upper_note, audit=audit,
+                       audit_note=audit_note.strip())
 
 
 def compute_note(compute: ComputeTables) -> str:
@@ -224,7 +240,8 @@ def render_text(tables: StudyTables) -> str:
         ("Lower limit (paper Fig. 6): AP50 (%) in the first epochs",
          tables.lower if not tables.lower_note or isinstance(tables.lower, str)
          else f"{_text(tables.lower)}\n{tables.lower_note}"),
-        ("Upper limit (paper Tables 4 and 2): AP (%) at the best epoch of the best trial", tables.upper),
+        (UPPER_TITLE, tables.upper if not tables.upper_note or isinstance(tables.upper, str)
+         else f"{_text(tables.upper)}\n{tables.upper_note}"),
         (OVERLAP_TITLE, tables.overlap),
         ("Position vs. size heatmap loss (paper Fig. 7)", tables.losses),
         ("Hyperparameter importance for AP (PED-ANOVA)", tables.importance),
@@ -242,7 +259,10 @@ def render_text(tables: StudyTables) -> str:
                     f"{_text(data.splits)}\n\n{_text(data.same_cell)}\n{dataset_tables.SAME_CELL_NOTE}\n"
                     "(objects per class: in the HTML report)")
                    for study, data in tables.datasets.items()]
-    blocks = data_blocks + blocks
+    audit_blocks = [(f"{AUDIT_TITLE} of study {study}", table) for study, table in tables.audit.items()]
+    blocks = data_blocks + blocks + audit_blocks
+    if tables.audit_note:
+        blocks.insert(0, ("Early stopping", tables.audit_note))
     return "\n\n".join(f"== {title} ==\n{_text(body)}" for title, body in blocks) + "\n"
 
 

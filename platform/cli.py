@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import subprocess
 import sys
 from typing import Any
@@ -24,6 +25,28 @@ from transcenter.store.results import ResultStore
 from transcenter.store.uri import display, mask
 
 
+def number(kind: type, low: float, above: bool = False):
+    """Returns an argparse type that reads a ``kind`` (int or float) and refuses a value below
+    ``low`` (or not above it, with ``above``); argparse names the flag in its error."""
+    bound = f"> {low:g}" if above else f">= {low:g}"
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'} "
+                                             f"{bound}, got {text!r}") from None
+        if not math.isfinite(value) or value < low or (above and value == low):
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text!r}")
+        return value
+
+    return parse
+
+
+POSITIVE = number(int, 1)
+NON_NEGATIVE = number(float, 0)
+
+
 def build_parser(name: str, description: str, asha: bool, seeds: int = 1,
                  sampler: str = "tpe", objectives: tuple[str, ...] = ()) -> argparse.ArgumentParser:
     """Returns the parser with the flags common to all studies."""
@@ -35,23 +58,24 @@ def build_parser(name: str, description: str, asha: bool, seeds: int = 1,
                                        "(splits, classes: --set data.train_splits=..., README)")
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu",
                    help="smoke: seconds per trial; cpu: the CPU demo; paper: ResNet-50 at 512 on A100s")
-    p.add_argument("--num-samples", type=int, help="trials (default: the grid's size, or 8 for TPE)")
-    p.add_argument("--epochs", type=int, help="epochs per trial (default: the preset's)")
+    p.add_argument("--num-samples", type=POSITIVE, help="trials (default: the grid's size, or 8 for TPE)")
+    p.add_argument("--epochs", type=POSITIVE, help="epochs per trial (default: the preset's)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="fix a config field for every trial, e.g. --set loss.bg_weight_mode=single")
-    p.add_argument("--workers-per-trial", type=int, default=1, help="Ray Train workers (DDP) per trial")
-    p.add_argument("--cpus-per-worker", type=float, default=1.0)
-    p.add_argument("--gpus-per-worker", type=float, default=0.0,
+                   help="fix a config field for every trial, e.g. --set loss.bg_weight_mode=single; "
+                        "a field the study searches is then taken out of its search")
+    p.add_argument("--workers-per-trial", type=POSITIVE, default=1, help="Ray Train workers (DDP) per trial")
+    p.add_argument("--cpus-per-worker", type=number(float, 0, above=True), default=1.0)
+    p.add_argument("--gpus-per-worker", type=NON_NEGATIVE, default=0.0,
                    help="GPUs per worker; fractions share a GPU between small trials")
-    p.add_argument("--keep-workers", type=float, default=5.0, metavar="SECONDS",
+    p.add_argument("--keep-workers", type=NON_NEGATIVE, default=5.0, metavar="SECONDS",
                    help="how long a finished trial's Train workers wait for the next trial, which "
                         "then skips starting processes and importing torch (0: never; default "
                         "%(default)s)")
-    p.add_argument("--max-concurrent-trials", type=int, default=2)
+    p.add_argument("--max-concurrent-trials", type=POSITIVE, default=2)
     p.add_argument("--asha", action=argparse.BooleanOptionalAction, default=asha,
                    help="ASHA early stopping on --metric (default %(default)s)")
-    p.add_argument("--grace-period", type=int, default=1, help="ASHA: epochs before a trial may stop")
-    p.add_argument("--reduction-factor", type=int, default=2,
+    p.add_argument("--grace-period", type=POSITIVE, default=1, help="ASHA: epochs before a trial may stop")
+    p.add_argument("--reduction-factor", type=number(int, 2), default=2,
                    help="ASHA: about 1/rf of the trials at a rung continue (default %(default)s)")
     p.add_argument("--stopping", choices=("audited", "asha"), default="audited",
                    help="--asha's policy: audited (rungs compare a trial only with trials of its "
@@ -62,10 +86,10 @@ def build_parser(name: str, description: str, asha: bool, seeds: int = 1,
     p.add_argument("--stratify", default="auto", metavar="FIELD|auto|none",
                    help="--stopping audited: compare trials at a rung only within each value of this "
                         "searched field (auto: model.heatmap_size when searched) (default %(default)s)")
-    p.add_argument("--sentinel-every", type=int, default=8, metavar="N",
+    p.add_argument("--sentinel-every", type=number(int, 0), default=8, metavar="N",
                    help="--stopping audited: every N-th trial of a stratum is never stopped and "
                         "audits the rungs (0: none, every rung decides) (default %(default)s)")
-    p.add_argument("--rung-min-tau", type=float, default=0.5, metavar="TAU",
+    p.add_argument("--rung-min-tau", type=number(float, -1), default=0.5, metavar="TAU",
                    help="--stopping audited: a rung whose Kendall tau against the final ranking is "
                         "below TAU stops deciding (default %(default)s)")
     p.add_argument("--metric", default="AP50", help="metric to optimise and early-stop on")
@@ -80,9 +104,9 @@ def build_parser(name: str, description: str, asha: bool, seeds: int = 1,
                    help="Optuna sampler: tpe (also multi-objective), mtpe (multivariate TPE: "
                         "one model of all parameters, cheaper asks in studies of thousands of "
                         "trials), nsga2, random, grid (default %(default)s)")
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--seed", type=number(int, 0), default=0,
                    help="seeds the sampler and every trial (train.seed, data.seed) (default %(default)s)")
-    p.add_argument("--seeds", type=int, default=seeds,
+    p.add_argument("--seeds", type=POSITIVE, default=seeds,
                    help="grid studies: run every grid point under this many training seeds "
                         "(train.seed = --seed, --seed+1, ...); the report says whether the "
                         "conclusion holds for each (default %(default)s)")
@@ -101,7 +125,7 @@ def build_parser(name: str, description: str, asha: bool, seeds: int = 1,
                    help="continue an interrupted study; --resume auto: continue it if it exists, "
                         "else start it (for schedulers that resubmit the same command, such as a "
                         "KubeRay RayJob's backoffLimit)")
-    p.add_argument("--min-free-gb", type=float, default=1.0,
+    p.add_argument("--min-free-gb", type=NON_NEGATIVE, default=1.0,
                    help="refuse to start with less free disk on local storage (default %(default)s)")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local Ray)")
     p.add_argument("--no-report", action="store_true", help="skip writing report.html at the end")
@@ -114,17 +138,35 @@ def build_parser(name: str, description: str, asha: bool, seeds: int = 1,
                         "crossing: its variant with the paper's crossing curves, small heatmaps "
                         "ahead early, S = 64 ahead at the end; or a finished study's folder) on a "
                         "sped-up clock through the real Tune, Optuna, ASHA and result store")
-    p.add_argument("--time-scale", type=float, default=1000.0,
+    p.add_argument("--time-scale", type=number(float, 0, above=True), default=1000.0,
                    help="--simulate: simulated seconds per real second (default %(default)s)")
     p.set_defaults(study_objectives=tuple(objectives))
     return p
+
+
+def fixed_by_set(args: argparse.Namespace, space: SearchSpace) -> tuple[SearchSpace, list[str]]:
+    """Returns the study's space without the fields ``--set`` fixes, and those fields as
+    ``name=value``.
+
+    Raises:
+        ValueError: ``--set`` fixes every field the study searches: nothing would be searched.
+    """
+    given = parse_overrides(args.set)
+    taken = [f"{name}={given[name]}" for name in space.params if name in given]
+    if taken and len(taken) == len(space.params):
+        raise ValueError(f"--set {' '.join(taken)}: this study searches only "
+                         f"{', '.join(space.params)}; with --set fixing it there is nothing left "
+                         f"to search (drop --set, or run a study that searches other fields)")
+    return SearchSpace({n: p for n, p in space.params.items() if n not in given}), taken
 
 
 def spec_from_args(args: argparse.Namespace, space: SearchSpace,
                    fixed: dict[str, Any] | None = None,
                    fixed_by_preset: dict[str, dict[str, Any]] | None = None) -> StudySpec:
     """Returns the :class:`StudySpec` the parsed flags describe; ``--set`` overrides ``fixed``,
-    which overrides ``fixed_by_preset[--preset]``."""
+    which overrides ``fixed_by_preset[--preset]``. A field the study searches that ``--set`` fixes
+    is taken out of the search (:func:`fixed_by_set`)."""
+    space = fixed_by_set(args, space)[0]
     overrides: dict[str, Any] = {"train.seed": args.seed, "data.seed": args.seed,
                                  **(fixed_by_preset or {}).get(args.preset, {}), **(fixed or {}),
                                  **parse_overrides(args.set)}
@@ -137,7 +179,7 @@ def spec_from_args(args: argparse.Namespace, space: SearchSpace,
         space = SearchSpace({**space.params, "train.seed": seeds})
     if args.data_root:
         overrides["data.root"] = args.data_root
-    if args.epochs:
+    if args.epochs is not None:
         overrides["train.epochs"] = args.epochs
     resources = Resources(workers=args.workers_per_trial, cpus_per_worker=args.cpus_per_worker,
                           gpus_per_worker=args.gpus_per_worker, keep_workers_s=args.keep_workers)
@@ -202,6 +244,9 @@ def main(name: str, space: SearchSpace, description: str, sampler: str = "tpe",
         directory = study_dir(spec)
         print(f"study {spec.name}: {spec.samples} trials x {spec.epochs} epochs -> {mask(directory)}")
         print(f"  early stopping: {spec.early_stopping.describe()}")
+        taken = fixed_by_set(args, space)[1]
+        if taken:
+            print(f"  fixed by --set, not searched: {', '.join(taken)}")
         database = display(optuna_url(spec), spec.optuna_password is not None)
         tensorboard = "" if spec.simulate else f" | tensorboard --logdir {mask(directory)}/tune"
         print(f"  live: Ray dashboard (the address Ray prints as it connects) | "

@@ -105,5 +105,53 @@ def test_keep_workers_reaches_the_trials_and_a_negative_one_is_refused(tmp_path)
     spec = spec_from_args(parser.parse_args(["--keep-workers", "0", "--storage-path",
                                              str(tmp_path)]), space)
     assert spec.resources.keep_workers_s == 0.0
-    with pytest.raises(ValueError, match=r"keep_workers_s=-1\.0: must be >= 0 seconds"):
-        spec_from_args(parser.parse_args(["--keep-workers", "-1"]), space)
+
+
+@pytest.mark.parametrize("flag, value", [
+    ("--epochs", "0"), ("--num-samples", "0"), ("--keep-workers", "-1"),
+    ("--max-concurrent-trials", "0"), ("--cpus-per-worker", "0"), ("--time-scale", "0"),
+    ("--grace-period", "0"), ("--reduction-factor", "1"), ("--seeds", "0"), ("--epochs", "two"),
+    ("--min-free-gb", "nan")])
+def test_a_numeric_flag_out_of_range_is_refused_naming_it(flag, value, capsys):
+    from transcenter.platform.cli import build_parser
+
+    parser = build_parser("heatmap_size", "", asha=False, sampler="grid")
+    with pytest.raises(SystemExit) as exited:
+        parser.parse_args([flag, value])
+    assert exited.value.code == 2
+    assert f"argument {flag}: " in capsys.readouterr().err
+
+
+def test_epochs_zero_is_refused_before_anything_starts(tmp_path):
+    cmd = [sys.executable, str(REPO / "studies" / "heatmap_size.py"), "--preset", "smoke",
+           "--epochs", "0", "--storage-path", str(tmp_path)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "argument --epochs: must be >= 1, got '0'" in done.stderr
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_set_on_a_searched_field_takes_it_out_of_the_search(tmp_path):
+    from transcenter.platform.cli import build_parser, fixed_by_set, spec_from_args
+
+    space = SearchSpace({"model.heatmap_size": Categorical([16, 32]), "loss.alpha": Float(1, 2)})
+    args = build_parser("full_search", "", asha=True).parse_args(
+        ["--set", "model.heatmap_size=32", "--storage-path", str(tmp_path)])
+    spec = spec_from_args(args, space)
+    assert list(spec.space.params) == ["loss.alpha"]
+    assert spec.trial_defaults.model.heatmap_size == 32
+    assert fixed_by_set(args, space)[1] == ["model.heatmap_size=32"]
+    assert spec.early_stopping.stratify is None  # the heatmap size is no longer searched
+    only = SearchSpace({"model.heatmap_size": Categorical([16, 32])})
+    with pytest.raises(ValueError, match="--set model.heatmap_size=32: this study searches only "
+                                         "model.heatmap_size"):
+        spec_from_args(args, only)
+
+
+def test_stratify_must_name_a_searched_field(tmp_path):
+    space = SearchSpace({"model.heatmap_size": Categorical([16, 32]), "loss.alpha": Float(1, 2)})
+    spec = StudySpec(name="s", space=space, preset="smoke", asha=True, storage_path=str(tmp_path))
+    assert spec.early_stopping.stratify == "model.heatmap_size"  # auto: the heatmap size
+    assert StudySpec(name="s", space=space, preset="smoke", asha=True, stratify="loss.alpha",
+                     storage_path=str(tmp_path)).early_stopping.stratify == "loss.alpha"
+    with pytest.raises(ValueError, match="--stratify 'optim.lr': not a parameter this study searches"):
+        StudySpec(name="s", space=space, preset="smoke", asha=True, stratify="optim.lr")

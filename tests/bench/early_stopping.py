@@ -17,8 +17,10 @@ epochs on ``--slots`` slots, once per seed.
 - ``--source results/<study>``: a finished study's own rows as the curves, its own space and
   objectives: the best value found.
 
-Every method reports its slot-hours (mean over seeds). The best S is the size whose best
-configuration ends highest on the noiseless curves. Methods: ``none``, ``asha`` (Ray's ASHA,
+Every method reports its slot-hours (mean over seeds) and, on the built-in families, the share of
+the later half of the trials that TPE proposed at the best S (``late_best_s_share``: what the
+searcher learned from the stopped trials). The best S is the size whose best configuration ends
+highest on the noiseless curves. Methods: ``none``, ``asha`` (Ray's ASHA,
 multi-objective ASHA on two objectives: today's), ``audited`` (the default: audited ASHA stratified
 by the heatmap size), and the candidates ``stratified`` (no sentinels) and ``audited_one_stratum``
 (sentinels, no strata). Prints one JSON object with ``targets``: each target of issue 36 and
@@ -99,6 +101,8 @@ def run_one(job: tuple) -> dict:
            "best": max(t.last[metric] for t in full) if full else None}
     if source in (SURROGATE, CROSSING) and SIZE in space.params:
         right = best_size(sim, metric)
+        later = sorted(study.trials, key=lambda t: t.key)[len(study.trials) // 2:]
+        out["late_best_s_share"] = sum(t.params[SIZE] == right for t in later) / len(later)
         if len(objectives) == 1:
             winner = max(full, key=lambda t: t.last[metric]).params[SIZE] if full else None
             out["best_s"] = winner == right
@@ -128,6 +132,8 @@ def _summary(runs: list[dict]) -> dict:
     for key in ("best_s", "upper_limit", "front"):
         if key in runs[0]:
             out[key] = f"{sum(r[key] for r in runs)}/{len(runs)}"
+    if "late_best_s_share" in runs[0]:
+        out["late_best_s_share"] = round(statistics.mean(r["late_best_s_share"] for r in runs), 2)
     return out
 
 
