@@ -64,7 +64,6 @@ class RungAudit:
 
 
 POOLED = object()  # the audit over every stratum's pairs together
-ACROSS = object()  # the audit over the pairs of trials in different strata
 
 
 class AuditedASHA(FIFOScheduler):
@@ -106,7 +105,7 @@ class AuditedASHA(FIFOScheduler):
         self.brackets: dict[Any, MultiObjectiveASHA] = {}
         self.stratum: dict[str, Any] = {}
         self.sentinels: set[str] = set()
-        self.merged = MultiObjectiveASHA(**self._rules)  # every trial, across strata
+        self._added: dict[Any, int] = {}  # trials per stratum
         self._at_rung: dict[str, dict[float, Point]] = {}  # trial -> milestone -> minimised values
         self._tail: dict[str, list[tuple[float, Point]]] = {}  # trial -> its last 3 epochs
         self._final: dict[str, Point] = {}  # trials that trained every epoch: last values, minimised
@@ -124,9 +123,11 @@ class AuditedASHA(FIFOScheduler):
         if trial.trial_id not in self.stratum:
             value = (trial.config or {}).get(self.stratify) if self.stratify else None
             key = value.item() if hasattr(value, "item") else value
-            if self.sentinel_every and len(self.stratum) % self.sentinel_every == 0:
-                self.sentinels.add(trial.trial_id)
+            order = self._added.get(key, 0)
+            self._added[key] = order + 1
             self.stratum[trial.trial_id] = key
+            if self.sentinel_every and order % self.sentinel_every == 0:
+                self.sentinels.add(trial.trial_id)
         return self.stratum[trial.trial_id]
 
     def on_trial_add(self, tune_controller: TuneController, trial: Trial) -> None:
@@ -170,13 +171,7 @@ class AuditedASHA(FIFOScheduler):
             return self._cache[milestone, stratum]
         margin = clear_margin(self.noise())  # (k,)
         counts = np.zeros((2, len(self.objectives)), dtype=int)  # concordant, discordant
-        if stratum is ACROSS:  # every pair, less the pairs within a stratum
-            everyone = [x for trials in self._finished.values() for x in trials]
-            within = self._concordance(milestone, POOLED)
-            counts -= np.array(within)
-            groups = [everyone]
-        else:
-            groups = self._finished.values() if stratum is POOLED else [self._finished.get(stratum, [])]
+        groups = self._finished.values() if stratum is POOLED else [self._finished.get(stratum, [])]
         for trials in groups:
             audited = [x for x in trials if milestone in self._at_rung[x]]
             if len(audited) > 1:
@@ -195,15 +190,6 @@ class AuditedASHA(FIFOScheduler):
             if pairs >= self.min_pairs:
                 break
         return tau, pairs
-
-    def strata_agree(self, milestone: float) -> bool:
-        """Whether the rung compares a trial with every stratum's trials rather than its own
-        stratum's: only with strata, once at least ``min_pairs`` pairs of finished trials from
-        different strata have a τ of at least ``min_tau`` (the strata's curves do not cross)."""
-        if not self.stratify or not self.sentinel_every:
-            return False
-        tau, pairs = kendall_tau(*self._concordance(milestone, ACROSS), self.min_pairs)
-        return pairs >= self.min_pairs and tau >= self.min_tau
 
     def deciding(self, milestone: float, stratum: Any = POOLED) -> bool:
         """Whether the rung stops trials of ``stratum`` now (:data:`POOLED`: judged on every
@@ -228,10 +214,7 @@ class AuditedASHA(FIFOScheduler):
             return TrialScheduler.CONTINUE
         bracket = self._bracket(key)
         rung = bracket.rung_reached(t)
-        within = bracket.record(trial.trial_id, t, values)
-        across = self.merged.record(trial.trial_id, t, values)
-        keep = across if rung is not None and self.strata_agree(rung.milestone) else within
-        if keep or trial.trial_id in self.sentinels:
+        if bracket.record(trial.trial_id, t, values) or trial.trial_id in self.sentinels:
             return TrialScheduler.CONTINUE
         if not self.deciding(rung.milestone, key):
             return TrialScheduler.CONTINUE
@@ -248,7 +231,6 @@ class AuditedASHA(FIFOScheduler):
         key = self._register(trial)
         self._observe(trial.trial_id, key, t, self._template.objective_values(result))
         self._bracket(key).on_trial_complete(tune_controller, trial, result)
-        self.merged.on_trial_complete(tune_controller, trial, result)
 
     def audit(self) -> list[RungAudit]:
         """Returns each rung's audit, lowest rung first."""

@@ -41,6 +41,7 @@ class _Trial:
     epoch: int = 0
     values: dict[str, float] = field(default_factory=dict)  # the latest objectives
     epoch_s: float | None = None  # the latest epoch's seconds
+    reported_at: float = 0.0  # the console's clock at its latest result
     started: bool = False
     replayed: int = 0  # epochs reported again from a checkpoint (a resumed study): not timed
     ended: str | None = None  # "completed", "stopped", "failed"
@@ -113,6 +114,7 @@ class StudyProgress(Callback):
             state.epoch = int(result[EPOCH_KEY])
             if result.get(REPLAY_KEY):  # and the next report, the checkpoint's last epoch
                 state.replayed = state.epoch + 1
+        state.reported_at = self.clock()
         state.values.update({k: float(result[k]) for k in self.objectives
                              if isinstance(result.get(k), (int, float))})
         seconds = result.get("time_s", result.get("time_this_iter_s"))
@@ -178,14 +180,19 @@ class StudyProgress(Callback):
         trained = sum(max(0, t.epoch - t.replayed) for t in self.trials.values())  # in this run
         # An ended trial plans no more epochs than it trained; every other one the full count.
         planned = sum(t.epoch for t in ended) + (self.samples - len(ended)) * self.epochs
-        elapsed = self.clock() - self.start
+        now = self.clock()
+        elapsed = now - self.start
         left = max(0, planned - done)
-        # The study's pace so far, but no sooner than its slowest running trial can end at its own
-        # pace (the last trials of a grid are often its largest).
-        slowest = max(((self.epochs - t.epoch) * t.epoch_s for t in self.trials.values()
-                       if t.started and not t.ended and t.epoch_s), default=0.0)
-        eta = (_clock(max(elapsed * left / trained, slowest)) if trained and left
-               else ("0:00:00" if not left else "?"))
+        # The study's pace up to its latest result, but no sooner than its slowest running trial
+        # can end at its own pace (the last trials of a grid are often its largest); both count
+        # down with the clock while no result comes.
+        latest = max((t.reported_at for t in self.trials.values() if t.epoch), default=now)
+        paced = (latest - self.start) * left / trained - (now - latest) if trained else 0.0
+        slowest = max(((self.epochs - t.epoch) * t.epoch_s - (now - t.reported_at)
+                       for t in self.trials.values() if t.started and not t.ended and t.epoch_s),
+                      default=0.0)
+        eta = ("0:00:00" if not left else "?" if not trained
+               else _clock(max(paced, slowest)) if max(paced, slowest) > 0 else "any moment")
         return (f"[{_clock(elapsed)}] trials: {count['completed']} completed, {running} running, "
                 f"{pending} pending, {count['stopped']} stopped, {count['failed']} failed | "
                 f"epochs {done}/{planned} | ETA {eta}")

@@ -67,6 +67,14 @@ class Setting:
                 f"{self.slots} at once")
 
 
+def capped(setting: Setting, space: SearchSpace) -> Setting:
+    """Returns ``setting`` with a grid sampler's trials capped at the grid's size (the grid sampler
+    has nothing new to propose past it)."""
+    if setting.sampler != "grid" or setting.num_samples <= space.grid_size:
+        return setting
+    return dataclasses.replace(setting, num_samples=space.grid_size)
+
+
 def study_stopping(config: dict[str, Any]) -> Stopping:
     """Returns the early stopping a study ran with, from ``study.json``'s ``settings`` (a study
     recorded before the audited policy existed ran Ray's ASHA when ``asha`` is set)."""
@@ -186,6 +194,7 @@ def replay(directory: str, settings: list[Setting], seeds: int,
                  for m, mode in meta["objectives"].items()}
     actual = Setting(meta["sampler"], study_stopping(config), config["num_samples"],
                      config["max_concurrent_trials"])
+    settings = [capped(s, SearchSpace.from_description(meta["search_space"])) for s in settings]
     with tempfile.TemporaryDirectory() as workdir:
         own = replay_setting(directory, meta, actual, seeds, config["seed"], workdir, reference,
                              curves)
@@ -268,6 +277,12 @@ def main(argv: list[str] | None = None) -> int:
             settings = policies(meta)
         if args.seeds < 1:
             raise ValueError(f"--seeds {args.seeds}: must be >= 1")
+        space = SearchSpace.from_description(meta.get("search_space", {}))
+        for setting in settings:
+            if capped(setting, space) != setting:
+                print(f"note: the grid has {space.grid_size} points: --num-samples "
+                      f"{setting.num_samples} is capped at them (--sampler tpe or random replays "
+                      f"more trials)", file=sys.stderr)
         out = replay(args.study, settings, args.seeds, args.curves)
         if args.figure:
             draw_anytime(out, args.figure)

@@ -71,9 +71,10 @@ def test_progress_names_the_searched_values_and_objectives_and_says_how_each_tri
     progress.on_trial_complete(0, [a, b, c], a)
     notes = out.getvalue().splitlines()[3:]
     assert notes[0] == "trial-00001 model.heatmap_size=64: stopped by ASHA at epoch 1/4, AP50 0.125"
-    # The stopped trial plans 1 epoch, not 4: 2 done of 13.
+    # The stopped trial plans 1 epoch, not 4: 2 done of 13; 10 s an epoch up to the latest result
+    # (at 20 s) leaves 110 s from then, 105 s from now.
     assert notes[1].endswith("trials: 0 completed, 1 running, 2 pending, 1 stopped, 0 failed | "
-                             "epochs 2/13 | ETA 0:02:18")
+                             "epochs 2/13 | ETA 0:01:45")
     assert notes[2] == "trial-00002 model.heatmap_size=16: failed at epoch 0/4: diverged at epoch 1: loss is nan"
     assert notes[4] == "trial-00000 model.heatmap_size=32: completed 4/4 epochs, AP50 0.5"
     assert "1 completed, 0 running, 1 pending, 1 stopped, 1 failed | epochs 5/9" in notes[5]
@@ -156,6 +157,23 @@ def test_smoke_study_console_is_short_plain_and_starts_with_the_banner(ray_clust
         assert text.count("Reporting training result") == 2 and "Checkpoint successfully created" in text
     assert len(lines) < 40, console
     assert Path(storage / "heatmap_size" / "epochs").exists()
+
+
+def test_eta_counts_down_while_no_epoch_ends():
+    out, clock = io.StringIO(), Clock()
+    progress = StudyProgress(["model.heatmap_size"], ["AP50"], epochs=10, samples=1, interval_s=5,
+                             out=out, clock=clock)
+    progress.setup(total_num_samples=1)
+    a = _trial(0, 64)
+    clock.now = 100
+    progress.on_trial_result(0, [a], a, {"epoch": 1, "AP50": 0.1, "time_s": 100.0})
+    progress.on_step_end(0, [a])
+    clock.now = 160
+    progress.on_step_end(0, [a])
+    clock.now = 1500
+    progress.on_step_end(0, [a])
+    etas = [line.rsplit("ETA ", 1)[1] for line in out.getvalue().splitlines() if "ETA" in line]
+    assert etas == ["0:15:00", "0:14:00", "any moment"]
 
 
 def test_eta_is_no_sooner_than_the_slowest_running_trial_can_end():
