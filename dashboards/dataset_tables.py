@@ -9,7 +9,9 @@ report's layout, as the data side writes it::
      "splits": {"train": {"images", "objects", "ignored", "per_class": {name: n},
                           "sizes": {"small", "medium", "large"},
                           "objects_per_image": {"mean", "median", "max", "empty"},
-                          "same_cell": {"16": share in [0, 1] or null, ...}}, "val": {...}}}
+                          "same_cell": {"16": share in [0, 1] or null, ...},
+                          "clipped_boxes", "clipped_files", "sizes_from_image",
+                          "skipped": {reason: n}}, "val": {...}}}
 
 A key missing from a split gives an empty cell, not an error: the tables are for reading.
 """
@@ -43,8 +45,11 @@ _SPLIT_COLUMNS = {
     "small": ("sizes", "small"),
     "medium": ("sizes", "medium"),
     "large": ("sizes", "large"),
+    "clipped boxes": (None, "clipped_boxes"),
+    "sizes from image files": (None, "sizes_from_image"),
 }
 _FRACTIONAL = {"objects/image mean", "objects/image median"}
+_CHECK_COLUMNS = ["clipped boxes", "sizes from image files"]  # reports of checked data sets only
 
 
 @dataclass(frozen=True)
@@ -76,8 +81,11 @@ def splits_table(dataset: Mapping[str, Any]) -> pd.DataFrame:
     Returns:
         Indexed by split (in the report's order): ``images``, ``objects``, ``ignored``,
         ``objects/image mean``, ``median``, ``max``, ``empty images`` (no object) and the
-        ``small``, ``medium``, ``large`` object counts. Counts are nullable ``Int64`` (so that
-        large ones print whole), mean and median float64; a missing entry is NA.
+        ``small``, ``medium``, ``large`` object counts, and what the data check repaired and left
+        out: ``clipped boxes``, ``sizes from image files`` and ``left out`` ("reason: count, ...").
+        Counts are nullable ``Int64`` (so that large ones print whole), mean and median float64; a
+        missing entry is NA. The last three only for a report of a checked data set (synthetic
+        scenes and reports of earlier versions have none).
     """
     splits = _splits(dataset)
     columns = {}
@@ -86,7 +94,13 @@ def splits_table(dataset: Mapping[str, Any]) -> pd.DataFrame:
                   for split in splits.values()]
         columns[column] = (np.asarray([np.nan if v is None else v for v in values], dtype="float64")
                            if column in _FRACTIONAL else pd.array(values, dtype="Int64"))
-    return pd.DataFrame(columns, index=pd.Index(list(splits), name="split"))
+    checked = any("skipped" in split for split in splits.values())
+    if checked:
+        columns["left out"] = [None if split.get("skipped") is None else
+                               ", ".join(f"{k}: {v}" for k, v in sorted(split["skipped"].items()))
+                               or "none" for split in splits.values()]
+    table = pd.DataFrame(columns, index=pd.Index(list(splits), name="split"))
+    return table if checked else table.drop(columns=_CHECK_COLUMNS)
 
 
 def same_cell_table(dataset: Mapping[str, Any]) -> pd.DataFrame:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import shlex
 import subprocess
 import sys
 from typing import Any
@@ -212,6 +213,23 @@ def outcome(store: ResultStore) -> tuple[int, str]:
     return int(failed), mask(summary)
 
 
+def interrupted(spec: StudySpec | None, argv: list[str] | None) -> str:
+    """Returns what an interrupted study says: what it stored, and the command that continues it
+    (the same command with ``--resume``)."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    if not spec:
+        return "interrupted before the study started: nothing was stored"
+    epochs = ResultStore(spec.storage_path, spec.name).read_epochs()
+    trials = epochs["trial_id"].nunique() if len(epochs) else 0
+    stored = (f"interrupted: {len(epochs)} epoch rows of {trials} trials are stored in "
+              f"{mask(study_dir(spec))}")
+    if spec.simulate:
+        return f"{stored}; a simulated study keeps no checkpoints: run it again under another --name"
+    resume = [] if "--resume" in words else ["--resume"]
+    command = shlex.join(["python", sys.argv[0], *words, *resume])
+    return f"{stored}; continue the study with:\n  {mask(command)}"
+
+
 def write_report(directory: str) -> None:
     """Writes ``<directory>/report.html`` with the dashboards' own command line (the platform
     writes the result store and never imports the dashboards that read it)."""
@@ -239,6 +257,7 @@ def main(name: str, space: SearchSpace, description: str, sampler: str = "tpe",
     args = build_parser(name, description, asha, seeds, sampler, objectives).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     prepare_console()
+    spec = None
     try:
         spec = spec_from_args(args, space, fixed, fixed_by_preset)
         directory = study_dir(spec)
@@ -261,6 +280,9 @@ def main(name: str, space: SearchSpace, description: str, sampler: str = "tpe",
     except (StudyError, ValueError) as e:
         print(f"error: {mask(str(e))}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(interrupted(spec, argv), file=sys.stderr)
+        return 130
     print(f"results: {mask(directory)}/epochs ({len(store.read_epochs())} epoch rows), "
           f"{mask(directory)}/trials")
     if not args.no_report:

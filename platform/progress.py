@@ -241,21 +241,31 @@ def prepare_console() -> None:
 @contextlib.contextmanager
 def quiet_tune(logger_files: bool = True) -> Iterator[None]:
     """Within: Tune prints no console output of its own for a ``RunConfig(verbose=0)``; with
-    ``logger_files=False`` it also writes none of its per-trial CSV, JSON and TensorBoard files.
+    ``logger_files=False`` it also writes none of its per-trial CSV, JSON and TensorBoard files,
+    and the result grid's warning that it found none of them is not shown.
 
     Tune's default ("new") output prints, even at verbosity 0, a configuration table and a
     TensorBoard command into Ray's session folder (which ``ray stop`` deletes); its legacy output
     at verbosity 0 prints nothing. ``RAY_AIR_NEW_OUTPUT=0`` (documented) selects the legacy one;
     ``TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=1`` (documented) leaves out the file loggers.
     """
-    wanted = {"RAY_AIR_NEW_OUTPUT": "0"}
+    # TUNE_DISABLE_SIGINT_HANDLER (documented): Ctrl-C raises KeyboardInterrupt in the driver, which
+    # says what was stored and how to continue, instead of Tune's Tuner.restore advice, which does
+    # not apply to a study (it continues with --resume).
+    wanted = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_DISABLE_SIGINT_HANDLER": "1"}
+    # Without the file loggers, the result grid fit() returns finds no result.json or progress.csv
+    # and warns once per trial; the study's rows are in parquet, so that warning says nothing.
+    analysis = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    level = analysis.level
     if not logger_files:
         wanted["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+        analysis.setLevel(logging.ERROR)
     before = {name: os.environ.get(name) for name in wanted}
     os.environ.update(wanted)
     try:
         yield
     finally:
+        analysis.setLevel(level)
         for name, value in before.items():
             if value is None:
                 os.environ.pop(name, None)

@@ -267,6 +267,32 @@ def test_coco_loader_returns_exactly_the_boxes_with_contiguous_labels(tmp_path):
         assert torch.equal(target["labels"], ds[i][1]["labels"])
 
 
+def test_a_box_outside_its_image_is_named_by_its_annotation_file_as_written(tmp_path, caplog):
+    from transcenter.dashboards.dataset_tables import splits_table
+    from transcenter.model.data.inspect import dataset_report, format_report
+
+    year = make_voc(tmp_path, {
+        "away": [("cat", 60, 5, 70, 20, 0), ("dog", 2, 2, 12, 12, 0)],  # the cat: x past the 50 px
+        "edge": [("cat", 40, 5, 70, 20, 0)],  # partly outside: clipped
+    })
+    with caplog.at_level("WARNING"):
+        voc = VOCDetection(tmp_path, splits=VOC07)
+    assert voc.summary.skipped == {"outside_image": 1}
+    xml = year / "Annotations" / "away.xml"
+    assert f"{xml}: 1 box(es) outside the (H, W) = (40, 50) image: <bndbox> xmin=60 ymin=5 xmax=70 " \
+           f"ymax=20" in caplog.text
+    assert "zero_area_box" not in caplog.text
+    edge = str(year / "Annotations" / "edge.xml")
+    assert voc.summary.clipped_boxes == 1 and voc.summary.clipped_files == [edge]
+    assert f"clipped boxes: 1 (in {edge})" in str(voc.summary)
+    report = dataset_report({"train": voc}, 64)
+    split = report["splits"]["train"]
+    assert (split["clipped_boxes"], split["skipped"]) == (1, {"outside_image": 1})
+    assert "outside_image: 1" in format_report(report)
+    table = splits_table(report)  # the study report's data-set table shows the same counts
+    assert table.loc["train", ["clipped boxes", "left out"]].tolist() == [1, "outside_image: 1"]
+
+
 def test_coco_bad_images_and_boxes_are_counted_skips(tmp_path):
     ds = SyntheticScenes(dataclasses.replace(SMALL, length=4))
     data = make_coco(tmp_path, ds)

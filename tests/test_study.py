@@ -129,6 +129,31 @@ def test_study_killed_and_resumed_has_every_epoch_once_typed_and_in_optuna(ray_c
     assert all(sorted(t.intermediate_values) == [1, 2] for t in complete)  # AP50 of every epoch
 
 
+def test_ctrl_c_says_what_was_stored_and_the_command_that_continues_it(ray_cluster, inject_faults,
+                                                                       tmp_path):
+    inject_faults([])  # no faults: the workers record the epochs they train, for the audit
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = study_command("grid", tmp_path, "ctrlc", ray_cluster.address)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    store = ResultStore(str(tmp_path), "ctrlc")
+    deadline = time.time() + 400
+    while time.time() < deadline and proc.poll() is None and len(store.read_epochs()) < 1:
+        time.sleep(0.5)
+    assert proc.poll() is None, "study finished before it could be interrupted"
+    proc.send_signal(signal.SIGINT)  # what Ctrl-C in its terminal sends
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert "Tuner.restore" not in out + err and "Traceback" not in err
+    rows = store.read_epochs()
+    assert f"interrupted: {len(rows)} epoch rows of {rows['trial_id'].nunique()} trials" in err
+    command = err.split("continue the study with:\n  ", 1)[1].splitlines()[0]
+    assert command.endswith(" --resume") and "heatmap_size.py" in command
+    runs = run_to_the_end(cmd, env, tmp_path / "driver.log", resume=True)
+    assert runs.returncodes[-1] == 0, runs.stderr[-3000:]
+    assert audit(tmp_path, "ctrlc", samples=3, epochs=2, kills=1,
+                 faults_file=inject_faults.path)["problems"] == []
+
+
 def test_multi_objective_study_with_mo_asha_and_a_constraint(ray_cluster, tmp_path):
     """AP against GMACs: every objective lands in parquet at every epoch, Optuna holds
     both directions, the per-epoch values as user attributes, the constraint, and a front; the

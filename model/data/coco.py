@@ -123,7 +123,8 @@ class COCODetection(AnnotatedImageDataset):
             crowd = torch.tensor([o[2] for o in objects], dtype=torch.bool)
             self.add_record(self.image_dir / _field(img, "file_name", where), size,
                             box_convert(xywh, "xywh", "xyxy"), labels, crowd,
-                            torch.ones_like(crowd), image_id=image_id)
+                            torch.ones_like(crowd), image_id=image_id, annotation=where,
+                            written=_bbox)
         self.log_summary()
 
 
@@ -149,3 +150,9 @@ def find_image_dir(candidates: Sequence[Path], file_name: str) -> Path:
         if (folder / file_name).is_file():
             return folder
     return next((f for f in candidates if f.is_dir()), candidates[0])
+
+
+def _bbox(box: list[float]) -> str:
+    """Returns a (4,) xyxy pixel box as the COCO ``bbox`` [x, y, width, height] it was read from."""
+    x0, y0, x1, y1 = box
+    return f"bbox [{x0:g}, {y0:g}, {x1 - x0:g}, {y1 - y0:g}]"

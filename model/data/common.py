@@ -22,7 +22,9 @@ Bad-input policy, shared by the VOC and COCO loaders:
   file's signature, header and JPEG end marker) drops the image, as does an annotated size that
   disagrees with the image's header (``size_mismatch``); an annotation without a size takes the
   image's (``size_from_image``, a repair); a box reaching outside the image is clipped
-  (``clipped_boxes``); a box with zero area after clipping is dropped (``zero_area_box``); an image
+  (``clipped_boxes``, naming the first annotation files); a box wholly outside the image
+  (``outside_image``) or of zero area as written (``zero_area_box``) is dropped, the message naming
+  its annotation file and giving the box as written there; an image
   listed twice is kept once (``duplicate_image``); an object of an unknown class is dropped when
   the user asked for it (``unknown_class``).
 * At load time, an image that cannot be read or decoded although it passed the construction check,
@@ -119,6 +121,9 @@ def collate(batch: list[tuple[torch.Tensor, Target]]) -> tuple[torch.Tensor, lis
     return torch.stack(images), list(targets)
 
 
+CLIPPED_FILES_SHOWN = 5  # annotation files named for clipped boxes
+
+
 @dataclass
 class LoaderSummary:
     """What a loader kept, repaired and skipped.
@@ -128,15 +133,17 @@ class LoaderSummary:
         objects: Objects kept (ignored ones included).
         per_class: Class name -> objects kept.
         clipped_boxes: Boxes that reached outside their image and were clipped to it.
+        clipped_files: The first annotation files (up to ``CLIPPED_FILES_SHOWN``) with such a box.
         sizes_from_image: Images whose annotation gave no size, sized from their file's header.
         skipped: Reason -> count of images or objects left out (``missing_image``,
-            ``corrupt_image``, ``zero_area_box``, ``difficult``).
+            ``corrupt_image``, ``outside_image``, ``zero_area_box``, ``difficult``).
     """
 
     images: int = 0
     objects: int = 0
     per_class: dict[str, int] = field(default_factory=dict)
     clipped_boxes: int = 0
+    clipped_files: list[str] = field(default_factory=list)
     sizes_from_image: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
 
@@ -156,38 +163,51 @@ class LoaderSummary:
     def __str__(self) -> str:
         classes = ", ".join(f"{k}: {v}" for k, v in sorted(self.per_class.items()))
         skipped = ", ".join(f"{k}: {v}" for k, v in sorted(self.skipped.items())) or "none"
+        more = ", ..." if self.clipped_boxes > len(self.clipped_files) else ""
+        where = f" (in {', '.join(self.clipped_files)}{more})" if self.clipped_files else ""
         return (f"{self.images} images, {self.objects} objects ({classes}); "
-                f"clipped boxes: {self.clipped_boxes}; sizes from image files: "
+                f"clipped boxes: {self.clipped_boxes}{where}; sizes from image files: "
                 f"{self.sizes_from_image}; skipped: {skipped}")
 
 
 def clip_and_drop(
-    boxes: torch.Tensor, keep: torch.Tensor, size: tuple[int, int], summary: LoaderSummary, source: str
+    boxes: torch.Tensor, keep: torch.Tensor, size: tuple[int, int], summary: LoaderSummary, source: str,
+    written: Callable[[list[float]], str] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Clip boxes to the image and mark zero-area ones for dropping, counting both.
+    """Clip boxes to the image and mark for dropping those outside it or of zero area, counting each.
 
     Args:
         boxes: (K, 4) xyxy boxes in image pixels.
         keep: (K,) bool, objects still kept before this check.
         size: (H, W) of the image.
-        summary: Receives ``clipped_boxes`` and ``zero_area_box`` counts.
-        source: File name for the log.
+        summary: Receives ``clipped_boxes`` (and the first files with one), ``outside_image`` and
+            ``zero_area_box`` counts.
+        source: The annotation file (and entry) the boxes come from, for the messages.
+        written: Turns one (4,) xyxy box back into its annotation's own words (VOC ``<bndbox>``,
+            COCO ``bbox``), for the messages; the xyxy pixels when None.
 
     Returns:
         The clipped (K, 4) boxes and the updated (K,) keep mask.
     """
     height, width = size
+    say = written or (lambda box: f"xyxy {[round(v, 2) for v in box]}")
     limits = torch.tensor([width, height, width, height], dtype=boxes.dtype)
     clipped = torch.minimum(boxes.clamp(min=0), limits)  # (K, 4) xyxy px
     moved = (clipped != boxes).any(dim=1) & keep  # (K,)
     positive = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])  # (K,)
-    degenerate = keep & ~positive
-    if degenerate.any():
-        summary.skip("zero_area_box", f"{source}: boxes {clipped[degenerate].tolist()}",
-                     int(degenerate.sum()))
+    outside = keep & ((boxes[:, 0] >= width) | (boxes[:, 1] >= height)
+                      | (boxes[:, 2] <= 0) | (boxes[:, 3] <= 0))  # (K,)
+    for reason, which, what in (
+            ("outside_image", outside, f"outside the (H, W) = {tuple(size)} image"),
+            ("zero_area_box", keep & ~positive & ~outside, "of zero area")):
+        if which.any():
+            summary.skip(reason, f"{source}: {int(which.sum())} box(es) {what}: "
+                                 f"{'; '.join(say(b) for b in boxes[which].tolist())}", int(which.sum()))
     moved &= positive
     if moved.any():
         summary.clipped_boxes += int(moved.sum())
+        if len(summary.clipped_files) < CLIPPED_FILES_SHOWN and source not in summary.clipped_files:
+            summary.clipped_files.append(source)
         logger.debug("%s: clipped %s to %s", source, boxes[moved].tolist(), clipped[moved].tolist())
     return clipped, keep & positive
 
@@ -395,7 +415,8 @@ class AnnotatedImageDataset(ImageFileDataset):
 
     def add_record(self, path: Path, size: tuple[int, int] | None, boxes: torch.Tensor,
                    labels: torch.Tensor, ignore: torch.Tensor, keep: torch.Tensor,
-                   image_id: int | None = None) -> bool:
+                   image_id: int | None = None, annotation: str | None = None,
+                   written: Callable[[list[float]], str] | None = None) -> bool:
         """Check one parsed image and keep it unless its file is missing, corrupt, or of another
         size than the annotation says.
 
@@ -407,6 +428,9 @@ class AnnotatedImageDataset(ImageFileDataset):
             ignore: (K,) bool difficult/crowd flags.
             keep: (K,) bool, False for objects the loader already decided to leave out.
             image_id: Id for the target; the record's position in the dataset when None.
+            annotation: Where the boxes are written (file, and entry), for messages; the image's
+                name when None.
+            written: A box in its annotation's own words (:func:`clip_and_drop`).
 
         Returns:
             Whether the image was kept.
@@ -423,7 +447,7 @@ class AnnotatedImageDataset(ImageFileDataset):
                 self.summary.skip("size_mismatch", f"{path}: the annotation says (H, W) = "
                                                    f"{tuple(size)}, the image file {header}")
                 return False
-        boxes, keep = clip_and_drop(boxes, keep, size, self.summary, path.name)
+        boxes, keep = clip_and_drop(boxes, keep, size, self.summary, annotation or path.name, written)
         record = ImageRecord(len(self.records) if image_id is None else image_id, path, tuple(size),
                              boxes[keep].contiguous(), labels[keep], ignore[keep])
         self.records.append(record)
@@ -450,6 +474,7 @@ class AnnotatedImageDataset(ImageFileDataset):
         self.records = [r for r in self.records if r.image_id not in chosen]
         whole = self.summary
         self.summary = LoaderSummary(clipped_boxes=whole.clipped_boxes,
+                                     clipped_files=whole.clipped_files,
                                      sizes_from_image=whole.sizes_from_image, skipped=whole.skipped)
         part.summary = LoaderSummary()
         for dataset in (self, part):

@@ -61,7 +61,7 @@ def split_stats(dataset: Any, input_size: int,
         "large": objects}, ``objects_per_image`` {"mean": float, "median": float, "max": int,
         "empty": images without objects} (mean/median None for no images) and ``same_cell``
         {str(S): share in [0, 1] of objects sharing their cell with a same-class object, None when
-        there are no objects}.
+        there are no objects}; for a loaded data set also its check's counts (:func:`_checks`).
 
     Raises:
         ValueError: a label outside ``0..len(class_names)-1``.
@@ -96,7 +96,18 @@ def split_stats(dataset: Any, input_size: int,
             "empty": per_image.count(0),
         },
         "same_cell": shares,
+        **_checks(getattr(dataset, "summary", None)),
     }
+
+
+def _checks(summary: Any) -> dict[str, Any]:
+    """Returns what the loader's check repaired and left out (its ``LoaderSummary``):
+    ``clipped_boxes``, ``clipped_files`` (the first files with one), ``sizes_from_image`` and
+    ``skipped`` {reason: count}; empty for a dataset without one (synthetic scenes)."""
+    if summary is None:
+        return {}
+    return {"clipped_boxes": summary.clipped_boxes, "clipped_files": list(summary.clipped_files),
+            "sizes_from_image": summary.sizes_from_image, "skipped": dict(summary.skipped)}
 
 
 def _input_boxes(targets: list[dict[str, Any]], input_size: int) -> tuple[
@@ -189,6 +200,12 @@ def format_report(report: dict[str, Any]) -> str:
         classes += [c for c in s["per_class"] if c not in classes]
     per_class = [["class", *names]] + [[c, *(s["per_class"].get(c, 0) for s in splits.values())]
                                        for c in classes]
+    checked = [["split", "clipped boxes", "sizes from image files", "left out"]]
+    for name, s in splits.items():
+        if "skipped" in s:
+            left_out = ", ".join(f"{k}: {v}" for k, v in sorted(s["skipped"].items())) or "none"
+            where = f" ({', '.join(s['clipped_files'])})" if s["clipped_files"] else ""
+            checked.append([name, f"{s['clipped_boxes']}{where}", s["sizes_from_image"], left_out])
     cells = [["S", "cell px", *names]]
     for hs in report["heatmap_sizes"]:
         cells.append([hs, f"{size / hs:g}", *(_share(s, hs) for s in splits.values())])
@@ -203,6 +220,8 @@ def format_report(report: dict[str, Any]) -> str:
         "Objects per class",
         _table(per_class),
         "",
+        *(["What the data check repaired and left out (images or objects, by reason)",
+           _table(checked), ""] if len(checked) > 1 else []),
         "Objects whose centre shares its heatmap cell with another object of the same class (S×S heatmap)",
         _table(cells),
         "A per-class centre heatmap (CenterNet) holds one peak per cell and class, so at that S it\n"

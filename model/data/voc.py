@@ -355,7 +355,8 @@ class VOCDetection(AnnotatedImageDataset):
         dropped = known & ann.difficult & ~keep
         if dropped.any():
             self.summary.skip("difficult", xml.name, int(dropped.sum()), level=logging.DEBUG)
-        self.add_record(image, ann.size, ann.boxes, labels, ann.difficult, keep)
+        self.add_record(image, ann.size, ann.boxes, labels, ann.difficult, keep, annotation=str(xml),
+                        written=_bndbox)
 
 
 def annotation_xml(file_id: str, target: Target, size: tuple[int, int], class_names: Sequence[str]) -> ET.ElementTree:
@@ -412,3 +413,9 @@ def export_voc(dataset: Dataset, root: str | Path, val_fraction: float = 0.2,
         (year_dir / "ImageSets" / "Main" / f"{name}.txt").write_text("\n".join(split_ids) + "\n")
     logger.info("exported %d images to %s", n, year_dir)
     return year_dir
+
+
+def _bndbox(box: list[float]) -> str:
+    """Returns a (4,) xyxy pixel box as the ``<bndbox>`` it was read from (1-based xmin, ymin)."""
+    x0, y0, x1, y1 = box
+    return f"<bndbox> xmin={x0 + 1:g} ymin={y0 + 1:g} xmax={x1:g} ymax={y1:g}"
