@@ -494,10 +494,14 @@ def importance(
         Importance per hyperparameter (normalised to sum to 1), most important first.
 
     Raises:
-        NotEnoughTrials: With fewer than 2 usable trials, no varied hyperparameter, or a target
-            that does not vary.
+        NotEnoughTrials: With fewer than 2 usable trials, fewer than two varied hyperparameters
+            (one would get importance 1 by definition), or a target that does not vary.
     """
     study = optuna_study(df, target, params)
+    varied = list(study.best_trial.params) if params is None else list(params)
+    if len(varied) == 1:
+        raise NotEnoughTrials(f"varies one hyperparameter ({varied[0]}): its importance is 1 by "
+                              f"definition, which says nothing")
     scores = optuna.importance.get_param_importances(
         study, evaluator=evaluator or optuna.importance.PedAnovaImportanceEvaluator(),
         params=None if params is None else list(params))

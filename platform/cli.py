@@ -13,6 +13,8 @@ import subprocess
 import sys
 from typing import Any
 
+import optuna
+
 from transcenter.model.training.experiment import PRESETS, parse_overrides
 from transcenter.platform.errors import StudyError
 from transcenter.platform.progress import prepare_console
@@ -256,6 +258,7 @@ def main(name: str, space: SearchSpace, description: str, sampler: str = "tpe",
     """
     args = build_parser(name, description, asha, seeds, sampler, objectives).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created in RDB"
     prepare_console()
     spec = None
     try:

@@ -256,7 +256,11 @@ def quiet_tune(logger_files: bool = True) -> Iterator[None]:
     # Without the file loggers, the result grid fit() returns finds no result.json or progress.csv
     # and warns once per trial; the study's rows are in parquet, so that warning says nothing.
     analysis = logging.getLogger("ray.tune.analysis.experiment_analysis")
-    level = analysis.level
+    # Tune's own timing warnings ("The `callbacks.on_step_begin` operation took 1.1 s") are about
+    # its event loop on a busy machine, not about the study.
+    slow = logging.getLogger("ray.tune.utils.util")
+    levels = {logger: logger.level for logger in (analysis, slow)}
+    slow.setLevel(logging.ERROR)
     if not logger_files:
         wanted["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
         analysis.setLevel(logging.ERROR)
@@ -265,7 +269,8 @@ def quiet_tune(logger_files: bool = True) -> Iterator[None]:
     try:
         yield
     finally:
-        analysis.setLevel(level)
+        for logger, level in levels.items():
+            logger.setLevel(level)
         for name, value in before.items():
             if value is None:
                 os.environ.pop(name, None)

@@ -2,8 +2,9 @@
 
 Heatmap size × number of queries × head width × backbone depth, with two objectives, AP (max)
 and gmacs (min: forward GMACs of one image at the input size, from the configuration).
-Multi-objective TPE proposes trials and multi-objective ASHA stops those that non-dominated sorting
-ranks in the bottom half of a rung. The report draws every trial, the front and the paper's
+Multi-objective TPE proposes trials and audited ASHA stops those that non-dominated sorting ranks
+in the bottom half of a rung among trials of the same heatmap size (``--stopping asha``: among all
+trials). The report draws every trial, the front and the paper's
 models; ``--constraint "gmacs<=5"`` keeps the search under a budget.
 
     python studies/accuracy_vs_compute.py --num-samples 12         # CPU demo on local Ray

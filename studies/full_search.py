@@ -1,5 +1,6 @@
 """Full search: heatmap size, focal loss, background weight, matcher costs and learning rate
-together, with Optuna TPE and ASHA early stopping on AP50.
+together, with Optuna TPE and audited ASHA early stopping on AP50 (rungs compare trials of the
+same heatmap size, sentinel trials audit each rung; README "Early stopping, and when to trust it").
 
     python studies/full_search.py --num-samples 32 --epochs 8
 """

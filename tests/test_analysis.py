@@ -219,3 +219,8 @@ def test_lower_limit_leader_per_seed_and_whether_the_conclusion_holds():
     assert single.index.tolist() == ["all"]
     assert lower_limit_note(single, "model.heatmap_size", 3).startswith(
         "In epochs 1-3, model.heatmap_size = 16 leads (mean AP50 32; next: 64 at 12)")
+
+
+def test_importance_of_a_single_searched_parameter_says_it_is_not_informative(study_dir):
+    with pytest.raises(analysis.NotEnoughTrials, match=r"one hyperparameter \(model.heatmap_size\)"):
+        analysis.importance(analysis.load_study(study_dir))
