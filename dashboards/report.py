@@ -38,7 +38,7 @@ h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 
 table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
 th, td { border: 1px solid #ddd; padding: 0.2em 0.5em; text-align: right; }
 td { white-space: pre-wrap; } .note { color: #666; font-style: italic; } img { max-width: 100%; }
-.scroll, details > div { max-height: 30em; overflow: auto; }
+.scroll, details > div { max-height: 30em; overflow: auto; } .wide { overflow-x: auto; }
 """
 _FEW_CLASSES = 20  # more classes than this: per-class tables scroll, the counts start collapsed
 
@@ -121,8 +121,9 @@ def _section(data: pd.DataFrame | pd.Series | str, draw=None, table: bool = True
     frame = data.to_frame() if isinstance(data, pd.Series) else data
     parts = [_img(draw())] if draw else []
     if table:
-        parts.append(_counts_as_text(frame).to_html(float_format=lambda x: f"{x:.4g}", na_rep="–",
-                                                    border=0))
+        html_table = _counts_as_text(frame).to_html(float_format=lambda x: f"{x:.4g}", na_rep="–",
+                                                    border=0)
+        parts.append(f'<div class="wide">{html_table}</div>')  # a wide table scrolls, not the page
     return "\n".join(parts)
 
 

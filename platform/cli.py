@@ -14,6 +14,7 @@ import sys
 from typing import Any
 
 import optuna
+import ray
 
 from transcenter.model.training.experiment import PRESETS, parse_overrides
 from transcenter.platform.errors import StudyError
@@ -265,10 +266,6 @@ def main(name: str, space: SearchSpace, description: str, sampler: str = "tpe",
         spec = spec_from_args(args, space, fixed, fixed_by_preset)
         directory = study_dir(spec)
         print(f"study {spec.name}: {spec.samples} trials x {spec.epochs} epochs -> {mask(directory)}")
-        print(f"  early stopping: {spec.early_stopping.describe()}")
-        taken = fixed_by_set(args, space)[1]
-        if taken:
-            print(f"  fixed by --set, not searched: {', '.join(taken)}")
         database = display(optuna_url(spec), spec.optuna_password is not None)
         tensorboard = "" if spec.simulate else f" | tensorboard --logdir {mask(directory)}/tune"
         print(f"  live: Ray dashboard (the address Ray prints as it connects) | "
@@ -279,7 +276,16 @@ def main(name: str, space: SearchSpace, description: str, sampler: str = "tpe",
         if spec.mlflow_uri:
             tracking = display(spec.mlflow_uri, spec.mlflow_password is not None)
             print(f"  mlflow: {tracking}, experiment {spec.name!r}")
+        if spec.asha:
+            print(f"  early stopping: {spec.early_stopping.describe()}")
+        taken = fixed_by_set(args, space)[1]
+        if taken:
+            print(f"  fixed by --set, not searched: {', '.join(taken)}")
         store = run_study(spec, args.address)
+        # Disconnecting now ends the trial actors while the console is still the study's: what
+        # they print as they exit (a reused actor's "SystemExit: 1") is not forwarded after the
+        # study's summary. Nothing below needs Ray.
+        ray.shutdown()
     except (StudyError, ValueError) as e:
         print(f"error: {mask(str(e))}", file=sys.stderr)
         return 2

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from transcenter.dashboards import analysis
+from transcenter.dashboards.report import write_report
 from transcenter.dashboards.summary import collect, render_text
 from transcenter.store.results import ResultStore
 
@@ -80,6 +81,10 @@ def test_the_rung_audit_finds_where_early_stopping_disagreed(tmp_path):
     text = render_text(collect(path))
     assert text.startswith("== Early stopping ==\nEarly stopping disagreed")
     assert "== Rung audit" in text
+    document = write_report(path, tmp_path / "report.html").read_text(encoding="utf-8")
+    top = document.split("<h2>", 1)[0]  # before the first section
+    assert "Early stopping disagreed with the final ranking at epoch 1" in top
+    assert "<h2>Rung audit" in document
 
 
 def test_a_study_without_early_stopping_has_no_rung_audit(tmp_path):

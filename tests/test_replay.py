@@ -35,7 +35,7 @@ def study(tmp_path):
 
 
 def test_the_replay_of_the_studys_own_setting_reproduces_it(study, capsys):
-    assert replay.main([str(study), "--json", "--seeds", "2", "--asha", "--slots", "3"]) == 0
+    assert replay.main([str(study), "--json", "--seeds", "2", "--stopping", "asha", "--slots", "3"]) == 0
     out = json.loads(capsys.readouterr().out)
     actual = out["actual"]
     assert actual["best"] == pytest.approx(50.0) and actual["best_spread"] == 0
@@ -44,7 +44,7 @@ def test_the_replay_of_the_studys_own_setting_reproduces_it(study, capsys):
     assert actual["hours_unit"] == "GPU"
     assert actual["wall_h"] == pytest.approx(actual["gpu_hours"])  # one slot at a time
     (other,) = out["settings"]
-    assert other["setting"]["asha"] is True and other["setting"]["slots"] == 3
+    assert other["setting"] == "grid, ASHA (grace 1, rf 2), 3 trials, 3 at once"
     assert other["wall_h"] < actual["wall_h"]  # three slots at once
     assert other["gpu_hours"] <= actual["gpu_hours"]
 
@@ -55,10 +55,33 @@ def test_a_folder_without_recorded_settings_is_refused(tmp_path, capsys):
 
 
 def test_without_json_it_prints_one_line_per_setting(study, capsys):
-    assert replay.main([str(study), "--seeds", "1", "--no-asha", "--sampler", "random"]) == 0
+    assert replay.main([str(study), "--seeds", "1", "--stopping", "none", "--sampler", "random"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "actual: 0.300 GPU-hours, 0.300 h wall, best 50.00 ± 0.00"
-    assert len(lines) == 2 and "'sampler': 'random'" in lines[1]
+    assert lines == [
+        "actual (grid, no early stopping, 3 trials, 1 at once): 0.300 GPU-hours, 0.300 h wall, "
+        "best AP50 50.00 ± 0.00",
+        "replayed (random, no early stopping, 3 trials, 1 at once): 0.300 GPU-hours, 0.300 h wall, "
+        "best AP50 50.00 ± 0.00"]
+
+
+def test_without_a_setting_flag_it_compares_the_early_stopping_policies(study, capsys):
+    assert replay.main([str(study), "--seeds", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    replayed = [line.split(":")[0] for line in lines if line.startswith("replayed")]
+    assert replayed == ["replayed (grid, no early stopping, 3 trials, 1 at once)",
+                        "replayed (grid, ASHA (grace 1, rf 2), 3 trials, 1 at once)",
+                        "replayed (grid, audited ASHA (grace 1, rf 2, one stratum, every 8th trial a "
+                        "sentinel, rungs below tau 0.5 stop deciding), 3 trials, 1 at once)"]
+    audited = lines.index(next(line for line in lines if "audited" in line))
+    assert lines[audited + 1].startswith("  rung agreement with the final ranking: epoch 1: tau ")
+
+
+def test_a_grid_replay_is_capped_at_the_grid(study, capsys):
+    assert replay.main([str(study), "--json", "--seeds", "1", "--num-samples", "500"]) == 0
+    captured = capsys.readouterr()
+    assert "the grid has 3 points: --num-samples 500 is capped at them" in captured.err
+    (other,) = json.loads(captured.out)["settings"]
+    assert other["setting"].endswith(", 3 trials, 1 at once")
 
 
 def test_the_anytime_figure_is_drawn_by_the_dashboards(study, tmp_path, capsys):
