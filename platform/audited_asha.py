@@ -72,7 +72,8 @@ class AuditedASHA(FIFOScheduler):
 
     Args:
         objectives: Metric -> ``"max"`` or ``"min"``; several rank by non-dominated sorting.
-        epochs: A trial's epochs; rungs sit at ``grace_period * reduction_factor**k`` below it.
+        epochs: A trial's epochs; rungs sit at ``grace_period * reduction_factor**k`` below it (a
+            trial at its last epoch has finished, never stopped).
         grace_period: The first rung (epochs).
         reduction_factor: About ``1/rf`` of a stratum's trials at a rung continue.
         stratify: The config field whose value splits trials into strata (None: one stratum).
@@ -98,7 +99,7 @@ class AuditedASHA(FIFOScheduler):
                            grace_period=grace_period, reduction_factor=reduction_factor)
         template = MultiObjectiveASHA(**self._rules)  # validates the rules
         self.objectives, self.epochs, self.time_attr = dict(objectives), epochs, time_attr
-        self.milestones = [rung.milestone for rung in template.rungs]
+        self.milestones = [rung.milestone for rung in template.rungs if rung.milestone < epochs]
         self.stratify, self.sentinel_every = stratify, sentinel_every
         self.min_tau, self.min_pairs = min_tau, min_pairs
         self._template = template
@@ -210,7 +211,7 @@ class AuditedASHA(FIFOScheduler):
         key = self._register(trial)
         values = self._template.objective_values(result)
         self._observe(trial.trial_id, key, t, values)
-        if result.get(REPLAY_KEY):
+        if result.get(REPLAY_KEY) or t >= self.epochs:  # the last epoch is no rung
             return TrialScheduler.CONTINUE
         bracket = self._bracket(key)
         rung = bracket.rung_reached(t)
@@ -230,7 +231,8 @@ class AuditedASHA(FIFOScheduler):
             return
         key = self._register(trial)
         self._observe(trial.trial_id, key, t, self._template.objective_values(result))
-        self._bracket(key).on_trial_complete(tune_controller, trial, result)
+        if t < self.epochs:
+            self._bracket(key).on_trial_complete(tune_controller, trial, result)
 
     def audit(self) -> list[RungAudit]:
         """Returns each rung's audit, lowest rung first."""

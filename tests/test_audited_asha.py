@@ -155,3 +155,10 @@ def test_the_crossing_surrogate_crosses_in_the_papers_way():
     assert max((16, 32, 64, 128), key=lambda s: ap50(s, 30)) == 64  # Table 4: S = 64 ends highest
     crossing = next(e for e in range(1, 31) if ap50(64, e) > ap50(16, e))
     assert 5 <= crossing <= 20
+
+
+def test_the_last_epoch_is_no_rung():
+    audited = AuditedASHA({"AP50": "max"}, 4, sentinel_every=0)
+    assert audited.milestones == [1, 2]  # 4 = grace · rf² is the last epoch: the trial finished
+    pair = [("good", {}, [10.0, 20.0, 30.0, 80.0]), ("late_loser", {}, [10.0, 20.0, 30.0, 5.0])]
+    assert train(audited, pair) == {"good": 4, "late_loser": 4}
