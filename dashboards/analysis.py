@@ -171,8 +171,7 @@ def upper_limit(df: pd.DataFrame, by: str = HEATMAP_SIZE, rank_by: str = "AP") -
     """
     rows = _with_columns(df, [by, rank_by, "status", *COCO_AP_KEYS])
     rows = rows[np.isfinite(rows[rank_by])]
-    complete = rows.groupby(TRIAL_KEY)["status"].transform(lambda s: (s == "completed").any())
-    rows = rows.assign(_complete=complete.astype(bool))
+    rows = rows.assign(_complete=_trained_every_epoch(rows))
     counts = rows.drop_duplicates(TRIAL_KEY).groupby(by)["_complete"].agg(
         trials="size", complete_trials="sum")
     known = counts["complete_trials"] > 0
@@ -261,8 +260,7 @@ def rung_audit(df: pd.DataFrame, meta: dict[str, Any]) -> pd.DataFrame:
     rungs = [grace * factor**k for k in range(epochs) if grace * factor**k < epochs]
     objectives = [m for m in (meta.get("objectives") or {}) if m in df]
     stratify = settings.get("stratify")
-    complete = df.groupby(TRIAL_KEY)["status"].transform(lambda s: (s == "completed").any())
-    finished = df[complete.astype(bool)]
+    finished = df[_trained_every_epoch(df)]
     values = finished.pivot_table(index=TRIAL_KEY, columns="epoch", values=objectives)  # (trials, k × epochs)
     tails = [values[m].reindex(columns=[epochs - 2, epochs - 1, epochs]).to_numpy()
              for m in objectives]  # k × (n, 3)
@@ -541,6 +539,12 @@ def _load(path_or_paths, read, order: list[str]) -> pd.DataFrame:
     frames = [read(ResultStore.open(path)) for path in as_paths(path_or_paths)]
     frames = [f for f in frames if len(f)] or frames[:1]
     return pd.concat(frames, ignore_index=True).sort_values(order, ignore_index=True)
+
+
+def _trained_every_epoch(rows: pd.DataFrame) -> pd.Series:
+    """Returns, for each row, whether its trial trained every epoch (one of its rows has status
+    ``completed``)."""
+    return rows.groupby(TRIAL_KEY)["status"].transform(lambda s: (s == "completed").any()).astype(bool)
 
 
 def _with_columns(df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:

@@ -236,10 +236,13 @@ class AuditedASHA(FIFOScheduler):
 
     def audit(self) -> list[RungAudit]:
         """Returns each rung's audit, lowest rung first."""
-        return [RungAudit(m, self.tau_and_pairs(m)[1], self.tau_and_pairs(m)[0], self.deciding(m),
-                          sum(len(b.rungs[i].recorded) for b in self.brackets.values()),
-                          self.stopped[m])
-                for i, m in enumerate(self.milestones)]
+        audits = []
+        for i, m in enumerate(self.milestones):
+            tau, pairs = self.tau_and_pairs(m)
+            audits.append(RungAudit(m, pairs, tau, self.deciding(m),
+                                    sum(len(b.rungs[i].recorded) for b in self.brackets.values()),
+                                    self.stopped[m]))
+        return audits
 
     def debug_string(self) -> str:
         lines = [f"Using AuditedASHA (strata by {self.stratify or 'nothing'}, "
