@@ -5,8 +5,9 @@ latency to each one.
 :class:`FaultProxy` runs an asyncio server in a thread of the test process. ``mode`` applies to
 each new connection; switching it aborts the connections already open (clients keep HTTP
 connections alive, and an outage ends those too). :meth:`FaultProxy.outage` runs the three faults
-in turn for a given time, then passes traffic again; ``served`` counts the connections each mode
-handled.
+in turn for a given time, then passes traffic again; :meth:`FaultProxy.script` gives the next
+connections one mode each, whatever the time they take; ``served`` counts the connections each
+mode handled.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ class FaultProxy:
         self.host, self.upstream, self.latency_s = host, upstream, latency_s
         self.mode = "pass"
         self.served: Counter = Counter()
+        self._script: list[str] = []
         self._open: set[asyncio.StreamWriter] = set()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -69,6 +71,11 @@ class FaultProxy:
         self.mode = mode
         self._loop.call_soon_threadsafe(self._abort_open)
 
+    def script(self, modes: list[str]) -> None:
+        """The next ``len(modes)`` connections get these modes in turn; later ones get :attr:`mode`."""
+        assert set(modes) <= set(MODES), modes
+        self._script = list(modes)
+
     def outage(self, seconds: float) -> None:
         """503s, then resets, then latency, a third of ``seconds`` each; then traffic passes."""
         for mode in ("503", "reset", "slow"):
@@ -82,7 +89,7 @@ class FaultProxy:
         self._open.clear()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        mode = self.mode
+        mode = self._script.pop(0) if self._script else self.mode
         self.served[mode] += 1
         if mode == "reset":
             _reset(writer)

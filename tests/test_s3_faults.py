@@ -4,13 +4,11 @@ default gives up within seconds; an outage past the retries is an infrastructure
 worker (retried from the checkpoint), never the trial's input. The study-level test (checkpoints,
 parquet, report through ``ray job submit``) is on the netns cluster (tests/test_cluster.py)."""
 import pickle
-import threading
-import time
 from collections import Counter
 
 import pyarrow.fs as pafs
 import pytest
-from fault_proxy import FaultProxy, fault_proxy
+from fault_proxy import fault_proxy
 from s3_server import s3_server
 
 from transcenter.model.data.index import OPTION_FIELDS, DataFingerprint, MissingIndexError, cached_index
@@ -18,9 +16,6 @@ from transcenter.platform.disk_full import disk_full_error
 from transcenter.platform.worker import failure_line
 from transcenter.store import uri
 from transcenter.store.results import ResultStore
-
-OUTAGE_S = 12.0  # 503s for 4 s, resets for 4 s (pyarrow's default gives up after about 6 s), 4 s slow
-
 
 @pytest.fixture(scope="module")
 def s3_behind_proxy():
@@ -37,28 +32,20 @@ def via_proxy(s3_behind_proxy, monkeypatch):
     return s3, proxy
 
 
-def _during_outage(proxy: FaultProxy, action) -> float:
-    """Runs ``action`` just after an outage starts; returns its seconds."""
-    outage = threading.Thread(target=proxy.outage, args=(OUTAGE_S,))
-    outage.start()
-    time.sleep(0.2)
-    start = time.monotonic()
-    try:
-        action()
-    finally:
-        outage.join()
-    return time.monotonic() - start
+# The faults one write meets in turn: 503s, then reset connections, then slow ones (7 failed tries
+# of S3_ATTEMPTS); pyarrow's default strategy gives up after 3 tries.
+FAULTS = ["503"] * 3 + ["reset"] * 4 + ["slow"] * 2
 
 
 def test_writes_and_reads_ride_over_an_outage(via_proxy):
     s3, proxy = via_proxy
     store = ResultStore(f"s3://{s3.bucket}/studies", "outage")
-    before = dict(proxy.served)
-    took = _during_outage(proxy, lambda: store.write_meta({"study": "outage"}))
-    assert took > OUTAGE_S / 3  # it waited out at least the 503s
+    before = Counter(proxy.served)
+    proxy.script(FAULTS)
+    store.write_meta({"study": "outage"})
     assert store.read_meta() == {"study": "outage"}
-    served = proxy.served - Counter(before)
-    assert served["503"] >= 1 and served["reset"] + served["slow"] >= 1, served
+    served = proxy.served - before
+    assert {mode: served[mode] for mode in ("503", "reset", "slow")} == Counter(FAULTS), served
 
 
 def test_the_retries_survive_pickling(via_proxy):
