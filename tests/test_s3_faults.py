@@ -17,6 +17,7 @@ from transcenter.platform.worker import failure_line
 from transcenter.store import uri
 from transcenter.store.results import ResultStore
 
+
 @pytest.fixture(scope="module")
 def s3_behind_proxy():
     with s3_server() as s3, fault_proxy("127.0.0.1", s3.endpoint.removeprefix("http://"),
