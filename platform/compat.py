@@ -426,6 +426,18 @@ def open_optuna_trial(search: OptunaSearch, trial_id: str) -> optuna.Trial | Non
     return search._ot_trials.get(trial_id)
 
 
+def held_optuna_trials(search: OptunaSearch) -> dict[str, optuna.Trial]:
+    """Returns ``search``'s map of Tune trial id -> the Optuna trial it asked for (the live map:
+    an entry added here is the trial upstream's reporting and telling use)."""
+    return search._ot_trials
+
+
+def suggest_params(search: OptunaSearch, ot_trial: optuna.Trial) -> dict:
+    """Returns the Tune config that ``search``'s space gives ``ot_trial`` (suggesting each
+    parameter on it), as upstream's ``suggest`` does for the trials it asks itself."""
+    return search._suggest_from_define_by_run_func(search._space, ot_trial)
+
+
 def close_optuna_trial(search: OptunaSearch, trial_id: str) -> None:
     """Marks Tune trial ``trial_id`` as told, as upstream's ``on_trial_complete`` does."""
     search._completed_trials.add(trial_id)

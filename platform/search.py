@@ -18,7 +18,14 @@ from ray.tune import Callback
 from ray.tune.search.optuna import OptunaSearch
 
 from transcenter.model.training.experiment import trial_config
-from transcenter.platform.compat import close_optuna_trial, open_optuna_trial, optuna_study, trial_handle
+from transcenter.platform.compat import (
+    close_optuna_trial,
+    held_optuna_trials,
+    open_optuna_trial,
+    optuna_study,
+    suggest_params,
+    trial_handle,
+)
 from transcenter.platform.faults import kill_point
 from transcenter.platform.optuna_db import OUTAGE_S, open_storage, retrying
 from transcenter.platform.trial_files import TRIAL_NUMBER_KEY
@@ -213,19 +220,19 @@ class StudySearch(OptunaSearch):
     def suggest(self, trial_id: str) -> dict | None:
         """Returns the Tune config of a new trial: its parameters by dotted name and its Optuna
         number under ``TRIAL_NUMBER_KEY``."""
-        if trial_id not in self._ot_trials:
+        held = held_optuna_trials(self)
+        if trial_id not in held:
             if self._unfinished:
                 frozen = self._unfinished.pop(0)
-                self._ot_trials[trial_id] = self._retrying(
+                held[trial_id] = self._retrying(
                     lambda: trial_handle(optuna_study(self), frozen), "resume a trial")
                 self._reported[trial_id] = set(frozen.intermediate_values)
                 self._constrained[trial_id] = set(frozen.constraints)  # by name
             else:
-                self._ot_trials[trial_id] = self._retrying(self._asker(), "ask")
+                held[trial_id] = self._retrying(self._asker(), "ask")
                 kill_point("trial_created")
-        ot_trial = self._ot_trials[trial_id]
-        params = self._retrying(lambda: self._suggest_from_define_by_run_func(self._space, ot_trial),
-                                "suggest")
+        ot_trial = held[trial_id]
+        params = self._retrying(lambda: suggest_params(self, ot_trial), "suggest")
         return {**params, TRIAL_NUMBER_KEY: ot_trial.number}
 
     def _asker(self) -> Callable[[], optuna.Trial]:
@@ -239,7 +246,8 @@ class StudySearch(OptunaSearch):
             tries += 1
             study = optuna_study(self)
             if tries > 1:
-                held = {t.number for t in self._ot_trials.values()} | {t.number for t in self._unfinished}
+                held = ({t.number for t in held_optuna_trials(self).values()}
+                        | {t.number for t in self._unfinished})
                 for frozen in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
                     if not frozen.params and frozen.number not in held:
                         return trial_handle(study, frozen)

@@ -20,7 +20,7 @@ from ray.train.v2._internal.callbacks.placement_group_callback import PlacementG
 from ray.tune.search.optuna import OptunaSearch
 
 from transcenter.platform import compat
-from transcenter.platform.search import Float, SearchSpace
+from transcenter.platform.search import Categorical, Float, SearchSpace
 
 
 def test_other_ray_or_optuna_versions_are_refused_naming_both():
@@ -140,6 +140,25 @@ def test_upstream_optuna_search_still_records_stopped_trials_as_complete():
     search.on_trial_complete("t1", {"AP50": 3.0, "training_iteration": 1, "epoch": 1})  # stopped at 1
     assert [t.state for t in compat.optuna_study(search).trials] == [optuna.trial.TrialState.COMPLETE]
     assert compat.open_optuna_trial(search, "t1") is None  # told: the accessors follow upstream
+
+
+def test_a_trial_held_for_optuna_search_is_the_one_it_suggests_reports_and_tells():
+    """held_optuna_trials / suggest_params: a trial the study's searcher puts in upstream's map
+    (a resumed trial) gets its config from the space, and upstream reports to and tells it."""
+    search = OptunaSearch(space=SearchSpace({"x": Float(0.0, 1.0), "k": Categorical([16, 32])}),
+                          metric="AP50", mode="max", seed=0)
+    search.suggest("warm")  # upstream sets up its study on the first suggest
+    study = compat.optuna_study(search)
+    mine = study.ask()
+    compat.held_optuna_trials(search)["t1"] = mine
+    params = compat.suggest_params(search, mine)
+    assert set(params) == {"x", "k"} and 0.0 <= params["x"] <= 1.0 and params["k"] in (16, 32)
+    assert study.trials[mine.number].params == params  # suggested on that trial
+    search.on_trial_result("t1", {"AP50": 2.0, "training_iteration": 1, "epoch": 1})
+    search.on_trial_complete("t1", {"AP50": 2.0, "training_iteration": 1, "epoch": 1})
+    told = study.trials[mine.number]
+    assert told.state == optuna.trial.TrialState.COMPLETE and told.values == [2.0]
+    assert compat.open_optuna_trial(search, "t1") is None
 
 
 def test_ray_init_still_skips_token_auth_for_an_explicit_address(tmp_path):
