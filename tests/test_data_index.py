@@ -6,12 +6,14 @@ import logging
 import shutil
 
 import numpy as np
+import pyarrow.fs as pafs
 import pytest
 import torch
 from data_fixtures import coco_80, flat_png_export, voc_07_12
 from torch.utils.data import DataLoader
 
 from transcenter.model.data import DataConfig, collate, open_datasets
+from transcenter.model.data import index as index_module
 from transcenter.model.data.build import data_fingerprint
 from transcenter.model.data.common import write_image
 from transcenter.model.data.index import (
@@ -209,10 +211,37 @@ def test_forked_loader_workers_give_the_parsed_batches(tmp_path):
 
 
 @pytest.mark.parametrize("scheme", ["", "file://"])
-def test_an_index_is_copied_to_the_node_cache_once_and_reused(tmp_path, scheme, node_cache, monkeypatch):
+def test_a_local_index_is_read_where_it_is(tmp_path, scheme, node_cache):
+    """Nothing is copied into the system's temporary folder, where it would outlive the study."""
     data = DataConfig(name="voc", root=str(voc_07_12(tmp_path / "data")))
     trial = build(data, tmp_path / "study" / "index.arrow")
     trial = dataclasses.replace(trial, index=f"{scheme}{tmp_path / 'study' / 'index.arrow'}")
+    assert open_datasets(trial, 64)[0].file == tmp_path / "study" / "index.arrow"
+    assert not node_cache.exists()
+    (tmp_path / "study" / "index.arrow").write_bytes(b"no index")
+    with pytest.raises(StaleIndexError, match="not a data index"):  # checked as a copy is
+        open_datasets(trial, 64)
+
+
+@pytest.fixture
+def remote(tmp_path, monkeypatch):
+    """Indexes at ``remote://<path under tmp_path>`` open through a non-local pyarrow filesystem
+    (as ``s3://`` ones do); returns the URI of ``tmp_path / "study" / "index.arrow"``."""
+    real = index_module._filesystem
+
+    def opened(uri: str):
+        if uri.startswith("remote://"):
+            return pafs.SubTreeFileSystem(str(tmp_path), pafs.LocalFileSystem()), uri.removeprefix("remote://")
+        return real(uri)
+
+    monkeypatch.setattr(index_module, "_filesystem", opened)
+    return "remote://study/index.arrow"
+
+
+def test_a_remote_index_is_copied_to_the_node_cache_once_and_reused(tmp_path, remote, node_cache,
+                                                                     monkeypatch):
+    data = DataConfig(name="voc", root=str(voc_07_12(tmp_path / "data")))
+    trial = dataclasses.replace(build(data, tmp_path / "study" / "index.arrow"), index=remote)
     first = open_datasets(trial, 64)[0]
     cached = list(node_cache.glob("*.arrow"))
     assert [first.file] == cached and not list(node_cache.glob("*.tmp"))
@@ -225,12 +254,12 @@ def test_an_index_is_copied_to_the_node_cache_once_and_reused(tmp_path, scheme, 
     assert len(copies) == 1 and list(node_cache.glob("*.arrow")) == cached
 
 
-def test_open_index_takes_a_cache_folder(tmp_path):
+def test_open_index_takes_a_cache_folder(tmp_path, remote):
     data = DataConfig(name="voc", root=str(voc_07_12(tmp_path / "data")))
-    build(data, tmp_path / "index.arrow")
-    train, val = open_index(str(tmp_path / "index.arrow"), data_fingerprint(data), cache_dir=tmp_path / "c")
+    build(data, tmp_path / "study" / "index.arrow")
+    train, val = open_index(remote, data_fingerprint(data), cache_dir=tmp_path / "c")
     assert train.file.parent == tmp_path / "c" and val.file == train.file
-    assert cached_index(str(tmp_path / "index.arrow"), data_fingerprint(data), tmp_path / "c") == train.file
+    assert cached_index(remote, data_fingerprint(data), tmp_path / "c") == train.file
 
 
 def test_the_study_driver_writes_the_index_and_a_resumed_study_reuses_it(tmp_path, caplog):
@@ -268,7 +297,7 @@ def test_inspect_reads_a_matching_index_else_parses_with_a_note(tmp_path, capsys
     parsed = capsys.readouterr().out
     assert inspect_main(argv + ["--index", str(tmp_path / "index.arrow")]) == 0
     out = capsys.readouterr()
-    assert out.out == parsed and out.err == "" and len(list(node_cache.glob("*.arrow"))) == 1
+    assert out.out == parsed and out.err == "" and not node_cache.exists()
     assert inspect_main(argv + ["--index", str(tmp_path / "index.arrow"), "--set", "data.seed=1"]) == 0
     assert capsys.readouterr().err == ""  # the seed shapes nothing without data.val_fraction
     assert inspect_main(argv + ["--index", str(tmp_path / "index.arrow"), "--set", "data.seed=1",

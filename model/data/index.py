@@ -31,9 +31,11 @@ its file's size does not. Hashing costs a small part of parsing the same files
 list equal to the index's own matches an index built without one: parsing with it gives the same
 data.
 
-Cache: :func:`open_index` copies an index (a local path or any URI pyarrow opens: ``file://``,
-``s3://``) into ``<tempfile.gettempdir()>/transcenter-index/<key>.arrow``, once per node: a file
-lock serialises the node's workers and the copy is renamed into place. The key hashes the reader's
+Where it is read: an index on a local filesystem (a path or ``file://``: the study's own folder)
+is memory-mapped where it is, after the same check; the driver replaces it only by renaming a new
+file into place, so a reader's mapping stays whole. :func:`open_index` copies an index at any other
+URI pyarrow opens (``s3://``) into ``<tempfile.gettempdir()>/transcenter-index/<key>.arrow``, once
+per node: a file lock serialises the node's workers and the copy is renamed into place. The key hashes the reader's
 fingerprint and the source's location, size and modification time, so a rebuilt index is copied
 again and a cached copy is reused without touching the source's bytes.
 
@@ -258,9 +260,10 @@ def open_index(uri: str, fingerprint: DataFingerprint, train_transforms: Transfo
 
 
 def cached_index(uri: str, fingerprint: DataFingerprint, cache_dir: Path | None = None) -> Path:
-    """Returns this node's copy of the index at ``uri``; the first caller copies it into
-    ``cache_dir`` (default ``<tempfile.gettempdir()>/transcenter-index``) after checking it
-    against ``fingerprint``, later ones reuse it.
+    """Returns the local file to memory-map for the index at ``uri``, checked against
+    ``fingerprint``: the index itself when it is on a local filesystem; else this node's copy, which
+    the first caller makes in ``cache_dir`` (default ``<tempfile.gettempdir()>/transcenter-index``)
+    and later ones reuse.
 
     Raises:
         MissingIndexError: no file at ``uri``.
@@ -271,6 +274,9 @@ def cached_index(uri: str, fingerprint: DataFingerprint, cache_dir: Path | None 
     if info.type != pafs.FileType.File:
         raise MissingIndexError(f"data.index {uri}: no index there (the study driver writes it; "
                                 f"unset data.index to parse the annotation files instead)")
+    if fs.type_name == "local":
+        _check(Path(path), fingerprint, uri)
+        return Path(path)
     folder = Path(cache_dir) if cache_dir else Path(tempfile.gettempdir()) / "transcenter-index"
     folder.mkdir(parents=True, exist_ok=True)
     key = _sha256([FORMAT_VERSION, fingerprint.digest, fs.type_name, path, info.size, info.mtime_ns])
