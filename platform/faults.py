@@ -54,13 +54,24 @@ POINTS = (
     "snapshot_saved",  # Tune saved its experiment snapshot
 )
 _passed: Counter = Counter()  # driver kill points passed in this process
+_read: tuple[tuple, list[dict]] = ((), [])  # (path, mtime, size) of the fault file read, its faults
 
 
 def _faults() -> list[dict]:
+    """Returns the fault file's faults: none while ``ENV`` is unset (no file access); the file is
+    parsed again only when its path, modification time or size changes."""
+    global _read
     path = os.environ.get(ENV)
-    if not path or not Path(path).is_file():
+    if not path:
         return []
-    return json.loads(Path(path).read_text())
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return []
+    key = (path, stat.st_mtime_ns, stat.st_size)
+    if _read[0] != key:
+        _read = (key, json.loads(Path(path).read_text()))
+    return _read[1]
 
 
 def _fire_once(fault: dict) -> bool:
