@@ -223,16 +223,33 @@ class _StripAnsi(logging.Filter):
         return True
 
 
+class _PlainStream:
+    """A text stream that writes to ``stream`` without terminal colour codes; every other attribute
+    is the wrapped stream's."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(ANSI.sub("", text))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def prepare_console() -> None:
     """Readies this process's console before Ray starts: stdout flushed line by line (so that a
     line printed before Ray's precedes Ray's on stderr in a merged log), and, when stdout is not a
-    terminal, no colour codes in what Ray prints here (its log records, the prefixes of forwarded
-    worker lines)."""
+    terminal, no colour codes in what Ray prints here (its log records, the lines it forwards from
+    workers and its notes on lines it deduplicated, which it colours whatever the settings)."""
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(line_buffering=True)
     if sys.stdout.isatty():
         return
     os.environ["RAY_COLOR_PREFIX"] = "0"  # read as each forwarded line is printed
+    if not isinstance(sys.stdout, _PlainStream):
+        sys.stdout, sys.stderr = _PlainStream(sys.stdout), _PlainStream(sys.stderr)
     for handler in logging.getLogger("ray").handlers:
         if not any(isinstance(f, _StripAnsi) for f in handler.filters):
             handler.addFilter(_StripAnsi())

@@ -151,9 +151,14 @@ def read_parquet_dir(filesystem: pafs.FileSystem, path: str) -> pa.Table | None:
 
 
 def read_parquet_file(filesystem: pafs.FileSystem, path: str) -> pa.Table:
-    """Returns the rows of the parquet file ``path`` (one trial's epochs or summary)."""
-    with filesystem.open_input_file(path) as f:
-        return pq.ParquetFile(f).read()
+    """Returns the rows of the parquet file ``path`` (one trial's epochs or summary).
+
+    The file is read whole in one request: a reader that fetched its footer and its pages in
+    separate ranged requests could mix two versions of a file replaced meanwhile (on S3).
+    """
+    with filesystem.open_input_stream(path) as f:
+        data = f.read()
+    return pq.read_table(pa.BufferReader(data))
 
 
 class ResultStore:

@@ -119,6 +119,21 @@ def test_a_warning_with_a_traceback_is_one_line_and_an_error_keeps_its_traceback
     assert len(logger.filters) == 1
 
 
+def test_a_piped_console_gets_no_colour_codes_from_any_print():
+    # Ray colours its note on deduplicated worker lines with a fixed colour, whatever its settings.
+    code = (
+        "import sys\n"
+        "from transcenter.platform.progress import prepare_console\n"
+        "prepare_console(); prepare_console()\n"
+        "print('\\x1b[32m [repeated 2x across cluster]\\x1b[0m', file=sys.stderr)\n"
+        "print('\\x1b[36m(trial_driver pid=1)\\x1b[0m line', flush=True)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, check=True, timeout=60)
+    assert sorted(done.stdout.splitlines()) == [" [repeated 2x across cluster]",
+                                                "(trial_driver pid=1) line"]
+
+
 def test_verbose_flag_reaches_the_spec():
     space = SearchSpace({"model.heatmap_size": Categorical([16, 32])})
     parser = build_parser("heatmap_size", "", asha=False, sampler="grid")

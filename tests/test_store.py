@@ -1,16 +1,25 @@
 """The result store: layout, types, replacement of retried epochs, filesystems, atomic writes."""
 
+import io
 import math
 import signal
 import subprocess
 import sys
 import textwrap
 
+import fsspec
 import pandas as pd
+import pyarrow as pa
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import pytest
 
-from transcenter.store.results import REQUIRED_METRICS, ResultStore, flatten_params
+from transcenter.store.results import (
+    REQUIRED_METRICS,
+    ResultStore,
+    flatten_params,
+    read_parquet_file,
+)
 
 PARAMS = {"model": {"heatmap_size": 32}, "loss": {"alpha": 2.0, "beta": 4.0, "bg_weight": 0.1},
           "matcher.cost_class": 1.0, "matcher.cost_l1": 5.0, "matcher.cost_giou": 2.0,
@@ -196,3 +205,47 @@ def test_empty_study_reads_typed_empty_frames(tmp_path):
     assert epochs.empty and trials.empty
     assert epochs.dtypes["epoch"] == "int64" and epochs.dtypes["AP50"] == "float64"
     assert {"study", "trial_id", "status", "error", "n_epochs"} <= set(trials.columns)
+
+class _RangedFile(fsspec.spec.AbstractBufferedFile):
+    def _fetch_range(self, start, end):
+        data = self.fs.objects[self.path][start:end]
+        self.fs.replace_after_fetch()
+        return data
+
+
+class RangedStore(fsspec.AbstractFileSystem):
+    """Objects in memory whose open files fetch byte ranges of the object's current version in
+    separate requests, as an S3 reader does; ``replace_after_fetch`` runs after each request."""
+
+    cachable = False
+
+    def __init__(self):
+        super().__init__()
+        self.objects, self.replace_after_fetch = {}, lambda: None
+
+    def info(self, path, **kwargs):
+        path = self._strip_protocol(path)
+        if path not in self.objects:
+            raise FileNotFoundError(path)
+        return {"name": path, "size": len(self.objects[path]), "type": "file"}
+
+    def _open(self, path, mode="rb", **kwargs):
+        return _RangedFile(self, self._strip_protocol(path), mode, block_size=64, cache_type="none")
+
+
+def _parquet(rows):
+    sink = io.BytesIO()
+    pq.write_table(pa.table({"epoch": list(range(rows)), "AP": [0.5] * rows}), sink)
+    return sink.getvalue()
+
+
+def test_a_file_replaced_while_it_is_read_reads_as_one_version():
+    store = RangedStore()
+    old, new = _parquet(1), _parquet(40)
+    store.objects["study/trial.parquet"] = old
+
+    def replace():
+        store.objects["study/trial.parquet"] = new
+    store.replace_after_fetch = replace
+    table = read_parquet_file(pafs.PyFileSystem(pafs.FSSpecHandler(store)), "study/trial.parquet")
+    assert table.num_rows in (1, 40)
