@@ -17,6 +17,7 @@ import optuna
 import ray
 
 from transcenter.model.training.experiment import PRESETS, parse_overrides
+from transcenter.platform.data_check import DataCheck
 from transcenter.platform.errors import StudyError
 from transcenter.platform.progress import prepare_console
 from transcenter.platform.search import SAMPLERS, Categorical, SearchSpace
@@ -134,8 +135,8 @@ def build_parser(name: str, description: str, asha: bool, seeds: int = 1,
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local Ray)")
     p.add_argument("--no-report", action="store_true", help="skip writing report.html at the end")
     p.add_argument("--verbose", action="store_true",
-                   help="also print Ray Train's lines (two per epoch and worker: checkpoint, report), "
-                        "which otherwise go to <storage>/<name>/logs/<trial>.log only")
+                   help="also print Ray's, Tune's and Ray Train's own lines and what workers print, "
+                        "which otherwise go to <storage>/<name>/logs/ (<trial>.log, driver.log) only")
     p.add_argument("--simulate", metavar="SOURCE",
                    help="simulate the trials instead of training them: each replays a learning "
                         "curve (surrogate: the built-in curve family with a known optimum; "
@@ -244,6 +245,31 @@ def write_report(directory: str) -> None:
         print(f"report: {mask(done.stdout.strip().splitlines()[-1])}")
 
 
+def banner(spec: StudySpec, data: DataCheck, dashboard: str | None, taken: list[str]) -> str:
+    """Returns the lines a study prints once its up-front checks have passed: what runs and where
+    its results, live views, logs and early stopping are."""
+    directory = study_dir(spec)
+    lines = [f"study {spec.name}: {spec.samples} trials x {spec.epochs} epochs -> {mask(directory)}"]
+    if data.summary:
+        lines.append(f"  data: {data.summary}")
+    database = display(optuna_url(spec), spec.optuna_password is not None)
+    tensorboard = "" if spec.simulate else f" | tensorboard --logdir {mask(directory)}/tune"
+    lines.append(f"  live: Ray dashboard {dashboard or '(none on this cluster)'} | "
+                 f"optuna-dashboard {database}{tensorboard}")
+    where = "" if uri.is_local(directory) else " on each worker's node"
+    logs = log_dir(directory, spec.name)
+    lines.append(f"  logs: each trial's Ray Train lines in {logs}/<trial>.log{where}, Ray's and "
+                 f"Tune's in {logs}/driver.log{'' if spec.verbose else ' (--verbose: on the console too)'}")
+    if spec.mlflow_uri:
+        tracking = display(spec.mlflow_uri, spec.mlflow_password is not None)
+        lines.append(f"  mlflow: {tracking}, experiment {spec.name!r}")
+    if spec.asha:
+        lines.append(f"  early stopping: {spec.early_stopping.describe()}")
+    if taken:
+        lines.append(f"  fixed by --set, not searched: {', '.join(taken)}")
+    return "\n".join(lines)
+
+
 def main(name: str, space: SearchSpace, description: str, sampler: str = "tpe",
          asha: bool = False, fixed: dict[str, Any] | None = None, seeds: int = 1,
          fixed_by_preset: dict[str, dict[str, Any]] | None = None,
@@ -265,23 +291,9 @@ def main(name: str, space: SearchSpace, description: str, sampler: str = "tpe",
     try:
         spec = spec_from_args(args, space, fixed, fixed_by_preset)
         directory = study_dir(spec)
-        print(f"study {spec.name}: {spec.samples} trials x {spec.epochs} epochs -> {mask(directory)}")
-        database = display(optuna_url(spec), spec.optuna_password is not None)
-        tensorboard = "" if spec.simulate else f" | tensorboard --logdir {mask(directory)}/tune"
-        print(f"  live: Ray dashboard (the address Ray prints as it connects) | "
-              f"optuna-dashboard {database}{tensorboard}")
-        where = "" if uri.is_local(directory) else " on each worker's node"
-        print(f"  logs: Ray Train's lines of each trial in {log_dir(directory, spec.name)}/<trial>.log"
-              f"{where}{'' if args.verbose else ' (--verbose: on the console too)'}")
-        if spec.mlflow_uri:
-            tracking = display(spec.mlflow_uri, spec.mlflow_password is not None)
-            print(f"  mlflow: {tracking}, experiment {spec.name!r}")
-        if spec.asha:
-            print(f"  early stopping: {spec.early_stopping.describe()}")
         taken = fixed_by_set(args, space)[1]
-        if taken:
-            print(f"  fixed by --set, not searched: {', '.join(taken)}")
-        store = run_study(spec, args.address)
+        store = run_study(spec, args.address, ready=lambda resumed, data, dashboard: print(
+            banner(resumed, data, dashboard, taken)))
         # Disconnecting now ends the trial actors while the console is still the study's: what
         # they print as they exit (a reused actor's "SystemExit: 1") is not forwarded after the
         # study's summary. Nothing below needs Ray.
@@ -299,6 +311,7 @@ def main(name: str, space: SearchSpace, description: str, sampler: str = "tpe",
     if spec.mlflow_uri:
         artifacts = finish_study(spec.mlflow_uri, store, directory)
         if artifacts is not None:
+            tracking = display(spec.mlflow_uri, spec.mlflow_password is not None)
             print(f"mlflow: experiment {spec.name!r} at {tracking}, study run with "
                   f"{', '.join(artifacts) or 'no artifacts'}")
     code, summary = outcome(store)

@@ -28,6 +28,7 @@ from transcenter.platform.errors import StudyError
 logger = logging.getLogger(__name__)
 
 SAMPLE_IMAGES = 32  # image files probed per split
+NAMED_PROBLEMS = 3  # sampled images that cannot be used, named one per line
 
 
 @dataclass(frozen=True)
@@ -38,11 +39,14 @@ class DataCheck:
         class_names: Class index -> name, as every trial will see them.
         report: The data-set report (:func:`~transcenter.model.data.inspect.dataset_report`).
         index: The data index every trial opens (path or URI); None for synthetic data.
+        summary: The check in a line (source, images per split, classes, seconds); "" when the
+            data set was not opened.
     """
 
     class_names: list[str]
     report: dict[str, Any]
     index: str | None = None
+    summary: str = ""
 
     @property
     def trial_overrides(self) -> dict[str, Any]:
@@ -71,18 +75,20 @@ def check_data(config: TrialConfig, index_uri: str | None = None) -> DataCheck:
     try:
         train, val = _open(config.data, size, index)
         for split, dataset in (("train", train), ("val", val)):
-            problems = dataset.probe_sample(SAMPLE_IMAGES) if hasattr(dataset, "probe_sample") else {}
-            if problems:
-                logger.warning("data: %s split: sampled images with problems (the trials skip "
-                               "them): %s", split, problems)
+            problems = dataset.probe_sample(SAMPLE_IMAGES) if hasattr(dataset, "probe_sample") else []
+            for path, problem in problems[:NAMED_PROBLEMS]:
+                logger.warning("data: %s: %s (%s split; the trials skip it)", path,
+                               problem.replace("_", " "), split)
+            if len(problems) > NAMED_PROBLEMS:
+                logger.warning("data: %d more sampled %s images cannot be used",
+                               len(problems) - NAMED_PROBLEMS, split)
         config.with_class_names(train.class_names)
     except (OSError, ValueError) as e:
         raise StudyError(f"data: {e}") from e
     report = {"data": config.data.name, **dataset_report({"train": train, "val": val}, size)}
-    logger.info("data: %s, %d train and %d val images, %d classes, checked in %.1f s",
-                config.data.name, len(train), len(val), len(train.class_names),
-                time.perf_counter() - start)
-    return DataCheck(list(train.class_names), report, index)
+    summary = (f"{config.data.name}, {len(train)} train and {len(val)} val images, "
+               f"{len(train.class_names)} classes, checked in {time.perf_counter() - start:.1f} s")
+    return DataCheck(list(train.class_names), report, index, summary)
 
 
 def _open(data: DataConfig, size: int, index: str | None) -> tuple[Any, Any]:

@@ -15,7 +15,6 @@ import contextlib
 import io
 import logging
 import os
-import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -26,10 +25,10 @@ from typing import Any, TextIO
 from ray.tune import Callback
 
 from transcenter.platform.callbacks import error_summary
+from transcenter.platform.train_log import ANSI, StripAnsi
 from transcenter.platform.trial_files import REPLAY_KEY, split_config
 
 EPOCH_KEY = "epoch"
-ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 @dataclass
@@ -213,16 +212,6 @@ def table_interval_s(stream: TextIO | None = None) -> float:
     return 10.0 if stream.isatty() else 30.0
 
 
-class _StripAnsi(logging.Filter):
-    """Removes terminal colour codes from a record (Ray colours the dashboard's address)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if "\x1b" in message:
-            record.msg, record.args = ANSI.sub("", message), ()
-        return True
-
-
 class _PlainStream:
     """A text stream that writes to ``stream`` without terminal colour codes; every other attribute
     is the wrapped stream's."""
@@ -251,8 +240,8 @@ def prepare_console() -> None:
     if not isinstance(sys.stdout, _PlainStream):
         sys.stdout, sys.stderr = _PlainStream(sys.stdout), _PlainStream(sys.stderr)
     for handler in logging.getLogger("ray").handlers:
-        if not any(isinstance(f, _StripAnsi) for f in handler.filters):
-            handler.addFilter(_StripAnsi())
+        if not any(isinstance(f, StripAnsi) for f in handler.filters):
+            handler.addFilter(StripAnsi())
 
 
 @contextlib.contextmanager

@@ -55,15 +55,21 @@ def _local_address() -> str:
     return "local"
 
 
-def connect(address: str | None) -> None:
+def connect(address: str | None, forward_worker_output: bool = True) -> str | None:
     """Connects to ``address`` (or ``RAY_ADDRESS``, as under ``ray job submit``), else to the
-    cluster ``ray start`` recorded, else starts a local Ray with :data:`WORKER_ENV`.
+    cluster ``ray start`` recorded, else starts a local Ray with :data:`WORKER_ENV`. With
+    ``forward_worker_output`` False, what workers print stays in Ray's worker logs instead of
+    reaching this driver's console.
+
+    Returns:
+        The Ray dashboard's URL (``http://host:port``), or None when the cluster runs none or this
+        driver was already connected.
 
     Raises:
         StudyError: Within seconds when the given cluster does not answer.
     """
     if ray.is_initialized():
-        return
+        return None
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         check_reachable(address)
@@ -71,12 +77,17 @@ def connect(address: str | None) -> None:
         address = _local_address()  # checked there
     try:
         if address == "local":
-            ray.init(address="local", runtime_env={"env_vars": WORKER_ENV})
-            return
-        enable_token_auth_if_token_available()
-        ray.init(address=address)
+            context = ray.init(address="local", runtime_env={"env_vars": WORKER_ENV},
+                               log_to_driver=forward_worker_output)
+        else:
+            enable_token_auth_if_token_available()
+            context = ray.init(address=address, log_to_driver=forward_worker_output)
     except (ConnectionError, TimeoutError, RuntimeError) as e:
         raise StudyError(f"cannot reach the Ray cluster at {address!r}: {e}") from e
+    url = context.dashboard_url
+    if not url:
+        return None
+    return url if "://" in url else f"http://{url}"
 
 
 def alive_nodes() -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ import functools
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,7 @@ from transcenter.platform.tracking import (
     sync_study,
     use_credentials,
 )
-from transcenter.platform.train_log import log_dir
+from transcenter.platform.train_log import driver_log, log_dir, upstream_logs
 from transcenter.platform.trainer import Resources
 from transcenter.platform.trial import TrialSpec, trainable
 from transcenter.store import uri
@@ -96,7 +97,7 @@ class StudySpec:
     min_free_gb: float = 1.0  # refuse to start on local storage with less free disk
     simulate: str | None = None  # a learning-curve source: trials replay it instead of training
     time_scale: float = 1000.0  # simulated seconds per real second of a simulated study
-    verbose: bool = False  # Ray Train's per-epoch lines on the console too, not only in logs/
+    verbose: bool = False  # Ray's, Tune's and Train's lines on the console too, not only in logs/
     optuna_password: str | None = field(default=None, repr=False)  # used by run_study only
     mlflow_password: str | None = field(default=None, repr=False)  # used by run_study only
 
@@ -418,8 +419,17 @@ def _data(spec: StudySpec) -> DataCheck:
     return check_data(spec.trial_defaults, f"{study_dir(spec)}/data/index.arrow")
 
 
-def run_study(spec: StudySpec, address: str | None = None) -> ResultStore:
-    """Runs (or resumes) the study to the end and returns its result store."""
+def run_study(spec: StudySpec, address: str | None = None,
+              ready: Callable[[StudySpec, DataCheck, str | None], None] | None = None
+              ) -> ResultStore:
+    """Runs (or resumes) the study to the end and returns its result store.
+
+    ``ready`` is called once every up-front check has passed (storage, Optuna, MLflow, the data
+    set, the cluster and its nodes), just before the first trial starts, with the study as
+    resumed, the data check and the Ray dashboard's URL (None without one). Ray's, Tune's and
+    Train's own log lines go to the study's ``driver.log`` (:func:`driver_log`), and reach the
+    console only when they are errors or ``spec.verbose`` is set; so does what workers print.
+    """
     faults.arm_driver()
     spec = resume_decided(spec)
     use_password(spec.optuna_password)
@@ -427,26 +437,29 @@ def run_study(spec: StudySpec, address: str | None = None) -> ResultStore:
         use_credentials(spec.mlflow_uri, spec.mlflow_password)
     check_study(spec)
     data = _data(spec)
-    connect(address)
-    removed = remove_placement_groups_of_ended_jobs()
-    if removed:
-        logger.warning("removed %d placement group(s) that ended jobs left holding resources",
-                       removed)
-    check_nodes_reach(spec)
-    keep_secrets_out_of_runtime_envs()
-    keep_starting_actors()
-    tuner = build_tuner(spec, data)
-    if tuner is not None:
-        # A simulated study's rows are in parquet; Tune's own files per trial would take about a
-        # fifth of the driver's CPU per row.
-        with quiet_tune(logger_files=spec.simulate is None):
-            try:
-                tuner.fit()
-            except Exception as e:  # Tune wraps the driver's own errors (a database gone too long)
-                found = _study_error(e)
-                if found is None:
-                    raise
-                raise found from None
+    with upstream_logs(driver_log(study_dir(spec), spec.name), spec.verbose):
+        dashboard = connect(address, forward_worker_output=spec.verbose)
+        removed = remove_placement_groups_of_ended_jobs()
+        if removed:
+            logger.warning("removed %d placement group(s) that ended jobs left holding resources",
+                           removed)
+        check_nodes_reach(spec)
+        keep_secrets_out_of_runtime_envs()
+        keep_starting_actors()
+        tuner = build_tuner(spec, data)
+        if ready is not None:
+            ready(spec, data, dashboard)
+        if tuner is not None:
+            # A simulated study's rows are in parquet; Tune's own files per trial would take about
+            # a fifth of the driver's CPU per row.
+            with quiet_tune(logger_files=spec.simulate is None):
+                try:
+                    tuner.fit()
+                except Exception as e:  # Tune wraps the driver's own errors (a database gone)
+                    found = _study_error(e)
+                    if found is None:
+                        raise
+                    raise found from None
     store = ResultStore(spec.storage_path, spec.name)
     if spec.mlflow_uri:  # trials that ended while the driver was down, epochs MLflow missed
         sync_study(spec.mlflow_uri, store, study_dir(spec))

@@ -1,24 +1,31 @@
-"""Where Ray Train's own lines of a trial go: its log file, and the console only with ``--verbose``.
+"""Where Ray's, Tune's and Ray Train's own lines of a study go: its log files, and the console
+only with ``--verbose`` (or when the driver's are errors).
 
 Ray Train logs two lines per epoch on every worker (``Checkpoint successfully created at: ...``,
 ``Reporting training result n: TrainingReport(...)``) and a few as its worker group starts, all at
-INFO on the ``ray.train`` logger, which Ray forwards to the study's console. A trial's
+INFO on the ``ray.train`` logger. :func:`log_to_file`, called in each worker, keeps them, and the
+worker's own data warnings (an image it skips), in ``<trial>.log`` in the study's log folder
+(:func:`log_dir`); Ray forwards what workers print to the driver's console only with
+``--verbose`` (``ray.init(log_to_driver=...)``), and a trial's
 ``ray.train.RunConfig(logging_config=LoggingConfig(log_level=...))`` (public) sets the level of
-what reaches the console (but for the report lines, which Ray logs elsewhere: :func:`log_to_file`
-holds them back); :func:`log_to_file`, called in each worker, keeps the INFO lines in the study's
-log folder (:func:`log_dir`). Warnings and errors reach the console either way.
+what it forwards then (but for the report lines, which Ray logs elsewhere: :func:`log_to_file`
+holds them back). The driver's own Ray and Tune lines (connecting, token authentication, Tune's
+state files) go to ``driver.log`` there (:func:`upstream_logs`).
 """
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 from transcenter.store import uri
 
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # a terminal colour or cursor code
 TRAIN_LOGGER = "ray.train"
+OWN_LOGGER = "transcenter"  # the worker's own lines (data it skips)
 
 
 def log_dir(study_dir: str, study: str) -> str:
@@ -29,6 +36,46 @@ def log_dir(study_dir: str, study: str) -> str:
     return f"~/.cache/transcenter/{study}/logs"
 
 
+class StripAnsi(logging.Filter):
+    """Removes terminal colour codes from a record (Ray colours the dashboard's address)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "\x1b" in message:
+            record.msg, record.args = ANSI.sub("", message), ()
+        return True
+
+
+def driver_log(study_dir: str, study: str) -> str:
+    """Returns the file of the study driver's Ray, Tune and Train lines: ``driver.log`` in the
+    study's log folder (:func:`log_dir`; for a URI, on the driver's own node)."""
+    return os.path.expanduser(f"{log_dir(study_dir, study)}/driver.log")
+
+
+@contextlib.contextmanager
+def upstream_logs(path: str, verbose: bool) -> Iterator[None]:
+    """Within: this process's Ray, Tune and Train log records (the ``ray`` logger's) at INFO and
+    above are appended to ``path``; on the console only their errors, or every level with
+    ``verbose``."""
+    ray_logger = logging.getLogger("ray")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, delay=True)
+    handler.setLevel(logging.INFO)
+    handler.addFilter(StripAnsi())  # Ray's own format; it colours the dashboard's address
+    console = {h: h.level for h in ray_logger.handlers if not isinstance(h, logging.FileHandler)}
+    if not verbose:
+        for h in console:
+            h.setLevel(logging.ERROR)
+    ray_logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        ray_logger.removeHandler(handler)
+        handler.close()
+        for h, level in console.items():
+            h.setLevel(level)
+
+
 def console_level(verbose: bool) -> str:
     """Ray Train's console level: its INFO lines with ``--verbose``, else warnings and errors."""
     return "INFO" if verbose else "WARNING"
@@ -37,7 +84,7 @@ def console_level(verbose: bool) -> str:
 @contextlib.contextmanager
 def log_to_file(folder: str | None, trial: str, rank: int,
                 console_level: str = "INFO") -> Iterator[None]:
-    """Within: this worker's Ray Train lines at INFO and above are appended to
+    """Within: this worker's Ray Train and own lines at INFO and above are appended to
     ``<folder>/<trial>.log`` (every rank of the trial writes there, each line naming its rank);
     above an INFO ``console_level`` the per-epoch report lines, which ``LoggingConfig`` does not
     govern (:func:`~transcenter.platform.compat.train_report_logger`), stay off the console too.
@@ -46,7 +93,7 @@ def log_to_file(folder: str | None, trial: str, rank: int,
     a handler added here stays until the function returns."""
     from transcenter.platform.compat import train_report_logger
 
-    loggers = [logging.getLogger(TRAIN_LOGGER), train_report_logger()]
+    loggers = [logging.getLogger(TRAIN_LOGGER), train_report_logger(), logging.getLogger(OWN_LOGGER)]
     report_logger = loggers[1]
     propagate = report_logger.propagate
     handler = None

@@ -14,7 +14,9 @@ import sqlalchemy
 from browser import get_json, optuna_dashboard
 from isolated import REPO, fresh_shell, kill
 from postgres import postgres_server
+from test_data import make_voc
 
+from transcenter.model.data.common import ImageError, read_image
 from transcenter.platform.search import Categorical, SearchSpace
 from transcenter.platform.study import StudySpec, run_study
 from transcenter.store.uri import mask
@@ -142,3 +144,29 @@ def test_a_bad_data_root_is_refused_before_ray_starts(tmp_path):
                       f"VOCdevkit/VOC<year>/, VOC<year>/ or a folder with Annotations/, JPEGImages/ "
                       f"and ImageSets/Main/ (found ['VOC2007'])"], done.stderr[-4000:]
     assert "Traceback" not in done.stderr and "Started a local Ray instance" not in done.stderr
+
+
+def test_a_corrupt_jpeg_is_one_plain_line_naming_the_file(tmp_path):
+    """Before: the driver announced ``{'corrupt_image': 1}`` naming no file, and a worker later
+    logged it with torchvision's C++ source location and colour codes."""
+    objects = {f"{i:03d}": [("cat", 1, 1, 10, 20, 0)] for i in range(6)}
+    year = make_voc(tmp_path / "voc", objects)
+    make_voc(tmp_path / "voc", objects, split="test")
+    broken = year / "JPEGImages" / "003.jpg"
+    broken.write_bytes(broken.read_bytes()[:200])  # truncated
+    done = subprocess.run(  # refused after the data check: nothing answers at the address
+        [sys.executable, str(REPO / "studies" / "heatmap_size.py"), "--data", "voc", "--data-root",
+         str(tmp_path / "voc"), "--preset", "smoke", "--storage-path", str(tmp_path / "results"),
+         "--address", "127.0.0.1:1"],
+        capture_output=True, text=True, timeout=300,
+        env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)})
+    assert done.returncode == 2 and "error: cannot reach the Ray cluster" in done.stderr
+    named = [line for line in (done.stdout + done.stderr).splitlines() if "003.jpg" in line]
+    assert len(named) == 2 and all(line.endswith(f"data: {broken}: corrupt image ({split} split; "
+                                                 f"the trials skip it)")
+                                   for line, split in zip(named, ("train", "val"))), named
+    assert "{'corrupt_image'" not in done.stderr and "\x1b" not in done.stderr
+    assert "study heatmap_size:" not in done.stdout  # no banner before a refusal
+    with pytest.raises(ImageError) as error:
+        read_image(broken)
+    assert str(error.value) == f"{broken}: cannot decode image (Image is incomplete or truncated)"

@@ -39,6 +39,7 @@ from __future__ import annotations
 import copy
 import logging
 import random
+import re
 import warnings
 from abc import ABC, abstractmethod
 from collections import Counter
@@ -262,6 +263,15 @@ class ImageError(ValueError):
         self.reason = reason
 
 
+_SOURCE_LOCATION = re.compile(r"^\w+, \S+\.(?:cpp|cc|h):\d+, ")  # "decode_jpeg, /x/decode_jpeg.cpp:171, "
+
+
+def _decoder_message(error: Exception) -> str:
+    """Returns torchvision's decoder error as a person reads it: its first line, without the C++
+    function and source location it starts with (``decode_jpeg, <file>.cpp:171, ``)."""
+    return _SOURCE_LOCATION.sub("", str(error).split("\n", 1)[0]).strip()
+
+
 def read_image(path: Path, expected_size: tuple[int, int] | None = None) -> torch.Tensor:
     """Decode an image file to float32 (3, H, W) RGB in [0, 1].
 
@@ -274,7 +284,7 @@ def read_image(path: Path, expected_size: tuple[int, int] | None = None) -> torc
             image = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)  # (3, H, W) uint8
         except RuntimeError as err:
             reason = "corrupt_image" if path.is_file() else "missing_image"
-            raise ImageError(reason, f"{path}: cannot decode image ({err})") from err
+            raise ImageError(reason, f"{path}: cannot decode image ({_decoder_message(err)})") from err
     if expected_size is not None and tuple(image.shape[1:]) != tuple(expected_size):
         raise ImageError("size_mismatch", f"{path}: decoded size (H, W) = {tuple(image.shape[1:])} "
                                           f"but the annotation says {tuple(expected_size)}")
@@ -361,31 +371,32 @@ class ImageFileDataset(Dataset, ABC):
             image, target = self.transforms(image, target)
         return image, target
 
-    def probe_sample(self, count: int = 32) -> dict[str, int]:
+    def probe_sample(self, count: int = 32) -> list[tuple[str, str]]:
         """Probes ``count`` evenly spaced images' files (:func:`probe_image`, annotated size
         included) without decoding them: the quick check of a data set whose images were not
         probed when it was opened.
 
         Returns:
-            Problem (``missing_image``, ``corrupt_image``, ``size_mismatch``) -> images among the
-            sample; {} when every sampled image is whole.
+            ``(image file, problem)`` for each sampled image that cannot be used (problem:
+            ``missing_image``, ``corrupt_image`` or ``size_mismatch``), in the data set's order;
+            [] when every sampled image is whole.
 
         Raises:
             ValueError: no sampled image is usable, naming the first one and its problem (a
                 wrong image folder or extension, typically).
         """
         sample = range(0, len(self), max(1, len(self) // count))[:count]
-        problems: dict[str, int] = {}
-        first = None
+        problems = []
         for index in sample:
             path, annotated = self.image_file(index)
             problem, size = probe_image(path)
             problem = problem or (None if size == annotated else "size_mismatch")
             if problem:
-                problems[problem] = problems.get(problem, 0) + 1
-                first = first or f"{path}: {problem}"
-        if problems and sum(problems.values()) == len(sample):
-            raise ValueError(f"none of {len(sample)} sampled images is usable, e.g. {first}")
+                problems.append((str(path), problem))
+        if problems and len(problems) == len(sample):
+            path, problem = problems[0]
+            raise ValueError(f"none of {len(sample)} sampled images is usable, e.g. {path}: "
+                             f"{problem}")
         return problems
 
 
