@@ -7,7 +7,7 @@
                                     (``engine.TrialRunner``), checkpoints, the ``train`` CLI
     transcenter.model.evaluation    COCO AP and overlap recall, Table 1 parameter/MAC counts
     transcenter.model.data          synthetic scenes, VOC and COCO loaders, transforms
-    transcenter.model.metric_names  names of the metrics an epoch reports (no torch)
+    transcenter.store.metric_names  names of the metrics an epoch reports (no torch)
 
 The package re-exports nothing, so ``import transcenter.model`` loads no torch: a process that only
 reads configs (a study's trial driver, the Ray Train controller) never pays torchvision's import

@@ -9,9 +9,9 @@ from typing import Any
 
 from ray.tune import Callback
 
-from transcenter.model.metric_names import AP_KEYS, COST_KEYS, EXTRA_KEYS, LOSS_KEYS, PER_CLASS_AP50_PREFIX
 from transcenter.platform.faults import kill_point
 from transcenter.platform.trial_files import DEVICE_KEY, NODE_KEY, split_config
+from transcenter.store.metric_names import AP_KEYS, COST_KEYS, EXTRA_KEYS, LOSS_KEYS, PER_CLASS_AP50_PREFIX
 from transcenter.store.results import ResultStore
 
 logger = logging.getLogger(__name__)

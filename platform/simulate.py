@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 from ray import tune
 
-from transcenter.model.metric_names import (
+from transcenter.platform.trial_files import DEVICE_KEY, NODE_KEY, split_config
+from transcenter.store.metric_names import (
     AP_KEYS,
     COCO_AP_KEYS,
     COST_KEYS,
@@ -38,7 +39,6 @@ from transcenter.model.metric_names import (
     LOSS_KEYS,
     OVERLAP_RECALL,
 )
-from transcenter.platform.trial_files import DEVICE_KEY, NODE_KEY, split_config
 from transcenter.store.results import ResultStore
 
 SURROGATE = "surrogate"

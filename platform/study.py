@@ -23,7 +23,6 @@ import optuna
 import pyarrow.fs
 from ray import tune
 
-from transcenter.model.metric_names import AP_KEYS, COST_KEYS, EXTRA_KEYS, LOSS_KEYS
 from transcenter.model.training.experiment import trial_config
 from transcenter.platform import faults
 from transcenter.platform.callbacks import ResultStoreCallback
@@ -56,6 +55,7 @@ from transcenter.platform.train_log import driver_log, log_dir, upstream_logs
 from transcenter.platform.trainer import Resources
 from transcenter.platform.trial import TrialSpec, trainable
 from transcenter.store import uri
+from transcenter.store.metric_names import AP_KEYS, COST_KEYS, EXTRA_KEYS, LOSS_KEYS
 from transcenter.store.results import META_FILE, ResultStore
 from transcenter.store.uri import delete_file, write_text
 

@@ -18,7 +18,7 @@ import numbers
 from collections.abc import Mapping
 from typing import Any
 
-from transcenter.model.metric_names import LOSS_KEYS
+from transcenter.store.metric_names import LOSS_KEYS
 
 logger = logging.getLogger(__name__)
 

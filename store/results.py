@@ -15,10 +15,12 @@ code; ``<storage_path>/<study>/study.json`` holds the study's metadata, e.g. ``s
   ``device`` (str, the device it trained on in words, e.g. ``NVIDIA H200`` or ``cpu x2``; null if
   unknown), one column per hyperparameter under its dotted name, then the metrics
   (float64): always the `REQUIRED_METRICS` (null where not reported), then any extra ones.
-- trials: ``study, trial_id, status, error`` (str, error null unless given), ``n_epochs`` (int64),
-  ``node_ip`` (str, the node of its last stored epoch), the
-  hyperparameters, ``final.<metric>`` (the last epoch), ``best.<metric>`` and ``best_epoch`` (the
-  epoch with the highest ``AP`` (`BEST_METRIC`); null when that metric was never finite).
+- trials: ``study, trial_id, status, error`` (str, error null unless given), ``n_epochs`` (int64,
+  the epochs stored, 1 to ``n_epochs``), ``node_ip`` (str, the node of its last stored epoch), the
+  hyperparameters, ``final.<metric>`` (float64: the metric at the trial's last epoch, where it
+  completed or was stopped; null without epochs). A trial's value of any metric is its value at its
+  last epoch: what Optuna is told, and what the dashboards, replay and MLflow report. Studies
+  written by earlier versions also have ``best.<metric>`` and ``best_epoch``, which readers ignore.
 
 One file per trial, rewritten whole on every write, rather than one file per trial-epoch: a retried or
 resumed epoch replaces its row by key (no duplicates, no compaction step), a study of T trials is T
@@ -62,16 +64,16 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-# The metric vocabulary of the store, re-exported for its readers (the dashboards).
-from transcenter.model.metric_names import COCO_AP_KEYS, LOSS_KEYS, OVERLAP_RECALL  # noqa: F401
 from transcenter.store import uri
+
+# The metric vocabulary of the store, re-exported for its readers (the dashboards).
+from transcenter.store.metric_names import COCO_AP_KEYS, LOSS_KEYS, OVERLAP_RECALL  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
 STATUSES = ("running", "completed", "stopped", "error")
 READ_THREADS = 16  # files read at once by read_parquet_dir
 META_FILE = "study.json"
-BEST_METRIC = "AP"  # picks a trial's best epoch: higher is better
 REQUIRED_METRICS = LOSS_KEYS + COCO_AP_KEYS
 EPOCH_COLUMNS = {
     "study": pa.string(), "trial_id": pa.string(), "epoch": pa.int64(),
@@ -81,7 +83,7 @@ TRIAL_COLUMNS = {
     "study": pa.string(), "trial_id": pa.string(), "status": pa.string(),
     "error": pa.string(), "n_epochs": pa.int64(), "node_ip": pa.string(),
 }
-SUMMARY_PREFIXES = ("final.", "best.")
+SUMMARY_PREFIXES = ("final.", "best.")  # summary columns (best.*: studies of earlier versions)
 _PARAM_TYPES = {"bool": pa.bool_(), "int64": pa.int64(), "float64": pa.float64(), "string": pa.string()}
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _TEMPORARY = re.compile(r"\..+\.tmp-[0-9a-f]{32}")
@@ -298,7 +300,7 @@ class ResultStore:
         status: str,
         error: str | None = None,
     ) -> None:
-        """Stores the trial's summary row, computing final and best metrics from its stored epochs.
+        """Stores the trial's summary row, computing its last epoch's metrics from its stored epochs.
 
         Args:
             trial_id: The trial.
@@ -318,12 +320,11 @@ class ResultStore:
         old = self._read_trial_epochs(trial_id)
         epochs = old.to_pandas() if old is not None else pd.DataFrame(
             {c: pd.Series(dtype="float64") for c in ("epoch", *REQUIRED_METRICS)})
-        summary = summarize_epochs(epochs, BEST_METRIC)
+        summary = summarize_epochs(epochs)
         row.update(summary)
         nodes = epochs.sort_values("epoch")["node_ip"].dropna() if "node_ip" in epochs else []
         row["node_ip"] = str(nodes.iloc[-1]) if len(nodes) else None
         types.update({name: pa.float64() for name in summary if name.startswith(SUMMARY_PREFIXES)})
-        types["best_epoch"] = pa.int64()
         table = pa.Table.from_pylist([row], schema=pa.schema(types))
         self._write_atomic(table, self._file("trials", trial_id))
         if status != "running":
@@ -407,25 +408,20 @@ class ResultStore:
             raise
 
 
-def summarize_epochs(epochs: pd.DataFrame, best_metric: str = BEST_METRIC) -> dict[str, Any]:
+def summarize_epochs(epochs: pd.DataFrame) -> dict[str, Any]:
     """Summarises one trial's epochs.
 
     Args:
         epochs: The trial's rows as stored (``epoch`` and metric columns; any order).
-        best_metric: Higher is better; picks the best epoch among those where it is finite.
 
     Returns:
-        ``n_epochs``; ``final.<m>`` for every metric m at the last epoch; ``best.<m>`` at the best
-        epoch and ``best_epoch`` (None, and metrics None, where there is no such epoch).
+        ``n_epochs`` (rows) and ``final.<m>`` for every metric m: its value at the last epoch, as
+        stored (NaN and inf kept); None for every metric when there is no epoch.
     """
     metrics = [c for c in epochs.columns if not is_param_column(c) and c not in EPOCH_COLUMNS]
-    finite = epochs[np.isfinite(epochs[best_metric])] if best_metric in epochs else epochs.iloc[:0]
     final = epochs.loc[epochs["epoch"].idxmax()] if len(epochs) else None
-    best = finite.loc[finite[best_metric].idxmax()] if len(finite) else None
     summary: dict[str, Any] = {"n_epochs": len(epochs)}
-    for prefix, source in (("final.", final), ("best.", best)):
-        summary.update({prefix + m: None if source is None else float(source[m]) for m in metrics})
-    summary["best_epoch"] = None if best is None else int(best["epoch"])
+    summary.update({f"final.{m}": None if final is None else float(final[m]) for m in metrics})
     return summary
 
 

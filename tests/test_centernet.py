@@ -13,9 +13,9 @@ from transcenter.model.detector.config import LossConfig, ModelConfig, TransCent
 from transcenter.model.detector.criterion import SetCriterion
 from transcenter.model.detector.registry import build_criterion, build_model, postprocess
 from transcenter.model.evaluation.evaluate import recall_at_iou
-from transcenter.model.metric_names import AP_KEYS
 from transcenter.model.training.engine import TrialRunner
 from transcenter.model.training.experiment import trial_config
+from transcenter.store.metric_names import AP_KEYS
 
 SIZE = 64  # input pixels; S = 16 gives 4 px cells
 # Nested same-class boxes with one centre (32, 32): both in cell (8, 8); and one other object.

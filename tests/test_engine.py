@@ -3,7 +3,6 @@ import math
 import pytest
 import torch
 
-from transcenter.model.metric_names import AP_KEYS, LOSS_KEYS
 from transcenter.model.training.checkpoint import (
     IncompatibleCheckpointError,
     load_checkpoint,
@@ -11,6 +10,7 @@ from transcenter.model.training.checkpoint import (
 )
 from transcenter.model.training.engine import DEFAULT_THREADS, DivergedError, TrialRunner, configure_process
 from transcenter.model.training.experiment import trial_config
+from transcenter.store.metric_names import AP_KEYS, LOSS_KEYS
 
 TINY = {"data.num_train": 16, "data.num_val": 8, "train.batch_size": 8}
 

@@ -12,9 +12,9 @@ from ray import cloudpickle
 from ray.train import UserCallback
 from ray.util.placement_group import PlacementGroup, placement_group_table
 
-from transcenter.model.metric_names import AP_KEYS, LOSS_KEYS
 from transcenter.platform.trainer import Resources, build_trainer
 from transcenter.platform.trial_files import recorded_placement_group, run_dir
+from transcenter.store.metric_names import AP_KEYS, LOSS_KEYS
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the cluster cannot import tests/

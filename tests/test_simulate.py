@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 from local_cluster import trial_actors
 
-from transcenter.model.metric_names import AP_KEYS, COST_KEYS, EXTRA_KEYS, LOSS_KEYS
 from transcenter.platform.search import Categorical, Float, SearchSpace
 from transcenter.platform.simulate import SimulationSpec, Surrogate
 from transcenter.platform.simulated_time import run_simulated_time
 from transcenter.platform.study import StudySpec, run_study
+from transcenter.store.metric_names import AP_KEYS, COST_KEYS, EXTRA_KEYS, LOSS_KEYS
 
 SPACE = SearchSpace({"loss.alpha": Float(0.5, 4.0), "optim.lr": Float(1e-5, 1e-2, log=True),
                      "model.heatmap_size": Categorical([16, 32, 64, 128]),

@@ -25,9 +25,9 @@ from transcenter.model.data.build import open_datasets
 from transcenter.model.detector.registry import build_criterion, build_model, postprocess
 from transcenter.model.evaluation.complexity import count
 from transcenter.model.evaluation.evaluate import evaluate, overlap_recall
-from transcenter.model.metric_names import AP_KEYS, MEASURED_COST_KEYS, per_class_ap50_key
 from transcenter.model.training.checkpoint import check_compatible
 from transcenter.model.training.experiment import OptimConfig, TrialConfig, resolve, substitutions
+from transcenter.store.metric_names import AP_KEYS, MEASURED_COST_KEYS, per_class_ap50_key
 
 DEFAULT_THREADS = torch.get_num_threads()  # torch's CPU threads in this process before any trial
 

@@ -1,5 +1,6 @@
-"""Names of the metrics an epoch reports: the one list that the trainer, the study platform, the
-result store, telemetry and the dashboards import. A light module (no torch) for the study driver."""
+"""Names of the metrics an epoch reports: the columns of the result store's epoch tables, and the
+one list that the trainer, the study platform, telemetry and the dashboards import. A light module
+(no torch, no pyarrow) for the study driver."""
 
 # Loss names a criterion reports (the CenterNet head has no loss_cls).
 LOSS_KEYS = ("loss", "loss_cls", "loss_pos", "loss_size", "loss_offset")
