@@ -2,36 +2,18 @@
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
 
 from transcenter.platform.faults import kill_point
+from transcenter.platform.outcome import ended_status, trial_error
 from transcenter.platform.trial_files import DEVICE_KEY, NODE_KEY, split_config
 from transcenter.store.metric_names import AP_KEYS, COST_KEYS, EXTRA_KEYS, LOSS_KEYS, PER_CLASS_AP50_PREFIX
 from transcenter.store.results import ResultStore
 
 logger = logging.getLogger(__name__)
-
-_ERROR_LINE = re.compile(r"^\s*([\w.]*(?:Error|Exception|Failure)): (.+)$")
-
-
-def error_summary(text: str | None) -> str | None:
-    """Returns the innermost ``Type: message`` line of a (Ray-wrapped) traceback, or its tail; a
-    :class:`~transcenter.platform.errors.TrialFailure` is its message alone (it says what failed)."""
-    if not text:
-        return None
-    lines = [m for m in (_ERROR_LINE.match(line) for line in text.splitlines()) if m]
-    own = [m for m in lines if not m.group(1).startswith("ray.")]
-    chosen = (own or lines)
-    if chosen:
-        kind, message = chosen[-1].group(1).rsplit(".", 1)[-1], chosen[-1].group(2)
-        return (message if kind == "TrialFailure" else f"{kind}: {message}")[:2000]
-    return text.strip().splitlines()[-1][:2000]
-
 
 class ResultStoreCallback(Callback):
     """Writes one parquet row per (trial, epoch) as results arrive, and one trial row at the end.
@@ -76,7 +58,7 @@ class ResultStoreCallback(Callback):
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         last = trial.last_result or {}
         epoch = int(last.get("epoch", 0))
-        status = "completed" if epoch >= self.total_epochs else "stopped"
+        status = ended_status(epoch, self.total_epochs)
         key, params = self._key_params(trial)
         if epoch:
             self.store.record_epoch(key, epoch, params, self._metrics(last), status=status,
@@ -86,9 +68,7 @@ class ResultStoreCallback(Callback):
         kill_point("trial_stored")
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        # Tune writes the error file locally before this call; its copy in storage comes later.
-        path = Path(trial.error_file) if trial.error_file else None
-        message = error_summary(path.read_text() if path and path.exists() else None)
+        message = trial_error(trial)
         key, params = self._key_params(trial)
         logger.warning("trial %s failed: %s", key, message)
         self.store.record_trial(key, params, "error", error=message)

@@ -19,12 +19,11 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TextIO
 
 from ray.tune import Callback
 
-from transcenter.platform.callbacks import error_summary
+from transcenter.platform.outcome import COMPLETED, ended_status, trial_error
 from transcenter.platform.train_log import ANSI, StripAnsi
 from transcenter.platform.trial_files import REPLAY_KEY, split_config
 
@@ -124,11 +123,10 @@ class StudyProgress(Callback):
         state = self._trial(trial)
         if state.ended:
             return
-        if state.epoch >= self.epochs:
-            state.ended = "completed"
+        state.ended = ended_status(state.epoch, self.epochs)
+        if state.ended == COMPLETED:
             what = f"completed {state.epoch}/{self.epochs} epochs"
         else:
-            state.ended = "stopped"
             by = f" by {self.stopper}" if self.stopper else ""
             what = f"stopped{by} at epoch {state.epoch}/{self.epochs}"
         self._print(f"{self._name(state)}: {what}{self._values(state, ', ')}")
@@ -137,8 +135,7 @@ class StudyProgress(Callback):
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         state = self._trial(trial)
         state.ended = "failed"
-        path = Path(trial.error_file) if getattr(trial, "error_file", None) else None
-        error = error_summary(path.read_text() if path and path.exists() else None)
+        error = trial_error(trial)
         self._print(f"{self._name(state)}: failed at epoch {state.epoch}/{self.epochs}: "
                     f"{(error or 'no error recorded').splitlines()[0]}")
         self._print_total(trials)

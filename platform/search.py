@@ -28,6 +28,7 @@ from transcenter.platform.compat import (
 )
 from transcenter.platform.faults import kill_point
 from transcenter.platform.optuna_db import OUTAGE_S, open_storage, retrying
+from transcenter.platform.outcome import STOPPED, ended_status
 from transcenter.platform.trial_files import TRIAL_NUMBER_KEY
 
 logger = logging.getLogger(__name__)
@@ -304,7 +305,8 @@ class StudySearch(OptunaSearch):
         ``total_epochs``; else, as upstream, COMPLETE with the objectives' values, or FAIL (an
         error) or PRUNED when the result has none."""
         TrialState = optuna.trial.TrialState
-        if not error and result is not None and int(result.get("epoch", 0)) < self.total_epochs:
+        if not error and result is not None and \
+                ended_status(int(result.get("epoch", 0)), self.total_epochs) == STOPPED:
             return TrialState.PRUNED, None
         metrics = self.metric if isinstance(self.metric, list) else [self.metric]
         values = [result.get(m) for m in metrics] if result else [None]

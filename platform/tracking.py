@@ -39,14 +39,14 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from ray.tune import Callback
 
-from transcenter.platform.callbacks import ResultStoreCallback, error_summary
+from transcenter.platform.callbacks import ResultStoreCallback
 from transcenter.platform.errors import StudyError
+from transcenter.platform.outcome import ended_status, trial_error
 from transcenter.platform.trial_files import split_config
 from transcenter.store.results import EPOCH_COLUMNS, META_FILE, ResultStore, is_param_column
 from transcenter.store.uri import display, mask, read_text, split_password
@@ -408,7 +408,7 @@ class MlflowCallback(Callback):
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         last = trial.last_result or {}
         epoch = int(last.get("epoch", 0))
-        status = "completed" if epoch >= self.total_epochs else "stopped"
+        status = ended_status(epoch, self.total_epochs)
         key, params = self._trial(trial)
 
         def end(t: Tracker) -> None:
@@ -418,8 +418,7 @@ class MlflowCallback(Callback):
         self._do(f"{key} end", end)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        path = Path(trial.error_file) if trial.error_file else None
-        message = error_summary(path.read_text() if path and path.exists() else None)
+        message = trial_error(trial)
         key, params = self._trial(trial)
         self._do(f"{key} error", lambda t: t.end_trial(key, "error", params, message))
 
