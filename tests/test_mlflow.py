@@ -194,9 +194,8 @@ def test_a_server_that_does_not_answer_is_refused_up_front(tmp_path, capsys, mon
     space = SearchSpace({"model.heatmap_size": Categorical([16, 32])})
     url = f"http://user:secret@127.0.0.1:{free_port()}"
     argv = ["--preset", "smoke", "--storage-path", str(tmp_path), "--mlflow", url]
-    start = time.monotonic()
     assert main("refused", space, "", argv=argv) == 2
-    assert time.monotonic() - start < 15
+    assert not (tmp_path / "refused" / "tune").exists()  # refused before Tune started
     err = capsys.readouterr().err
     assert "secret" not in err
     assert f"the MLflow tracking server http://user:***@127.0.0.1:{url.rsplit(':', 1)[1]} does not answer" in err
