@@ -2,6 +2,8 @@
 
 AP metrics are in percent (0-100), as `transcenter.model.evaluation.evaluate` reports them and the paper prints
 them, so the paper's numbers are put beside ours as written. Losses are per-epoch means as reported.
+A trial's value of any metric is its value at its last epoch (where it completed, was stopped or,
+still running, last reported): the value Optuna was told, and the one every table here ranks by.
 """
 
 from __future__ import annotations
@@ -144,15 +146,17 @@ def lower_limit_leaders(
 
 
 def upper_limit(df: pd.DataFrame, by: str = HEATMAP_SIZE, rank_by: str = "AP") -> pd.DataFrame:
-    """The upper limit (paper Table 4, and Table 2 for object sizes): per value of ``by``, the best
-    epoch of the best trial that trained every epoch.
+    """The upper limit (paper Table 4, and Table 2 for object sizes): per value of ``by``, the last
+    epoch of the trial, among those that trained every epoch, whose last epoch ranks best.
 
     A trial trained every epoch when one of its rows has status ``completed``. Where no trial of a
-    value did (early stopping stopped them all, or they still run), its best stopped trial stands
-    in and ``known`` is False: that value's upper limit is not known, only a lower bound of it.
+    value did (early stopping stopped them all, or they still run), the stopped or running trial
+    whose last epoch ranks best stands in and ``known`` is False: that value's upper limit is not
+    known, only a lower bound of it. A trial whose ``rank_by`` is not finite at its last epoch
+    (diverged, or that epoch not evaluated) has no value and is left out.
 
     When the study replicates configurations under several training seeds (``train.seed`` takes
-    several values), a configuration's value is the mean over its seeds of each seed's best epoch,
+    several values), a configuration's value is the mean over its seeds of each seed's last epoch,
     not the luckiest seed: the configuration with the best mean ``rank_by`` stands for its value of
     ``by``, with the mean and the standard deviation over its seeds (``<metric>.std``) and
     ``seeds``. :func:`upper_limit_note` says whether the difference between values exceeds it.
@@ -160,22 +164,22 @@ def upper_limit(df: pd.DataFrame, by: str = HEATMAP_SIZE, rank_by: str = "AP") -
     Args:
         df: Trial-epochs from `load_study`.
         by: The grouping hyperparameter.
-        rank_by: The metric, higher is better, that picks the row; NaN rows are ignored.
+        rank_by: The metric, higher is better, that picks the trial.
 
     Returns:
-        Indexed by ``by``: ``study``, ``trial_id``, ``epoch`` of the chosen row (with seeds: the
-        configuration's first trial, and its best epoch), its `COCO_AP_KEYS`, ``known``,
-        ``trials`` (trials of that value) and ``complete_trials`` (those that trained every
-        epoch); with seeds also ``seeds`` and ``<metric>.std``; when grouping by heatmap size,
-        also ``paper.<metric>`` (percent; NaN where the paper gives none).
+        Indexed by ``by``: ``study``, ``trial_id``, ``epoch`` (its last) of the chosen trial (with
+        seeds: the configuration's first trial), its `COCO_AP_KEYS` at that epoch (percent; with
+        seeds, the means), ``known``, ``trials`` (trials of that value with a finite last-epoch
+        ``rank_by``) and ``complete_trials`` (those of them that trained every epoch); with seeds
+        also ``seeds`` and ``<metric>.std``; when grouping by heatmap size, also
+        ``paper.<metric>`` (percent; NaN where the paper gives none).
     """
     rows = _with_columns(df, [by, rank_by, "status", *COCO_AP_KEYS])
-    rows = rows[np.isfinite(rows[rank_by])]
-    rows = rows.assign(_complete=_trained_every_epoch(rows))
-    counts = rows.drop_duplicates(TRIAL_KEY).groupby(by)["_complete"].agg(
-        trials="size", complete_trials="sum")
+    last = _last_epochs(rows.assign(_complete=_trained_every_epoch(rows)))
+    last = last[np.isfinite(last[rank_by])]
+    counts = last.groupby(by)["_complete"].agg(trials="size", complete_trials="sum")
     known = counts["complete_trials"] > 0
-    pool = rows[rows["_complete"] | ~rows[by].map(known).astype(bool)]
+    pool = last[last["_complete"] | ~last[by].map(known).astype(bool)]
     seeds = "train.seed"
     replicated = seeds in pool and pool[seeds].nunique() > 1
     table = (_replicated_best(pool, by, rank_by, seeds) if replicated
@@ -192,15 +196,14 @@ def upper_limit(df: pd.DataFrame, by: str = HEATMAP_SIZE, rank_by: str = "AP") -
     return table
 
 
-def _replicated_best(rows: pd.DataFrame, by: str, rank_by: str, seeds: str) -> pd.DataFrame:
+def _replicated_best(trials: pd.DataFrame, by: str, rank_by: str, seeds: str) -> pd.DataFrame:
     """Per value of ``by``: the configuration (searched parameters but the seeds) with the best
-    mean over its seeds of each seed's best-``rank_by`` epoch; its means, standard deviations and
-    seed count."""
-    best = rows.loc[rows.groupby(TRIAL_KEY)[rank_by].idxmax()]
-    config = [c for c in best.columns if is_param_column(c) and c not in (seeds, "data.seed")
-              and best[c].nunique(dropna=False) > 1 and c != by]
+    mean ``rank_by`` over its seeds; its means and standard deviations of the `COCO_AP_KEYS` over
+    the seeds and its seed count. ``trials`` has one row per trial, at its last epoch."""
+    config = [c for c in trials.columns if is_param_column(c) and c not in (seeds, "data.seed")
+              and trials[c].nunique(dropna=False) > 1 and c != by]
     keys = [by, *config]
-    grouped = best.groupby(keys, dropna=False)
+    grouped = trials.groupby(keys, dropna=False)
     means = grouped[list(COCO_AP_KEYS)].mean()
     spread = grouped[list(COCO_AP_KEYS)].std().add_suffix(".std")
     first = grouped[["study", "trial_id", "epoch"]].first()
@@ -222,8 +225,8 @@ def upper_limit_note(table: pd.DataFrame, rank_by: str = "AP") -> str:
     unknown = [str(v) for v in table.index[~table["known"]]]
     if unknown:
         notes.append(f"the upper limit of {name} = {', '.join(unknown)} is not known: early "
-                     f"stopping stopped every trial of it before its last epoch, so its row is "
-                     f"a stopped trial's best")
+                     f"stopping stopped every trial of it before the study's last epoch, so its row "
+                     f"is a stopped trial's last epoch")
     spread_column = f"{rank_by}.std"
     if spread_column in table and len(ordered) > 1:
         gap = ordered[rank_by].iloc[0] - ordered[rank_by].iloc[1]
@@ -351,41 +354,44 @@ def head_comparison(df: pd.DataFrame, by: str = HEATMAP_SIZE) -> pd.DataFrame:
     return table
 
 
-def best_per_trial(df: pd.DataFrame, metric: str = "AP50") -> pd.DataFrame:
-    """Each trial's best value of a metric beside its hyperparameters (the search, one row a trial).
+def final_per_trial(df: pd.DataFrame, metric: str = "AP50") -> pd.DataFrame:
+    """Each trial's value of a metric at its last epoch beside its hyperparameters (the search, one
+    row a trial).
 
     Args:
         df: Trial-epochs from `load_study`.
-        metric: Higher is better.
+        metric: The metric.
 
     Returns:
-        One row per trial: ``study``, ``trial_id``, the hyperparameters, ``best.<metric>`` (NaN when
-        never finite) and ``n_epochs``.
+        One row per trial, sorted by study and trial: ``study``, ``trial_id``, the hyperparameters,
+        ``final.<metric>`` (its value at the trial's last epoch, in the metric's units; NaN when not
+        finite there) and ``n_epochs`` (the trial's stored epochs).
     """
     rows = _with_columns(df, [metric])
-    finite = rows[metric].where(np.isfinite(rows[metric]))
-    grouped = rows.assign(**{metric: finite}).groupby(TRIAL_KEY, sort=True)
-    table = grouped[param_columns(rows)].first()
-    table[f"best.{metric}"] = grouped[metric].max()
-    table["n_epochs"] = grouped.size()
+    last = _last_epochs(rows).set_index(TRIAL_KEY)
+    table = last[param_columns(rows)].copy()
+    table[f"final.{metric}"] = last[metric].where(np.isfinite(last[metric]))
+    table["n_epochs"] = rows.groupby(TRIAL_KEY).size()
     return table.reset_index()
 
 
 def best_trial(status: pd.DataFrame, metric: str = "AP") -> pd.Series | None:
-    """The trial with the highest finite ``best.<metric>`` (ties: the first in the table's order).
+    """The ended trial (status not ``running``) with the highest finite ``final.<metric>``, its
+    value at its last epoch (ties: the first in the table's order).
 
     Args:
         status: Trials from `trial_status`.
         metric: Higher is better.
 
     Returns:
-        That trial's row (``study``, ``trial_id``, ``best_epoch``, ...), or None when no trial has
-        a finite value.
+        That trial's row (``study``, ``trial_id``, ``n_epochs``: its last epoch, ``final.<metric>``,
+        ...), or None when no ended trial has a finite value.
     """
-    values = pd.to_numeric(status[f"best.{metric}"], errors="coerce") if len(status) else None
-    if values is None or not np.isfinite(values).any():
+    if status.empty:
         return None
-    return status.loc[values.where(np.isfinite(values)).idxmax()]
+    values = pd.to_numeric(status[f"final.{metric}"], errors="coerce").astype("float64")
+    values = values.where((status["status"] != "running") & np.isfinite(values))
+    return None if values.isna().all() else status.loc[values.idxmax()]
 
 
 def class_ap_columns(df: pd.DataFrame) -> dict[int, str]:
@@ -407,7 +413,7 @@ def class_ap50(
         df: Trial-epochs from `load_study`, with ``AP50_class<k>`` columns (`CLASS_AP50`).
         study: The trial's study.
         trial_id: The trial.
-        epoch: The epoch, e.g. the trial's ``best_epoch``.
+        epoch: The epoch, e.g. the trial's last (its ``n_epochs``).
         class_names: Class index -> name (``study.json``'s ``class_names``); a class beyond the
             list, or every class when None, is named ``class<k>``.
 
@@ -433,9 +439,10 @@ def class_ap50(
 def optuna_study(df: pd.DataFrame, target: str = "AP", params: Sequence[str] | None = None) -> optuna.Study:
     """Rebuilds an in-memory Optuna study (maximise) from the store's trial-epochs.
 
-    Each trial with a finite best ``target`` becomes a COMPLETE Optuna trial whose value is that best
-    value. Distributions follow the column types: bool, int and str are categorical; floats are uniform
-    between the observed extremes, log-uniform where the study searched them so (`is_log_scale`).
+    Each trial with a finite ``target`` at its last epoch becomes a COMPLETE Optuna trial whose value
+    is that value (what the study told Optuna). Distributions follow the column types: bool, int
+    and str are categorical; floats are uniform between the observed extremes, log-uniform where
+    the study searched them so (`is_log_scale`).
 
     Args:
         df: Trial-epochs from `load_study`.
@@ -449,13 +456,15 @@ def optuna_study(df: pd.DataFrame, target: str = "AP", params: Sequence[str] | N
         NotEnoughTrials: With fewer than 2 usable trials, no varied hyperparameter, or a target
             that does not vary (importance is undefined then).
     """
-    trials = best_per_trial(df, target)
-    trials = trials[np.isfinite(trials[f"best.{target}"])]
+    column = f"final.{target}"
+    trials = final_per_trial(df, target)
+    trials = trials[np.isfinite(trials[column])]
     if len(trials) < 2:
-        raise NotEnoughTrials(f"needs >= 2 trials with a finite {target}, got {len(trials)}")
-    if trials[f"best.{target}"].nunique() == 1:
-        raise NotEnoughTrials(f"is undefined: the target does not vary (every trial's best "
-                              f"{target} is {trials[f'best.{target}'].iloc[0]:g})")
+        raise NotEnoughTrials(f"needs >= 2 trials with a finite {target} at their last epoch, "
+                              f"got {len(trials)}")
+    if trials[column].nunique() == 1:
+        raise NotEnoughTrials(f"is undefined: the target does not vary (every trial's {target} "
+                              f"at its last epoch is {trials[column].iloc[0]:g})")
     if params is None:
         params = [p for p in param_columns(trials) if trials[p].nunique(dropna=True) > 1]
     if not params:
@@ -466,7 +475,7 @@ def optuna_study(df: pd.DataFrame, target: str = "AP", params: Sequence[str] | N
         optuna.trial.create_trial(
             params={p: _native(row[p]) for p in params if not pd.isna(row[p])},
             distributions={p: d for p, d in distributions.items() if not pd.isna(row[p])},
-            value=float(row[f"best.{target}"]),
+            value=float(row[column]),
         )
         for _, row in trials.iterrows()
     ])
@@ -479,7 +488,8 @@ def importance(
     params: Sequence[str] | None = None,
     evaluator: optuna.importance.BaseImportanceEvaluator | None = None,
 ) -> pd.Series:
-    """Hyperparameter importance for ``target``, computed on `optuna_study` of the store.
+    """Hyperparameter importance for ``target`` at each trial's last epoch, computed on
+    `optuna_study` of the store.
 
     Args:
         df: Trial-epochs from `load_study`.
@@ -507,7 +517,8 @@ def importance(
 
 
 def trial_status(df: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
-    """Each trial's status: the trial table's row, or, for a trial still running, its last epoch's.
+    """Each trial's status and its AP and AP50 at its last epoch: the trial table's row, or, for a
+    trial still running (no row there yet), its last stored epoch's.
 
     Args:
         df: Trial-epochs from `load_study`.
@@ -515,12 +526,13 @@ def trial_status(df: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
 
     Returns:
         One row per trial, sorted: ``study``, ``trial_id``, ``status``, ``error``, ``n_epochs``,
-        ``best_epoch``, ``best.AP``, ``best.AP50``.
+        ``final.AP``, ``final.AP50`` (percent, at the last epoch; as stored, NaN and inf kept).
     """
-    columns = ["status", "error", "n_epochs", "best_epoch", "best.AP", "best.AP50"]
+    columns = ["status", "error", "n_epochs", "final.AP", "final.AP50"]
     finished = trials.set_index(TRIAL_KEY).reindex(columns=columns)
-    last = df.sort_values("epoch").groupby(TRIAL_KEY).last()
-    running = pd.DataFrame({"status": last["status"], "n_epochs": df.groupby(TRIAL_KEY).size()})
+    last = _last_epochs(df).set_index(TRIAL_KEY).reindex(columns=["status", "AP", "AP50"])
+    running = last.rename(columns={"AP": "final.AP", "AP50": "final.AP50"}).assign(
+        n_epochs=df.groupby(TRIAL_KEY).size())
     running = running[~running.index.isin(finished.index)]
     frames = [frame for frame in (finished, running) if len(frame)]
     table = pd.concat(frames) if frames else finished
@@ -539,6 +551,13 @@ def _load(path_or_paths, read, order: list[str]) -> pd.DataFrame:
     frames = [read(ResultStore.open(path)) for path in as_paths(path_or_paths)]
     frames = [f for f in frames if len(f)] or frames[:1]
     return pd.concat(frames, ignore_index=True).sort_values(order, ignore_index=True)
+
+
+def _last_epochs(rows: pd.DataFrame) -> pd.DataFrame:
+    """Returns each trial's row at its last epoch (its highest ``epoch``), values as stored, sorted
+    by study and trial."""
+    return (rows.sort_values("epoch", kind="stable").drop_duplicates(TRIAL_KEY, keep="last")
+            .sort_values(TRIAL_KEY, kind="stable"))
 
 
 def _trained_every_epoch(rows: pd.DataFrame) -> pd.Series:

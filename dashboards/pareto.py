@@ -2,7 +2,7 @@
 
 Every function takes the trial-epochs of `transcenter.dashboards.analysis.load_study` (or the output
 of `trial_points`, which they reduce to itself) and ``objectives``: column name -> ``"max"`` or
-``"min"``, in order; the first objective picks each trial's epoch (`trial_points`). AP metrics are in
+``"min"``, in order; each trial is its point at its last epoch (`trial_points`). AP metrics are in
 percent (0-100), ``gmacs`` is forward GMACs (multiply-accumulates, the paper's "Flops") per image.
 
 Hypervolume is exact: a sweep in 2-D, recursive slicing along the last objective (HSO, While et
@@ -77,20 +77,21 @@ def parse_objectives(items: Iterable[str] | str) -> dict[str, str]:
 
 
 def trial_points(df: pd.DataFrame, objectives: Mapping[str, str]) -> pd.DataFrame:
-    """Each trial as one point: its objectives at the epoch with the best value of the first objective.
+    """Each trial as one point: its objectives at its last epoch (the values Optuna was told).
 
-    The epoch is chosen among the trial's epochs where every objective is finite (ties: the earliest),
-    so a trial at its best AP is put beside that epoch's cost. Applied to its own output it returns it.
+    A trial's last epoch is its row with the highest ``epoch`` (without that column, its last row);
+    a trial whose objectives are not all finite there (diverged, or that epoch not evaluated) has
+    no point. Applied to its own output it returns it.
 
     Args:
         df: Trial-epochs from `load_study` (``study`` optional; ``epoch``, ``status`` optional).
-        objectives: Column -> ``"max"``/``"min"``; the first picks the epoch.
+        objectives: Column -> ``"max"``/``"min"``.
 
     Returns:
-        One row per trial with a finite value of every objective, in the order the trials first
-        appear in ``df``: ``study`` (if present), ``trial_id``, ``epoch`` (the chosen one, if
-        present), ``status`` (the trial's latest, at its last epoch, if present), the objectives
-        (float64) and the hyperparameters (dotted columns).
+        One row per trial with a finite value of every objective at its last epoch, in the order
+        the trials first appear in ``df``: ``study`` (if present), ``trial_id``, ``epoch`` (its
+        last, if present), ``status`` (at that epoch, if present), the objectives (float64) and the
+        hyperparameters (dotted columns).
 
     Raises:
         ValueError: On a bad direction, or an objective that is not a column of a non-empty ``df``.
@@ -99,23 +100,15 @@ def trial_points(df: pd.DataFrame, objectives: Mapping[str, str]) -> pd.DataFram
     keys = _trial_key(df)
     df = _with_objectives(df, names)
     order = df.groupby(keys, sort=False, dropna=False).ngroup()  # trial index by first appearance
-    values = df[names].astype("float64")
-    usable = np.isfinite(values.to_numpy()).all(axis=1)
-    rows = df.assign(**{n: values[n] for n in names}, _order=order)[usable]
+    rows = df.assign(**{n: df[n].astype("float64") for n in names}, _order=order)
     by_epoch = ["epoch"] if "epoch" in rows else []
-    rows = rows.sort_values([names[0], *by_epoch],
-                            ascending=[objectives[names[0]] == "min", *(True for _ in by_epoch)],
-                            kind="stable")
-    best = rows.drop_duplicates(keys, keep="first").sort_values("_order", kind="stable")
+    if by_epoch:
+        rows = rows.sort_values("epoch", kind="stable")
+    last = rows.drop_duplicates("_order", keep="last").sort_values("_order", kind="stable")
+    last = last[np.isfinite(last[names].to_numpy()).all(axis=1)]
     params = sorted(c for c in df.columns if is_param_column(c) and c not in names)
-    columns = [*keys, *by_epoch, *names, *params]
-    points = best[["_order", *columns]]
-    if "status" in df:
-        latest = df.assign(_order=order).sort_values(by_epoch, kind="stable") if by_epoch else \
-            df.assign(_order=order)
-        status = latest.drop_duplicates("_order", keep="last").set_index("_order")["status"]
-        points.insert(len(keys) + len(by_epoch) + 1, "status", points["_order"].map(status))
-    return points.drop(columns="_order").reset_index(drop=True)
+    status = ["status"] if "status" in rows else []
+    return last[[*keys, *by_epoch, *status, *names, *params]].reset_index(drop=True)
 
 
 def pareto_front(df: pd.DataFrame, objectives: Mapping[str, str]) -> pd.DataFrame:
@@ -259,13 +252,13 @@ def pareto_figure(
     color_by: str | None = "model.heatmap_size",
     paper_points: pd.DataFrame | None = None,
 ) -> Figure:
-    """Every trial (at its best-``y`` epoch) in cost ``x`` (lower is better) vs. ``y`` (higher is
+    """Every trial (at its last epoch) in cost ``x`` (lower is better) vs. ``y`` (higher is
     better), one colour per value of ``color_by``, and the Pareto front as a staircase.
 
     Args:
         df: Trial-epochs from `load_study`.
         x: The cost column, minimised.
-        y: The accuracy column, maximised; picks each trial's epoch.
+        y: The accuracy column, maximised.
         color_by: The column whose values get one colour each (one scatter per value); None or
             absent: one colour.
         paper_points: Columns ``x``, ``y``, ``label`` (e.g. `paper_models()`), drawn as black stars
@@ -306,7 +299,7 @@ def pareto_figure(
         ax.text(0.5, 0.5, f"no trial has a finite {y} and {x}", transform=ax.transAxes,
                 ha="center", va="center")
     ax.set(xlabel=LABELS.get(x, x), ylabel=LABELS.get(y, y),
-           title=f"{y} vs. {x}, each trial at its best-{y} epoch")
+           title=f"{y} vs. {x}, each trial at its last epoch")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize="small")
     return fig

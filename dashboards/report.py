@@ -72,8 +72,8 @@ def write_report(
         ("Lower limit: AP50 (%) in the first epochs (paper Fig. 6)",
          (_note(tables.lower_note) if tables.lower_note else "")
          + _section(tables.lower, lambda: _lower_limit_figure(tables.lower, by))),
-        ("Upper limit: AP (%) at the best epoch of the best trial that trained every epoch, "
-         "beside the paper (Tables 4 and 2)",
+        ("Upper limit: AP (%) at the last epoch of the best trial that trained every epoch (best: "
+         "the highest AP at its last epoch), beside the paper (Tables 4 and 2)",
          (_note(tables.upper_note) if tables.upper_note else "") + _section(tables.upper)),
     ]
     sections += [(summary.AUDIT_TITLE + ("" if len(studies) == 1 else f" of study {study}"),
@@ -86,10 +86,11 @@ def write_report(
         (summary.OVERLAP_TITLE, _section(tables.overlap)),
         ("Position vs. size heatmap loss (paper Fig. 7)",
          _section(tables.losses, lambda: _loss_figure(tables.losses, by), table=False)),
-        ("The search: each hyperparameter vs. the trial's best AP50 (%)", _search_section(tables)),
-        ("Hyperparameter importance for AP (PED-ANOVA)",
+        ("The search: each hyperparameter vs. the trial's AP50 (%) at its last epoch",
+         _search_section(tables)),
+        (summary.IMPORTANCE_TITLE,
          _section(tables.importance, lambda: _importance_figure(tables.importance))),
-        ("Trials", _section(tables.status)),
+        (summary.TRIALS_TITLE, _section(tables.status)),
     ]
     body = "".join(f"<h2>{html.escape(name)}</h2>\n{content}\n" for name, content in sections)
     counts = tables.status["status"].value_counts().to_dict()
@@ -226,13 +227,14 @@ def _hypervolume_figure(curve: pd.DataFrame) -> Figure:
 
 
 def _search_section(tables: StudyTables) -> str:
-    search = tables.search[np.isfinite(tables.search["best.AP50"])]
+    search = tables.search[np.isfinite(tables.search["final.AP50"])]
     varied = [p for p in analysis.param_columns(search) if search[p].nunique(dropna=True) > 1]
     fixed = [f"{p} = {search[p].dropna().iloc[0]}" for p in analysis.param_columns(search)
              if p not in varied and search[p].notna().any()]
     log_scale = {p for p in varied if analysis.is_log_scale(tables.epochs, p)}
     parts = [_img(_search_figure(search, varied, log_scale))] if varied else [
-        _note("No hyperparameter takes two values among the trials with a finite AP50.")]
+        _note("No hyperparameter takes two values among the trials with a finite AP50 at their last "
+              "epoch.")]
     if fixed:
         parts.append(_note("Fixed: " + ", ".join(fixed)))
     return "\n".join(parts)
@@ -246,16 +248,16 @@ def _search_figure(search: pd.DataFrame, params: list[str], log_scale: set[str])
         ax = fig.add_subplot(nrows, ncols, i + 1)
         values = search[name]
         if pd.api.types.is_float_dtype(values.dtype):
-            ax.scatter(values, search["best.AP50"], s=12)
+            ax.scatter(values, search["final.AP50"], s=12)
             if name in log_scale and (values > 0).all():
                 ax.set_xscale("log")
                 ax.xaxis.set_minor_formatter(NullFormatter())
         else:  # categorical: one column of points per value
             categories = sorted(values.dropna().unique())
             codes = values.map({c: k for k, c in enumerate(categories)})
-            ax.scatter(codes, search["best.AP50"], s=12)
+            ax.scatter(codes, search["final.AP50"], s=12)
             ax.set_xticks(range(len(categories)), [str(c) for c in categories])
-        ax.set(xlabel=name, ylabel="best AP50 (%)")
+        ax.set(xlabel=name, ylabel="AP50 (%) at the last epoch")
     return fig
 
 

@@ -21,13 +21,16 @@ from transcenter.store.results import OVERLAP_RECALL, ResultStore
 
 OVERLAP_TITLE = ("Overlap recall vs. AP per head (paper Fig. 2): recall (%) of objects sharing "
                  "their heatmap cell with a same-class object, at each trial's last evaluation")
-CLASS_AP50_TITLE = "Per-class AP50 (%) of the best trial at its best epoch, weakest class first"
+CLASS_AP50_TITLE = "Per-class AP50 (%) of the best trial at its last epoch, weakest class first"
 DATASET_TITLE = "Data set"
-UPPER_TITLE = ("Upper limit (paper Tables 4 and 2): AP (%) at the best epoch of the best trial that "
-               "trained every epoch")
+UPPER_TITLE = ("Upper limit (paper Tables 4 and 2): AP (%) at the last epoch of the best trial that "
+               "trained every epoch (best: the highest AP at its last epoch)")
+TRIALS_TITLE = "Trials (final.AP, final.AP50: AP and AP50 (%) at each trial's last epoch)"
+IMPORTANCE_TITLE = "Hyperparameter importance for AP at each trial's last epoch (PED-ANOVA)"
 AUDIT_TITLE = ("Rung audit: Kendall tau of each early-stopping rung's ranking against the last "
                "epoch's, over trials that trained every epoch")
-COMPUTE_TITLE = "Accuracy against compute: AP vs. forward GMACs per image, and the Pareto front"
+COMPUTE_TITLE = ("Accuracy against compute: AP vs. forward GMACs per image at each trial's last "
+                 "epoch, and the Pareto front")
 
 
 @dataclass(frozen=True)
@@ -37,15 +40,16 @@ class StudyTables:
     Attributes:
         epochs: Trial-epochs from `analysis.load_study`.
         status: One row per trial (`analysis.trial_status`).
-        search: Each trial's hyperparameters and best AP50 (`analysis.best_per_trial`).
+        search: Each trial's hyperparameters and AP50 at its last epoch (`analysis.final_per_trial`).
         lower: `analysis.lower_limit` over the first epochs.
         lower_note: The lower limit's conclusion (`lower_limit_note`), "" without one.
         upper: `analysis.upper_limit` beside the paper's numbers.
         overlap: `analysis.head_comparison`: overlap recall beside AP per head.
         losses: `analysis.loss_curves`.
-        importance: `analysis.importance` of AP.
-        best: The trial with the highest best AP (`analysis.best_trial`), None if there is none.
-        class_ap50: `analysis.class_ap50` of ``best`` at its best epoch, named by ``study.json``'s
+        importance: `analysis.importance` of AP at each trial's last epoch.
+        best: The ended trial with the highest AP at its last epoch (`analysis.best_trial`), None
+            if there is none.
+        class_ap50: `analysis.class_ap50` of ``best`` at its last epoch, named by ``study.json``'s
             ``class_names``; None when the study records no per-class AP50 (studies before it).
         datasets: Study -> `dataset_tables.tables` of its ``study.json`` ``dataset``, for the
             studies that have one.
@@ -141,7 +145,7 @@ def collect(
     best = analysis.best_trial(status)
     datasets = {study: dataset_tables.tables(m["dataset"]) for study, m in meta.items()
                 if m.get("dataset")}
-    return StudyTables(epochs=epochs, status=status, search=analysis.best_per_trial(epochs),
+    return StudyTables(epochs=epochs, status=status, search=analysis.final_per_trial(epochs),
                        lower=lower, lower_note=lower_note, upper=upper, overlap=overlap, losses=losses,
                        importance=importance, best=best,
                        class_ap50=_class_ap50(epochs, best, meta), datasets=datasets,
@@ -152,9 +156,8 @@ def collect(
 def compute_note(compute: ComputeTables) -> str:
     """Says what the front is of and, for a multi-objective study, its hypervolume."""
     what = ", ".join(f"{name} ({mode})" for name, mode in compute.objectives.items())
-    note = (f"{len(compute.front)} trial(s) on the Pareto front of {what}, each at its best-"
-            f"{next(iter(compute.objectives))} epoch; the paper's models (Table 1 MACs, Table 4 AP) "
-            f"beside them.")
+    note = (f"{len(compute.front)} trial(s) on the Pareto front of {what}, each at its last epoch; "
+            f"the paper's models (Table 1 MACs, Table 4 AP) beside them.")
     if compute.hypervolume is not None:
         reference = ", ".join(f"{k} {v:.4g}" for k, v in compute.reference.items())
         note += f" Hypervolume {compute.hypervolume:.4g} (reference point: {reference})."
@@ -183,15 +186,16 @@ def lower_limit_note(leaders: pd.DataFrame, by: str, first_epochs: int, metric: 
 
 
 def class_ap50_note(tables: StudyTables) -> str:
-    """Says which trial-epoch the per-class AP50 table is of, and its mean over classes."""
+    """Says which trial-epoch (the best trial's last) the per-class AP50 table is of, and its mean
+    over classes."""
     table, best = tables.class_ap50, tables.best
     if not isinstance(table, pd.DataFrame) or best is None:
         return ""
     known = table["AP50"].dropna()
     missing = len(table) - len(known)
-    note = (f"Trial {best['trial_id']} of study {best['study']}, epoch {int(best['best_epoch'])} "
-            f"(its best AP: {best['best.AP']:.4g}). Mean AP50 over the {len(known)} classes with "
-            f"ground truth: {known.mean():.4g}.")
+    note = (f"Trial {best['trial_id']} of study {best['study']} at its last epoch, "
+            f"{int(best['n_epochs'])} (AP {best['final.AP']:.4g}). Mean AP50 over the {len(known)} "
+            f"classes with ground truth: {known.mean():.4g}.")
     if missing:
         note += (f" {missing} {'class has' if missing == 1 else 'classes have'} no object in the "
                  "val split (–).")
@@ -222,21 +226,21 @@ def _class_ap50(epochs: pd.DataFrame, best: pd.Series | None,
     if not analysis.class_ap_columns(epochs):
         return None
     if best is None:
-        return "No trial has a finite best AP yet."
+        return "No ended trial has a finite AP at its last epoch yet."
     study_meta = meta.get(best["study"], {})
     names = study_meta.get("class_names") or (study_meta.get("dataset") or {}).get("class_names")
-    epoch = int(best["best_epoch"])
+    epoch = int(best["n_epochs"])  # its last
     table = analysis.class_ap50(epochs, best["study"], best["trial_id"], epoch, names)
     if table["AP50"].isna().all():
         return (f"Trial {best['trial_id']} of study {best['study']} reports no per-class AP50 at "
-                f"its best epoch {epoch}.")
+                f"its last epoch, {epoch}.")
     return table
 
 
 def render_text(tables: StudyTables) -> str:
     """Returns the tables as plain text, one titled block each."""
     blocks = [
-        ("Trials", tables.status),
+        (TRIALS_TITLE, tables.status),
         ("Lower limit (paper Fig. 6): AP50 (%) in the first epochs",
          tables.lower if not tables.lower_note or isinstance(tables.lower, str)
          else f"{_text(tables.lower)}\n{tables.lower_note}"),
@@ -244,7 +248,7 @@ def render_text(tables: StudyTables) -> str:
          else f"{_text(tables.upper)}\n{tables.upper_note}"),
         (OVERLAP_TITLE, tables.overlap),
         ("Position vs. size heatmap loss (paper Fig. 7)", tables.losses),
-        ("Hyperparameter importance for AP (PED-ANOVA)", tables.importance),
+        (IMPORTANCE_TITLE, tables.importance),
     ]
     if tables.class_ap50 is not None:
         body = tables.class_ap50

@@ -6,13 +6,14 @@ import numpy as np
 import optuna
 import pytest
 
-from transcenter.dashboards import analysis
+from transcenter.dashboards import analysis, pareto
 from transcenter.platform.search import Categorical, Float
 from transcenter.store.results import ResultStore
 
-# trial: (heatmap size, AP50 per epoch, AP per epoch), in percent as the evaluator reports them
+# trial: (heatmap size, AP50 per epoch, AP per epoch), in percent as the evaluator reports them;
+# a peaks at epoch 3 above where b ends, but a trial's value is its last epoch's: b ranks first.
 PLANTED = {
-    "a": (16, [40.0, 50.0, 60.0, 55.0], [20.0, 25.0, 30.0, 28.0]),
+    "a": (16, [40.0, 50.0, 80.0, 55.0], [20.0, 25.0, 40.0, 28.0]),
     "b": (16, [20.0, 30.0, 40.0, 70.0], [10.0, 15.0, 20.0, 35.0]),
     "c": (32, [10.0, 30.0, 50.0, 60.0], [5.0, 15.0, 25.0, 31.0]),
     "d": (32, [30.0, 30.0, 30.0, 30.0], [15.0, 15.0, 15.0, math.inf]),  # diverged at epoch 4
@@ -65,10 +66,10 @@ def test_lower_limit_exact(study_dir):
     assert table.loc[(64, 1), "paper.AP50"] == pytest.approx(40.5)
 
 
-def test_upper_limit_picks_best_epoch_of_best_trial(study_dir):
+def test_upper_limit_is_the_last_epoch_of_the_best_trial(study_dir):
     table = analysis.upper_limit(analysis.load_study(study_dir))
     assert table.index.tolist() == [16, 32, 64]
-    assert table.loc[16, ["trial_id", "epoch"]].tolist() == ["b", 4]
+    assert table.loc[16, ["trial_id", "epoch"]].tolist() == ["b", 4]  # not a's peak (AP 40)
     assert table.loc[16, ["AP", "AP50", "AP75"]].tolist() == pytest.approx([35.0, 70.0, 17.5])
     assert table.loc[32, ["trial_id", "epoch"]].tolist() == ["c", 4]  # d's inf is not a result
     assert table.loc[16, ["paper.AP", "paper.AP50", "paper.AP75"]].tolist() == pytest.approx(
@@ -88,8 +89,11 @@ def test_loss_curves_exact(study_dir):
 def test_trial_status_includes_running_trials(study_dir):
     status = analysis.trial_status(analysis.load_study(study_dir), analysis.load_trials(study_dir))
     assert status["trial_id"].tolist() == ["a", "b", "c", "d", "e"]
-    assert status.set_index("trial_id").loc["e", ["status", "n_epochs"]].tolist() == ["running", 1]
-    assert status.set_index("trial_id").loc["b", "best_epoch"] == 4
+    status = status.set_index("trial_id")
+    assert list(status.columns) == ["study", "status", "error", "n_epochs", "final.AP", "final.AP50"]
+    assert status.loc["e", ["status", "n_epochs", "final.AP"]].tolist() == ["running", 1, 12.0]
+    assert status.loc["a", ["n_epochs", "final.AP", "final.AP50"]].tolist() == [4, 28.0, 55.0]
+    assert math.isinf(status.loc["d", "final.AP"])  # as stored
 
 
 def rigged_study(tmp_path, n=30):
@@ -107,7 +111,7 @@ def rigged_study(tmp_path, n=30):
              "model.heatmap_size": int(rng.choice([16, 32, 64, 128])),
              "loss.bg_weight_mode": str(rng.choice(["paper", "single"]))}
         ap = 20.0 * p["loss.alpha"] + float(rng.normal(0, 0.2))  # percent
-        store.record_epoch(f"t{i:02d}", 1, p, {"AP": ap / 2})
+        store.record_epoch(f"t{i:02d}", 1, p, {"AP": ap + 10.0})  # a peak the last epoch loses
         store.record_epoch(f"t{i:02d}", 2, p, {"AP": ap})
     return analysis.load_study(tmp_path / "rigged")
 
@@ -134,8 +138,8 @@ def test_rebuilt_study_distributions_and_values(tmp_path):
     assert isinstance(distributions["model.heatmap_size"], optuna.distributions.CategoricalDistribution)
     assert isinstance(distributions["loss.bg_weight_mode"], optuna.distributions.CategoricalDistribution)
     assert distributions["optim.lr"].log and not distributions["loss.alpha"].log
-    best = df.groupby("trial_id")["AP"].max().sort_index().tolist()
-    assert [t.value for t in study.trials] == best
+    last = df[df["epoch"] == 2].sort_values("trial_id")["AP"].tolist()
+    assert [t.value for t in study.trials] == last
 
 
 def test_log_scale_comes_from_the_search_space_not_the_name(tmp_path):
@@ -168,8 +172,37 @@ def test_empty_study_gives_empty_tables(tmp_path):
     df = analysis.load_study(tmp_path / "nothing")
     assert df.empty
     assert analysis.lower_limit(df).empty and analysis.upper_limit(df).empty
-    assert analysis.loss_curves(df).empty and analysis.best_per_trial(df).empty
+    assert analysis.loss_curves(df).empty and analysis.final_per_trial(df).empty
     assert analysis.head_comparison(df).empty
+
+
+def test_a_trials_value_is_its_last_epoch_everywhere(tmp_path):
+    """A trial whose AP peaks mid-way (0.2, 0.6, 0.4) is worth 0.4, its last epoch's, in every table."""
+    store = ResultStore(str(tmp_path), "peak")
+    planted = {"t0": (16, [0.2, 0.6, 0.4]), "t1": (32, [0.1, 0.1, 0.1])}
+    for trial, (size, aps) in planted.items():
+        for epoch, ap in enumerate(aps, start=1):
+            store.record_epoch(trial, epoch, {"model.heatmap_size": size}, {"AP": ap, "gmacs": 2.0},
+                               status="completed" if epoch == len(aps) else "running")
+        store.record_trial(trial, {"model.heatmap_size": size}, "completed")
+    df = analysis.load_study(tmp_path / "peak")
+    trials = analysis.load_trials(tmp_path / "peak")
+    status = analysis.trial_status(df, trials)
+    best = analysis.best_trial(status)
+    upper = analysis.upper_limit(df)
+    points = pareto.trial_points(df, {"AP": "max", "gmacs": "min"})
+    values = {
+        "trials table": trials.loc[0, "final.AP"],
+        "trial_status": status.loc[0, "final.AP"],
+        "best_trial": best["final.AP"],
+        "search": analysis.final_per_trial(df, "AP").loc[0, "final.AP"],
+        "optuna": analysis.optuna_study(df).trials[0].value,
+        "upper_limit": upper.loc[16, "AP"],
+        "trial_points": points.loc[0, "AP"],
+    }
+    assert values == dict.fromkeys(values, 0.4)
+    assert (best["trial_id"], best["n_epochs"], upper.loc[16, "epoch"], points.loc[0, "epoch"]) == (
+        "t0", 3, 3, 3)
 
 
 def test_head_comparison_uses_each_trials_last_evaluation(tmp_path):

@@ -24,10 +24,10 @@ def record(store: ResultStore, trial: str, params: dict, ap50s: list[float], sta
 
 def test_a_size_whose_trials_all_stopped_has_no_known_upper_limit(tmp_path):
     store = ResultStore(str(tmp_path), "s")
-    record(store, "full", {SIZE: 16}, [40.0, 60.0, 62.0, 64.0], "completed")
+    record(store, "full", {SIZE: 16}, [40.0, 65.0, 62.0, 64.0], "completed")  # worth 64, not 65
     record(store, "lucky", {SIZE: 16}, [66.0], "stopped")  # a stopped trial's noise: not a limit
     record(store, "slow1", {SIZE: 64}, [20.0], "stopped")
-    record(store, "slow2", {SIZE: 64}, [22.0, 30.0], "stopped")
+    record(store, "slow2", {SIZE: 64}, [32.0, 30.0], "stopped")  # worth 30, its last epoch
     table = analysis.upper_limit(analysis.load_study(tmp_path / "s"), rank_by="AP50")
     assert table.loc[16, ["trial_id", "epoch", "AP50"]].tolist() == ["full", 4, 64.0]
     assert table.loc[16, ["known", "trials", "complete_trials"]].tolist() == [True, 2, 1]
@@ -36,6 +36,7 @@ def test_a_size_whose_trials_all_stopped_has_no_known_upper_limit(tmp_path):
     note = analysis.upper_limit_note(table, rank_by="AP50")
     assert note.startswith("model.heatmap_size = 16 leads")
     assert "upper limit of model.heatmap_size = 64 is not known" in note
+    assert "its row is a stopped trial's last epoch" in note
 
 
 def test_seed_replicates_are_compared_by_their_mean_and_spread(tmp_path):
@@ -44,9 +45,10 @@ def test_seed_replicates_are_compared_by_their_mean_and_spread(tmp_path):
     for size, values in finals.items():
         for seed, value in enumerate(values):
             record(store, f"t{size}-{seed}", {SIZE: size, "train.seed": seed},
-                   [value - 10, value], "completed")
+                   [value - 10, value + 5, value], "completed")  # each seed's last epoch, not its peak
     table = analysis.upper_limit(analysis.load_study(tmp_path / "s"), rank_by="AP50")
     assert table.loc[64, "AP50"] == pytest.approx(65.0)  # the mean, not the luckiest seed (68)
+    assert table.loc[64, "epoch"] == 3
     assert table.loc[64, "AP50.std"] == pytest.approx(float(np.std(finals[64], ddof=1)))
     assert table.loc[64, "seeds"] == 3
     note = analysis.upper_limit_note(table, rank_by="AP50")

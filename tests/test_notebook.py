@@ -16,7 +16,7 @@ GMACS = {16: 2.0, 32: 5.1, 64: 17.4}  # per heatmap size, as the configuration g
 PLANTED = {
     "trial-00000": (16, [8.0, 12.0, math.nan, 20.0], "completed"),
     "trial-00001": (16, [6.0, 10.0, 14.0, 16.0], "stopped"),
-    "trial-00002": (32, [7.0, 14.0, 21.0, 30.0], "completed"),
+    "trial-00002": (32, [7.0, 14.0, 45.0, 30.0], "completed"),  # peaked mid-way: worth its last, 30
     "trial-00003": (32, [5.0, 9.0, math.inf, math.inf], "error"),  # diverged at epoch 3
     "trial-00004": (64, [4.0, 15.0, 28.0, 40.0], "completed"),  # the best trial
     "trial-00005": (64, [3.0, 11.0], None),
@@ -64,6 +64,6 @@ def test_every_cell_runs_on_a_finished_study(study_dir, tmp_path, monkeypatch):
     printed = ["".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
                for cell in nb.cells if cell.cell_type == "code"]
     assert printed[-1].strip() == sys.prefix  # the kernel is this interpreter's (the venv's) python
-    assert "best trial trial-00004: AP 40.0 at epoch 4" in "".join(printed), printed
+    assert "best trial trial-00004: AP 40.0 at its last epoch, 4" in "".join(printed), printed
     # the front (2, 20), (5.1, 30), (17.4, 40) up to AP 0 and 1.1 x 17.4 GMACs
     assert "hypervolume 500.6 " in "".join(printed), printed

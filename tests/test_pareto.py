@@ -78,7 +78,7 @@ def test_front_and_hypervolume_equal_brute_force(case, seed):
     df = random_trials(objectives, grid, n=25 if case != "4d" else 12, seed=seed)
     points = pareto.trial_points(df, objectives)
     assert len(points) == df["trial_id"].nunique() - 1  # the failed trial is dropped
-    assert (points["epoch"] == 2).all()  # the epoch with the best first objective
+    assert (points["epoch"] == 2).all()  # each trial's last epoch
 
     front = pareto.pareto_front(df, objectives)
     assert set(front["trial_id"]) == brute_front(points, objectives)
@@ -111,22 +111,27 @@ def test_hypervolume_by_hand():
     assert pareto.hypervolume(df.iloc[:0], objectives, {"AP": 19, "gmacs": 41.5}) == 0.0
 
 
-def test_trial_points_picks_the_best_epoch_of_the_first_objective():
+def test_trial_points_are_each_trials_last_epoch():
     df = pd.DataFrame({
-        "study": "s", "trial_id": ["b", "b", "b", "a", "a", "c"], "epoch": [1, 2, 3, 1, 2, 1],
-        "status": ["running", "running", "completed", "running", "running", "error"],
-        "AP": [10.0, 30.0, 30.0, 40.0, 50.0, np.inf],
-        "gmacs": [20.0, 20.0, 20.0, 30.0, np.nan, 10.0],
-        "model.heatmap_size": [16, 16, 16, 64, 64, 32],
+        "study": "s", "trial_id": ["b", "b", "b", "d", "a", "a", "c", "d"],
+        "epoch": [1, 3, 2, 1, 1, 2, 1, 2],
+        "status": ["running", "completed", "running", "running", "running", "running", "error", "running"],
+        "AP": [10.0, 30.0, 45.0, 20.0, 40.0, 50.0, np.inf, 25.0],
+        "gmacs": [20.0, 20.0, 15.0, 30.0, 30.0, np.nan, 10.0, 30.0],
+        "model.heatmap_size": [16, 16, 16, 64, 32, 32, 32, 64],
     })
     points = pareto.trial_points(df, {"AP": "max", "gmacs": "min"})
-    assert list(points["trial_id"]) == ["b", "a"]  # order of first appearance; c never finite
-    assert list(points["epoch"]) == [2, 1]  # ties: the earliest; a's epoch 2 lacks gmacs
-    assert list(points["status"]) == ["completed", "running"]  # the latest status
+    assert list(points["trial_id"]) == ["b", "d"]  # order of first appearance; a's and c's last
+    # epochs lack a finite value
+    assert list(points["epoch"]) == [3, 2]  # b's last epoch, not its best (AP 45 at epoch 2)
+    assert list(points["AP"]) == [30.0, 25.0] and list(points["gmacs"]) == [20.0, 30.0]
+    assert list(points["status"]) == ["completed", "running"]
     assert list(points["model.heatmap_size"]) == [16, 64]
+    assert list(points.columns) == ["study", "trial_id", "epoch", "status", "AP", "gmacs",
+                                    "model.heatmap_size"]
     pd.testing.assert_frame_equal(pareto.trial_points(points, {"AP": "max", "gmacs": "min"}), points)
     by_cost = pareto.trial_points(df, {"gmacs": "min", "AP": "max"})
-    assert list(by_cost["epoch"]) == [1, 1]
+    pd.testing.assert_frame_equal(by_cost[points.columns], points)  # the objectives pick no epoch
 
 
 @pytest.mark.parametrize("case", ["2d", "3d"])

@@ -10,6 +10,7 @@ from transcenter.dashboards import report, summary
 from transcenter.store.results import ResultStore
 
 SIZES = (16, 32, 64, 128)
+AP50_BY_EPOCH = (10.0, 20.0, 40.0, 30.0)  # percent; peaks at epoch 3, a trial is worth its last
 
 
 class Attributes(HTMLParser):
@@ -39,7 +40,7 @@ def synthetic(tmp_path):
         p = {"model": {"heatmap_size": size}, "optim": {"lr": 1e-4 * (1 + i)}, "loss": {"alpha": 1.5 + i / 8}}
         for epoch in (1, 2, 3, 4):
             store.record_epoch(f"t{i}", epoch, p, {
-                "AP": 5.0 * epoch + i, "AP50": 10.0 * epoch + i, "AP75": 2.0 * epoch,  # percent
+                "AP": 5.0 * epoch + i, "AP50": AP50_BY_EPOCH[epoch - 1] + i, "AP75": 2.0 * epoch,
                 "loss_pos": 1 / epoch, "loss_size": 2 / epoch}, time_s=10.0)
         store.record_trial(f"t{i}", p, "completed")
     store.record_trial("t9", {"model.heatmap_size": 16}, "error", error="RuntimeError: <boom> & more")
@@ -61,6 +62,18 @@ def test_report_is_one_self_contained_file(synthetic, tmp_path):
     assert "RuntimeError: &lt;boom&gt; &amp; more" in text
     assert "<td>73.5</td>" in text  # the paper's Table 4 AP50 for 16 x 16 as printed, beside ours
     assert "0.735" not in text and "AP values are in percent" in text and "AP50 (%)" in text
+    assert "vs. the trial&#x27;s AP50 (%) at its last epoch</h2>" in text
+    assert "<th>final.AP50</th>" in text and "<th>best" not in text
+
+
+def test_search_and_trials_tables_are_each_trials_last_epoch(synthetic):
+    tables = summary.collect(synthetic)
+    last = {f"t{i}": AP50_BY_EPOCH[-1] + i for i in range(8)}
+    assert tables.search.set_index("trial_id")["final.AP50"].to_dict() == last
+    status = tables.status.set_index("trial_id")
+    assert status["final.AP50"].dropna().to_dict() == last and math.isnan(status.loc["t9", "final.AP50"])
+    figure = report._search_figure(tables.search, ["optim.lr"], set())
+    assert figure.axes[0].get_ylabel() == "AP50 (%) at the last epoch"
 
 
 @pytest.mark.parametrize("kind", ["empty", "failed"])
@@ -103,7 +116,8 @@ def test_report_command_line(synthetic, tmp_path, capsys):
 def test_summary_prints_tables(synthetic, capsys):
     assert summary.main([str(synthetic)]) == 0
     text = capsys.readouterr().out
-    for title in ("Trials", "Lower limit", "Upper limit", "heatmap loss", "importance"):
+    for title in (summary.TRIALS_TITLE, "Lower limit", summary.UPPER_TITLE, "heatmap loss",
+                  summary.IMPORTANCE_TITLE):
         assert title in text
     assert "paper.AP50" in text and "RuntimeError" in text and "optim.lr" in text
     assert "The study reports no 'overlap_recall'" in text

@@ -14,12 +14,13 @@ from transcenter.store.results import ResultStore
 
 CLASSES = ["person", "<b>car</b> & co", "dog"]
 CAR = "&lt;b&gt;car&lt;/b&gt; &amp; co"  # CLASSES[1] as the HTML must show it
-# trial -> per epoch: (AP, [AP50 of class 0, 1, 2]); the best trial is t0 (best AP 30 at epoch 2).
-# Every other trial-epoch has other per-class numbers, so a wrong pick shows a wrong number.
+# trial -> per epoch: (AP, [AP50 of class 0, 1, 2]); the best trial is t0 (AP 20 at its last epoch,
+# 3), though t1 peaked higher (35 at epoch 2). Every other trial-epoch has other per-class numbers,
+# so a wrong pick shows a wrong number.
 EPOCHS = {
-    "t0": [(10.0, [41.0, 42.0, 43.0]), (30.0, [55.5, 12.5, math.nan]), (20.0, [66.25, 22.75, 33.25])],
-    "t1": [(5.0, [71.0, 72.0, 73.0]), (15.0, [74.0, 75.0, 76.0]), (25.0, [77.75, 88.75, 99.75])],
-    "t2": [(50.0, [1.5, 2.5, 3.5])],  # still running: no trial row, so no best AP yet
+    "t0": [(10.0, [41.0, 42.0, 43.0]), (30.0, [66.25, 22.75, 33.25]), (20.0, [55.5, 12.5, math.nan])],
+    "t1": [(5.0, [71.0, 72.0, 73.0]), (35.0, [74.0, 75.0, 76.0]), (15.0, [77.75, 88.75, 99.75])],
+    "t2": [(50.0, [1.5, 2.5, 3.5])],  # still running: no trial row, so not the best trial
 }
 
 
@@ -56,7 +57,7 @@ def study_dir(tmp_path):
 
 def section(text, title):
     """The HTML of the report's section titled ``title``, up to the next section."""
-    start = text.index(f"<h2>{title}</h2>")
+    start = text.index(f"<h2>{html.escape(title)}</h2>")
     end = text.find("<h2>", start + 1)
     return text[start:end if end >= 0 else len(text)]
 
@@ -68,9 +69,9 @@ def rows(text, first_cell):
     return re.findall(r"<td>(.*?)</td>", match.group(1))
 
 
-def test_class_ap50_is_the_best_trials_best_epoch_weakest_first(study_dir):
+def test_class_ap50_is_the_best_trials_last_epoch_weakest_first(study_dir):
     tables = summary.collect(study_dir)
-    assert (tables.best["trial_id"], tables.best["best_epoch"]) == ("t0", 2)
+    assert (tables.best["trial_id"], tables.best["n_epochs"], tables.best["final.AP"]) == ("t0", 3, 20.0)
     table = tables.class_ap50
     assert list(table.columns) == ["class", "AP50"] and table["AP50"].dtype == "float64"
     assert table["class"].tolist() == [CLASSES[1], CLASSES[0], CLASSES[2]]
@@ -87,7 +88,7 @@ def test_report_names_per_class_ap50_and_escapes_names(study_dir, tmp_path):
     text = section(document, summary.CLASS_AP50_TITLE)
     assert rows(text, CAR) == ["12.5"] and rows(text, "person") == ["55.5"] and rows(text, "dog") == ["–"]
     assert text.index(f"<th>{CAR}</th>") < text.index("<th>person</th>") < text.index("<th>dog</th>")
-    assert "Trial t0 of study classes, epoch 2" in text
+    assert "Trial t0 of study classes at its last epoch, 3 (AP 20)" in text
     assert "Mean AP50 over the 2 classes with ground truth: 34." in text
     for wrong in ("66.25", "77.75", "1.5<", "41<"):  # other epochs, other trials, the running trial
         assert wrong not in text
@@ -156,7 +157,7 @@ def test_old_and_new_study_together(study_dir, tmp_path):
         encoding="utf-8")
     assert "<h2>Data set of study classes</h2>" in document
     text = section(document, summary.CLASS_AP50_TITLE)  # the best trial is the old study's
-    assert "Trial x of study old reports no per-class AP50 at its best epoch 1." in text
+    assert "Trial x of study old reports no per-class AP50 at its last epoch, 1." in text
 
 
 def test_no_finite_ap_gives_a_sentence(tmp_path):
@@ -164,7 +165,7 @@ def test_no_finite_ap_gives_a_sentence(tmp_path):
     store.record_epoch("t0", 1, {"model.heatmap_size": 16}, {"AP": math.nan, "AP50_class0": math.nan})
     store.record_trial("t0", {"model.heatmap_size": 16}, "error", error="diverged")
     text = report.write_report(tmp_path / "diverged", tmp_path / "r.html").read_text(encoding="utf-8")
-    assert summary.CLASS_AP50_TITLE in text and "No trial has a finite best AP yet." in text
+    assert summary.CLASS_AP50_TITLE in text and "No ended trial has a finite AP at its last epoch yet." in text
 
 
 def test_summary_prints_the_new_tables(study_dir, capsys):
@@ -186,7 +187,7 @@ def test_dataset_tables_types():
 
 def test_accuracy_against_compute_section_draws_the_front_and_its_hypervolume(tmp_path):
     """AP against GMACs. Trials a (cheap, weak), b (dear, strong) and c (dominated by a)
-    are planted; the front is a and b; c's AP is measured at its best epoch."""
+    are planted; the front is a and b; c's AP is its last epoch's (8, not its peak 9)."""
     store = ResultStore(str(tmp_path), "mo")
     planted = {"a": (16, 1.0, [5.0, 10.0]), "b": (64, 3.0, [20.0, 30.0]), "c": (32, 2.0, [9.0, 8.0])}
     for trial, (size, gmacs, aps) in planted.items():
@@ -197,11 +198,11 @@ def test_accuracy_against_compute_section_draws_the_front_and_its_hypervolume(tm
     store.write_meta({"objectives": {"AP": "max", "gmacs": "min"}})
     tables = summary.collect([str(tmp_path / "mo")])
     assert tables.compute.declared and tables.compute.front["trial_id"].tolist() == ["b", "a"]
-    # reference: worst AP 9 - 10 % of the range 21 -> 6.9; worst gmacs 3 + 0.2 -> 3.2
-    assert tables.compute.reference == pytest.approx({"AP": 6.9, "gmacs": 3.2})
-    # a dominates AP 6.9..10 for gmacs 1..3.2, b adds AP 10..30 for gmacs 3..3.2
-    assert tables.compute.hypervolume == pytest.approx((10 - 6.9) * (3.2 - 1.0) + (30 - 10) * (3.2 - 3.0))
+    # reference: worst AP 8 - 10 % of the range 22 -> 5.8; worst gmacs 3 + 0.2 -> 3.2
+    assert tables.compute.reference == pytest.approx({"AP": 5.8, "gmacs": 3.2})
+    # a dominates AP 5.8..10 for gmacs 1..3.2, b adds AP 10..30 for gmacs 3..3.2
+    assert tables.compute.hypervolume == pytest.approx((10 - 5.8) * (3.2 - 1.0) + (30 - 10) * (3.2 - 3.0))
     text = report.write_report([str(tmp_path / "mo")], tmp_path / "r.html").read_text()
     body = section(text, summary.COMPUTE_TITLE)
     assert "2 trial(s) on the Pareto front of AP (max), gmacs (min)" in body
-    assert "Hypervolume 10.82" in body and body.count("<img") == 2  # front plot, hypervolume curve
+    assert "Hypervolume 13.24" in body and body.count("<img") == 2  # front plot, hypervolume curve

@@ -18,6 +18,7 @@ from transcenter.store.results import (
     REQUIRED_METRICS,
     ResultStore,
     flatten_params,
+    is_param_column,
     read_parquet_file,
 )
 
@@ -100,23 +101,23 @@ def test_declared_param_types_make_mixed_samples_agree(tmp_path):
         store.record_epoch("t2", 1, {"model.heatmap_size": 32.5}, metrics())
 
 
-def test_trial_table_final_best_and_error(tmp_path):
+def test_trial_table_is_the_last_epoch_and_error(tmp_path):
     store = ResultStore(str(tmp_path), "hm")
-    for epoch, ap in ((1, 0.2), (2, 0.4), (3, 0.3)):
+    for epoch, ap in ((1, 0.2), (3, 0.3), (2, 0.4)):  # recorded out of order; AP peaks at epoch 2
         store.record_epoch("t0", epoch, PARAMS, metrics(AP=ap, AP50=ap + 0.25))
     store.record_trial("t0", PARAMS, "completed")
     store.record_epoch("t1", 1, PARAMS, metrics(AP=math.nan))
     store.record_trial("t1", PARAMS, "error", error="CUDA out of memory")
     store.record_trial("t2", PARAMS, "error", error="failed before epoch 1")
     trials = store.read_trials().set_index("trial_id")
+    assert not [c for c in trials.columns if c.startswith("best")]
     t0 = trials.loc["t0"]
-    assert (t0["status"], t0["n_epochs"], t0["best_epoch"]) == ("completed", 3, 2)
-    assert (t0["best.AP"], t0["best.AP50"], t0["final.AP"], t0["final.AP50"]) == (0.4, 0.65, 0.3, 0.55)
+    assert (t0["status"], t0["n_epochs"]) == ("completed", 3)
+    assert (t0["final.AP"], t0["final.AP50"]) == (0.3, 0.55)  # epoch 3's, not the peak's
     assert t0["model.heatmap_size"] == 32 and pd.isna(t0["error"])
     t1 = trials.loc["t1"]
-    assert t1["error"] == "CUDA out of memory" and t1["n_epochs"] == 1
-    assert pd.isna(t1["best_epoch"]) and math.isnan(t1["best.AP"]) and math.isnan(t1["final.AP"])
-    assert trials.loc["t2", "n_epochs"] == 0
+    assert t1["error"] == "CUDA out of memory" and t1["n_epochs"] == 1 and math.isnan(t1["final.AP"])
+    assert trials.loc["t2", "n_epochs"] == 0 and math.isnan(trials.loc["t2", "final.AP"])
     assert trials.dtypes["n_epochs"] == "int64" and trials.dtypes["model.heatmap_size"] == "int64"
     assert pd.read_parquet(tmp_path / "hm" / "trials").shape[0] == 3
 
@@ -133,7 +134,7 @@ def test_file_uri_and_subtree_filesystem(tmp_path):
     sub_store.record_epoch("t0", 1, PARAMS, metrics(AP=0.75))
     sub_store.record_trial("t0", PARAMS, "completed")
     assert (tmp_path / "sub" / "results" / "hm" / "trials" / "t0.parquet").is_file()
-    assert sub_store.read_trials()["best.AP"].tolist() == [0.75]
+    assert sub_store.read_trials()["final.AP"].tolist() == [0.75]
     assert pd.read_parquet(tmp_path / "sub" / "results" / "hm" / "epochs")["AP"].tolist() == [0.75]
 
 
@@ -183,13 +184,20 @@ def test_non_numeric_metric_names_trial_epoch_and_key(tmp_path, value):
 
 @pytest.mark.parametrize("kwargs", [
     {"trial_id": ".hidden"}, {"trial_id": "a/b"}, {"epoch": 0}, {"status": "done"},
-    {"params": {"lr": 0.1}}, {"params": {"final.AP": 0.1}}, {"metrics": {"best.AP": 0.1}},
+    {"params": {"lr": 0.1}}, {"params": {"final.AP": 0.1}}, {"params": {"best.AP": 0.1}},
+    {"metrics": {"best.AP": 0.1}},
     {"params": {"model.heatmap_size": None}},
 ])
 def test_bad_input_is_rejected(tmp_path, kwargs):
     call = {"trial_id": "t0", "epoch": 1, "params": PARAMS, "metrics": METRICS, **kwargs}
     with pytest.raises(ValueError):
         ResultStore(str(tmp_path), "hm").record_epoch(**call)
+
+
+def test_summary_columns_are_not_hyperparameters():
+    """best.* and best_epoch are in trial tables written by earlier versions."""
+    assert is_param_column("model.heatmap_size")
+    assert not any(map(is_param_column, ["final.AP", "best.AP", "best_epoch", "n_epochs", "AP"]))
 
 
 def test_flatten_params():
