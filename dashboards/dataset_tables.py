@@ -32,6 +32,10 @@ SAME_CELL_NOTE = ("Share (%) of each split's objects whose centre falls in the s
                   "(input size / S px square) as the centre of another object of the same class: "
                   "a per-class centre heatmap (CenterNet-style) cannot separate these objects at "
                   "that S, TransCenter's per-query heatmaps can.")
+SYNTHETIC_SAME_CELL_NOTE = (
+    "These are synthetic scenes, which place a share of same-class objects (data.overlap_fraction of "
+    "the images hold a nested pair) on one shared centre by design: those pairs share a cell at "
+    "every S, however small the cells, so the share does not fall as S grows.")
 
 # splits table column -> (the split's sub-dict or None for the split itself, key)
 _SPLIT_COLUMNS = {
@@ -61,18 +65,27 @@ class DataSetTables:
         splits: `splits_table`.
         same_cell: `same_cell_table`.
         per_class: `per_class_table`.
+        source: The data set's name (``synthetic``, ``voc``, ``coco``; None when the report does not
+            say).
     """
 
     input_size: int | None
     splits: pd.DataFrame
     same_cell: pd.DataFrame
     per_class: pd.DataFrame
+    source: str | None = None
+
+    @property
+    def same_cell_note(self) -> str:
+        """What the same-cell table's numbers owe to the data set itself ("" for real data)."""
+        return SYNTHETIC_SAME_CELL_NOTE if self.source == "synthetic" else ""
 
 
 def tables(dataset: Mapping[str, Any]) -> DataSetTables:
     """Returns every table of a data-set report (``study.json``'s ``dataset``)."""
     return DataSetTables(input_size=dataset.get("input_size"), splits=splits_table(dataset),
-                         same_cell=same_cell_table(dataset), per_class=per_class_table(dataset))
+                         same_cell=same_cell_table(dataset), per_class=per_class_table(dataset),
+                         source=dataset.get("data"))
 
 
 def splits_table(dataset: Mapping[str, Any]) -> pd.DataFrame:

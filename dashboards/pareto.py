@@ -262,16 +262,20 @@ def pareto_figure(
         color_by: The column whose values get one colour each (one scatter per value); None or
             absent: one colour.
         paper_points: Columns ``x``, ``y``, ``label`` (e.g. `paper_models()`), drawn as black stars
-            with their labels.
+            with their labels: among the trials where they are within a factor of 2 of the trials'
+            costs, else in a small panel beside them (the main axes stay scaled to the trials).
 
     Returns:
-        The figure: one scatter collection per colour (plus one for the paper's points), one line
-        for the front when there is a trial.
+        The figure: its first axes hold one scatter collection per colour (plus one for the paper's
+        points near the trials), and one line for the front over the trials' cost range when there
+        is a trial; a second axes, when some paper point is far from the trials, the trials in grey
+        and those paper points.
     """
     objectives = {y: "max", x: "min"}
     points = trial_points(df, objectives)
-    fig = Figure(figsize=(7, 4.5), layout="constrained")
-    ax = fig.add_subplot()
+    near, far = _split_paper_points(paper_points, points[x])
+    fig = Figure(figsize=(9.5 if len(far) else 7, 4.5), layout="constrained")
+    ax = fig.add_subplot(1, 4, (1, 3)) if len(far) else fig.add_subplot()
     if color_by is not None and color_by in points:
         groups = [(f"{color_by} = {value}", group) for value, group in points.groupby(color_by)]
         unset = points[points[color_by].isna()]
@@ -280,20 +284,11 @@ def pareto_figure(
         groups = [("trials", points)] if len(points) else []
     for i, (label, group) in enumerate(groups):
         ax.scatter(group[x], group[y], s=20, color=f"C{i % 10}", label=label, zorder=2)
-    right = points[x].max() if len(points) else np.nan
-    if paper_points is not None and len(paper_points):
-        missing = {"x", "y", "label"} - set(paper_points.columns)
-        if missing:
-            raise ValueError(f"paper_points lacks columns {sorted(missing)}")
-        ax.scatter(paper_points["x"], paper_points["y"], marker="*", s=120, color="k", label="paper",
-                   zorder=3)
-        for _, row in paper_points.iterrows():
-            ax.annotate(str(row["label"]), (row["x"], row["y"]), xytext=(5, 3),
-                        textcoords="offset points", fontsize="small")
-        right = np.nanmax([right, paper_points["x"].max()])
+    _paper_stars(ax, near)
     if len(points):
         front = pareto_front(points, objectives).sort_values(x, kind="stable")
-        xs, ys = [*front[x], right], [*front[y], front[y].iloc[-1]]  # last step runs to the right edge
+        # The front's last step runs to the costliest trial, not beyond the trials' range.
+        xs, ys = [*front[x], points[x].max()], [*front[y], front[y].iloc[-1]]
         ax.plot(xs, ys, drawstyle="steps-post", color="k", linewidth=1, label="Pareto front", zorder=1)
     else:
         ax.text(0.5, 0.5, f"no trial has a finite {y} and {x}", transform=ax.transAxes,
@@ -302,7 +297,41 @@ def pareto_figure(
            title=f"{y} vs. {x}, each trial at its last epoch")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize="small")
+    if len(far):
+        side = fig.add_subplot(1, 4, 4)
+        side.scatter(points[x], points[y], s=6, color="0.6", label="trials")
+        _paper_stars(side, far)
+        side.set(xlabel=LABELS.get(x, x), title="beside the paper's models")
+        side.title.set_fontsize("small")
+        side.tick_params(labelsize="x-small")
     return fig
+
+
+def _split_paper_points(paper_points: pd.DataFrame | None, costs: pd.Series
+                        ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Returns (the paper's points within a factor of 2 of the trials' cost range, the others),
+    which a figure scaled to the paper's models would squash the trials against; with no trial,
+    every point is near."""
+    if paper_points is None or not len(paper_points):
+        empty = pd.DataFrame(columns=["x", "y", "label"])
+        return empty, empty
+    missing = {"x", "y", "label"} - set(paper_points.columns)
+    if missing:
+        raise ValueError(f"paper_points lacks columns {sorted(missing)}")
+    if not len(costs) or not np.isfinite(costs).any():
+        return paper_points, paper_points.iloc[:0]
+    inside = paper_points["x"].between(costs.min() / 2, costs.max() * 2)
+    return paper_points[inside], paper_points[~inside]
+
+
+def _paper_stars(ax, points: pd.DataFrame) -> None:
+    """Draws the paper's ``points`` on ``ax`` as labelled black stars (nothing for none)."""
+    if not len(points):
+        return
+    ax.scatter(points["x"], points["y"], marker="*", s=120, color="k", label="paper", zorder=3)
+    for _, row in points.iterrows():
+        ax.annotate(str(row["label"]), (row["x"], row["y"]), xytext=(5, 3),
+                    textcoords="offset points", fontsize="small")
 
 
 def _checked(objectives: Mapping[str, str]) -> Mapping[str, str]:

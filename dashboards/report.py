@@ -148,7 +148,8 @@ def _dataset_section(data: DataSetTables) -> str:
     return "\n".join([
         _section(data.splits), _note(dataset_tables.SPLITS_NOTE),
         f"<p>Input size: {html.escape(size)}. {html.escape(dataset_tables.SAME_CELL_NOTE)}</p>",
-        _section(data.same_cell), counts])
+        _section(data.same_cell), *([_note(data.same_cell_note)] if data.same_cell_note else []),
+        counts])
 
 
 def _counts_as_text(frame: pd.DataFrame) -> pd.DataFrame:
@@ -229,14 +230,22 @@ def _hypervolume_figure(curve: pd.DataFrame) -> Figure:
 def _search_section(tables: StudyTables) -> str:
     search = tables.search[np.isfinite(tables.search["final.AP50"])]
     varied = [p for p in analysis.param_columns(search) if search[p].nunique(dropna=True) > 1]
-    fixed = [f"{p} = {search[p].dropna().iloc[0]}" for p in analysis.param_columns(search)
-             if p not in varied and search[p].notna().any()]
+    fixed = {p: search[p].dropna().iloc[0] for p in analysis.param_columns(search)
+             if p not in varied and search[p].notna().any()}
     log_scale = {p for p in varied if analysis.is_log_scale(tables.epochs, p)}
     parts = [_img(_search_figure(search, varied, log_scale))] if varied else [
         _note("No hyperparameter takes two values among the trials with a finite AP50 at their last "
               "epoch.")]
-    if fixed:
-        parts.append(_note("Fixed: " + ", ".join(fixed)))
+    chosen = {p: v for p, v in fixed.items()
+              if tables.set_for_study is None or p in tables.set_for_study}
+    defaults = {p: v for p, v in fixed.items() if p not in chosen}
+    if chosen:
+        what = "Fixed" if tables.set_for_study is None else "Fixed, other than the preset's default"
+        parts.append(_note(f"{what}: " + ", ".join(f"{p} = {v}" for p, v in chosen.items())))
+    if defaults:
+        listed = html.escape(", ".join(f"{p} = {v}" for p, v in defaults.items()))
+        parts.append(f"<details><summary>The other {len(defaults)} fixed settings (the preset's "
+                     f"defaults)</summary><p class=\"note\">{listed}</p></details>")
     return "\n".join(parts)
 
 

@@ -7,6 +7,7 @@ epochs yet, too few trials) is replaced by a sentence saying why.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ import pandas as pd
 
 from transcenter.dashboards import analysis, dataset_tables, pareto
 from transcenter.dashboards.dataset_tables import DataSetTables
+from transcenter.model.training.experiment import trial_config
 from transcenter.store.results import OVERLAP_RECALL, ResultStore
 
 OVERLAP_TITLE = ("Overlap recall vs. AP per head (paper Fig. 2): recall (%) of objects sharing "
@@ -58,6 +60,8 @@ class StudyTables:
         upper_note: The upper limit's conclusion (`analysis.upper_limit_note`), "" without one.
         audit: `analysis.rung_audit` of each study that stopped trials early (by study name).
         audit_note: `analysis.rung_audit_note` of each of them, joined; "" without early stopping.
+        set_for_study: The configuration fields the study set to other values than its preset's
+            defaults (`changed_from_preset`); None when that is not known.
     """
 
     epochs: pd.DataFrame
@@ -76,6 +80,7 @@ class StudyTables:
     upper_note: str = ""
     audit: dict[str, pd.DataFrame] = field(default_factory=dict)
     audit_note: str = ""
+    set_for_study: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -150,7 +155,25 @@ def collect(
                        importance=importance, best=best,
                        class_ap50=_class_ap50(epochs, best, meta), datasets=datasets,
                        compute=_compute(epochs, meta), upper_note=upper_note, audit=audit,
-                       audit_note=audit_note.strip())
+                       audit_note=audit_note.strip(), set_for_study=changed_from_preset(meta))
+
+
+def changed_from_preset(meta: dict[str, dict[str, Any]]) -> frozenset[str] | None:
+    """Returns the dotted configuration fields whose value in the studies' ``trial_config`` (the
+    configuration before the searched values) is not their preset's default, or a field the
+    preset does not have; None when the studies name no preset, several presets, or record no
+    ``trial_config`` (studies of older versions)."""
+    presets = {m.get("preset") for m in meta.values()}
+    configs = [m.get("trial_config") for m in meta.values()]
+    if len(presets) != 1 or None in presets or not configs or not all(configs):
+        return None
+    defaults = trial_config(presets.pop()).to_flat_dict()
+    return frozenset(name for config in configs for name, value in config.items()
+                     if name not in defaults or _json(value) != _json(defaults[name]))
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
 
 
 def compute_note(compute: ComputeTables) -> str:

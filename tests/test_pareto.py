@@ -232,17 +232,25 @@ def test_front_table_keeps_the_varied_hyperparameters():
 
 
 def test_pareto_figure():
-    df = random_trials({"AP": "max", "gmacs": "min"}, (0, 10), n=12, seed=2)
-    fig = pareto.pareto_figure(df, paper_points=pareto.paper_models())
-    assert isinstance(fig, Figure)
-    ax = fig.axes[0]
+    df = random_trials({"AP": "max", "gmacs": "min"}, (1, 10), n=12, seed=2)
+    fig = pareto.pareto_figure(df, paper_points=pareto.paper_models())  # the paper: 25-100 GMACs
+    ax, side = fig.axes
     sizes = df.loc[df["trial_id"] != "failed", "model.heatmap_size"].nunique()
-    assert len(ax.collections) == sizes + 1  # one scatter per heatmap size, one for the paper
-    assert [line.get_drawstyle() for line in ax.lines] == ["steps-post"]
+    assert len(ax.collections) == sizes  # one scatter per heatmap size; the paper is beside them
+    assert ax.get_xlim()[1] < 20  # scaled to the trials' 1-11 GMACs, not to the paper's 100
+    [front] = ax.lines
+    assert front.get_drawstyle() == "steps-post"
+    assert max(front.get_xdata()) == df["gmacs"].max() - 1  # ends at the costliest trial's last epoch
     assert "GMACs" in ax.get_xlabel() and "%" in ax.get_ylabel()
-    assert {t.get_text() for t in ax.texts} >= set(pareto.paper_models()["label"])
+    assert {t.get_text() for t in side.texts} == set(pareto.paper_models()["label"])
+    assert not {t.get_text() for t in ax.texts}
+
+    near = pd.DataFrame({"x": [5.0, 500.0], "y": [30.0, 40.0], "label": ["near", "far"]})
+    ax, side = pareto.pareto_figure(df, paper_points=near).axes
+    assert [t.get_text() for t in ax.texts] == ["near"] and [t.get_text() for t in side.texts] == ["far"]
+    assert len(pareto.pareto_figure(df, paper_points=near.iloc[:1]).axes) == 1
 
     plain = pareto.pareto_figure(df, color_by=None)
-    assert len(plain.axes[0].collections) == 1
-    empty = pareto.pareto_figure(df.iloc[:0])
-    assert isinstance(empty, Figure) and not empty.axes[0].lines
+    assert len(plain.axes) == 1 and len(plain.axes[0].collections) == 1
+    empty = pareto.pareto_figure(df.iloc[:0], paper_points=pareto.paper_models())
+    assert isinstance(empty, Figure) and len(empty.axes) == 1 and not empty.axes[0].lines

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from transcenter.dashboards import analysis, dataset_tables, report, summary
+from transcenter.model.training.experiment import trial_config
 from transcenter.store.results import ResultStore
 
 CLASSES = ["person", "<b>car</b> & co", "dog"]
@@ -206,3 +207,26 @@ def test_accuracy_against_compute_section_draws_the_front_and_its_hypervolume(tm
     body = section(text, summary.COMPUTE_TITLE)
     assert "2 trial(s) on the Pareto front of AP (max), gmacs (min)" in body
     assert "Hypervolume 13.24" in body and body.count("<img") == 2  # front plot, hypervolume curve
+
+
+def test_the_search_names_the_settings_a_study_changed_and_folds_the_preset_defaults(tmp_path):
+    defaults = trial_config("smoke").to_flat_dict()
+    store = ResultStore(str(tmp_path), "fixed")
+    for i, size in enumerate((16, 32)):
+        params = {"model.heatmap_size": size, "optim.lr": 0.5, "train.epochs": defaults["train.epochs"]}
+        store.record_epoch(f"t{i}", 1, params, {"AP": 10.0 + i, "AP50": 20.0 + i})
+        store.record_trial(f"t{i}", params, "completed")
+    store.write_meta({"preset": "smoke", "trial_config": {**defaults, "optim.lr": 0.5},
+                      "dataset": {**DATASET, "data": "synthetic"}})
+    document = report.write_report(tmp_path / "fixed", tmp_path / "r.html").read_text(encoding="utf-8")
+    search = section(document, "The search: each hyperparameter vs. the trial's AP50 (%) at its last epoch")
+    assert "Fixed, other than the preset&#x27;s default: optim.lr = 0.5</p>" in search
+    assert (f"<details><summary>The other 1 fixed settings (the preset's defaults)</summary>"
+            f"<p class=\"note\">train.epochs = {defaults['train.epochs']}</p></details>") in search
+    data = section(document, summary.DATASET_TITLE)
+    assert html.escape(dataset_tables.SYNTHETIC_SAME_CELL_NOTE) in data
+
+
+def test_real_data_gets_no_note_on_shared_centres(study_dir, tmp_path):
+    document = report.write_report(study_dir, tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "synthetic scenes" not in section(document, summary.DATASET_TITLE)
