@@ -54,12 +54,41 @@ class Resources:
                              accelerator_type=self.accelerator_type)
 
 
-def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    """Ray Train worker function: :func:`transcenter.platform.worker.run_trial`, imported here in
-    the worker so that pickling this function never loads the model in the driver."""
+@dataclass(frozen=True)
+class LoopConfig:
+    """What each worker of a trial needs to train it (:func:`transcenter.platform.worker.run_trial`).
+
+    Attributes:
+        preset: The trial configuration's preset (None: the defaults).
+        overrides: Dotted config field -> value, the study's fixed ones and the trial's searched.
+        run_dir: The trial's run folder (checkpoints, failure record), a path or URI.
+        fit_id: This fit of the trial's trainer (a fit's first start is told from a restart).
+        telemetry: ``{"study": str, "trial_id": str}`` for the trial's gauges, or None.
+        cost_dir: Where the study's trials share their params/MACs counts, or None.
+        log_dir: Where each worker keeps Ray Train's lines of the run, or None.
+        log_level: The least level of those lines that Ray forwards to the console.
+    """
+
+    preset: str | None
+    overrides: dict[str, Any]
+    run_dir: str
+    fit_id: str
+    telemetry: dict[str, str] | None = None
+    cost_dir: str | None = None
+    log_dir: str | None = None
+    log_level: str = "INFO"
+
+
+LOOP_KEY = "loop"  # the one entry of the train_loop_config dict Ray Train passes each worker
+
+
+def train_loop_per_worker(train_loop_config: dict[str, LoopConfig]) -> None:
+    """Ray Train worker function: :func:`transcenter.platform.worker.run_trial` of the trial's
+    :class:`LoopConfig`, imported here in the worker so that pickling this function never loads
+    the model in the driver."""
     from transcenter.platform.worker import run_trial
 
-    run_trial(loop_config)
+    run_trial(train_loop_config[LOOP_KEY])
 
 
 def build_trainer(name: str, storage_path: str, preset: str | None, overrides: dict[str, Any],
@@ -85,8 +114,7 @@ def build_trainer(name: str, storage_path: str, preset: str | None, overrides: d
                            logging_config=LoggingConfig(log_level=log_level))
     run = run_dir(storage_path, name)
     return LeanTorchTrainer(train_loop_per_worker, run=run, keep_workers_s=resources.keep_workers_s,
-                            train_loop_config={"preset": preset, "overrides": overrides,
-                                               "telemetry": telemetry, "run_dir": run,
-                                               "fit_id": uuid.uuid4().hex, "cost_dir": cost_dir,
-                                               "log_dir": log_dir, "log_level": log_level},
+                            train_loop_config={LOOP_KEY: LoopConfig(
+                                preset, overrides, run, uuid.uuid4().hex, telemetry, cost_dir,
+                                log_dir, log_level)},
                             scaling_config=resources.scaling_config(), run_config=run_config)

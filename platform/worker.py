@@ -25,6 +25,7 @@ from transcenter.platform.compat import drain_this_node
 from transcenter.platform.costs import cached_count
 from transcenter.platform.disk_full import NodeDiskFull, describe, disk_full_error
 from transcenter.platform.train_log import log_to_file
+from transcenter.platform.trainer import LoopConfig
 from transcenter.platform.trial_files import (
     CHECKPOINT_FILE,
     DEVICE_KEY,
@@ -43,7 +44,7 @@ INPUT_ERRORS = (ValueError, TypeError, LookupError, FileNotFoundError, NotADirec
                 IsADirectoryError, PermissionError, ImportError, NotImplementedError)
 
 
-def run_trial(loop_config: dict[str, Any]) -> None:
+def run_trial(loop_config: LoopConfig) -> None:
     """Trains one trial on this worker, reporting every epoch to Ray Train.
 
     A trial that cannot succeed on a retry (bad input, divergence, out of memory) ends the run
@@ -53,17 +54,14 @@ def run_trial(loop_config: dict[str, Any]) -> None:
     (:mod:`transcenter.platform.disk_full`).
 
     Args:
-        loop_config: ``{"preset": str | None, "overrides": {dotted: value},
-            "telemetry": {"study": str, "trial_id": str} | None, "run_dir": str, "fit_id": str,
-            "cost_dir": str | None, "log_dir": str | None, "log_level": str}``
-            as :func:`transcenter.platform.trainer.build_trainer` makes it.
+        loop_config: The trial, as :func:`transcenter.platform.trainer.build_trainer` makes it.
     """
     rank = ray.train.get_context().get_world_rank()
     epoch = 0  # the epoch being trained, for the failure message
-    trial = loop_config["run_dir"].rstrip("/").rsplit("/", 1)[-1]
+    trial = loop_config.run_dir.rstrip("/").rsplit("/", 1)[-1]
     try:
-        with log_to_file(loop_config.get("log_dir"), trial, rank,
-                         loop_config.get("log_level", "INFO")):
+        with log_to_file(loop_config.log_dir, trial, rank,
+                         loop_config.log_level):
             for epoch in _train(loop_config, rank):  # noqa: B007 (the except below names it)
                 pass
     except Exception as e:
@@ -79,7 +77,7 @@ def run_trial(loop_config: dict[str, Any]) -> None:
     else:
         return
     if rank == 0:
-        write_failure(loop_config["run_dir"], failure)
+        write_failure(loop_config.run_dir, failure)
 
 
 def process_exiting() -> bool:
@@ -108,11 +106,11 @@ def failure_line(error: Exception, epoch: int) -> str | None:
     return None
 
 
-def _train(loop_config: dict[str, Any], rank: int) -> Iterator[int]:
+def _train(loop_config: LoopConfig, rank: int) -> Iterator[int]:
     """Builds the runner (resuming from the latest checkpoint) and trains the remaining epochs;
     yields each epoch's number (1-based) as it starts."""
-    cfg = trial_config(loop_config.get("preset"), loop_config.get("overrides"))
-    cost = {"count_cost": cached_count(loop_config["cost_dir"])} if loop_config.get("cost_dir") else {}
+    cfg = trial_config(loop_config.preset, loop_config.overrides)
+    cost = {"count_cost": cached_count(loop_config.cost_dir)} if loop_config.cost_dir else {}
     configure_process(cfg)
     runner = TrialRunner(cfg, wrap_model=ray.train.torch.prepare_model,
                          wrap_loader=ray.train.torch.prepare_data_loader,
@@ -136,15 +134,15 @@ def _train(loop_config: dict[str, Any], rank: int) -> Iterator[int]:
         for report in reports[:-1]:
             ray.train.report({**report, REPLAY_KEY: 1})
         ray.train.report(reports[-1])
-    telemetry = loop_config.get("telemetry") or {}
+    telemetry = loop_config.telemetry or {}
     gauges = _gauges(telemetry) if rank == 0 else None
-    trial_faults = faults.faults_for(loop_config.get("overrides") or {})  # none unless tests inject
+    trial_faults = faults.faults_for(loop_config.overrides)  # none unless tests inject
     while runner.epoch < cfg.train.epochs:
         yield runner.epoch + 1
         faults.maybe_inject(trial_faults, runner.epoch + 1, "before", rank)
         metrics = runner.run_epoch()
         if rank == 0:
-            faults.record_trained(loop_config["run_dir"], runner.epoch)
+            faults.record_trained(loop_config.run_dir, runner.epoch)
         faults.maybe_inject(trial_faults, runner.epoch, "after", rank)
         if gauges is not None:
             gauges(metrics)
@@ -161,17 +159,17 @@ def _train(loop_config: dict[str, Any], rank: int) -> Iterator[int]:
         faults.maybe_inject(trial_faults, runner.epoch, "reported", rank)
 
 
-def _first_start_of_fit(loop_config: dict[str, Any], rank: int) -> bool:
+def _first_start_of_fit(loop_config: LoopConfig, rank: int) -> bool:
     """True on every rank the first time a worker group of this ``fit()`` starts.
 
     Each ``fit()`` has its own id; rank 0 leaves a marker in the run folder after every rank
     has looked, so a group restarted within the same ``fit()`` sees it.
     """
-    first = not started(loop_config["run_dir"], loop_config["fit_id"])
+    first = not started(loop_config.run_dir, loop_config.fit_id)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
     if rank == 0 and first:
-        mark_started(loop_config["run_dir"], loop_config["fit_id"])
+        mark_started(loop_config.run_dir, loop_config.fit_id)
     return first
 
 
