@@ -381,3 +381,29 @@ def test_upstream_worker_group_still_has_the_hooks_a_warm_group_uses(monkeypatch
     assert isinstance(stand_in, compat._SynchronizationActorOfWarmGroups)
     assert not isinstance(stand_in.upstream, compat._SynchronizationActorOfWarmGroups)
     assert hasattr(stand_in.upstream, "options")  # a group not started on a kept one: upstream's
+
+
+def test_a_running_trial_handle_reports_and_is_told_as_the_trial_it_was():
+    """trial_handle: a resumed driver reports to, and tells, the RUNNING trial it had asked for."""
+    study = optuna.create_study(storage="sqlite:///:memory:", direction="maximize")
+    asked = study.ask()
+    asked.report(0.5, step=1)
+    frozen = study.get_trials(states=(optuna.trial.TrialState.RUNNING,))[0]
+    handle = compat.trial_handle(study, frozen)
+    handle.report(0.75, step=2)
+    study.tell(handle, 0.75)
+    [trial] = study.get_trials()
+    assert (trial.number, trial.state, trial.value) == (asked.number, optuna.trial.TrialState.COMPLETE, 0.75)
+    assert trial.intermediate_values == {1: 0.5, 2: 0.75}
+
+
+@pytest.mark.ray
+def test_the_head_node_still_offers_the_resource_that_pins_the_trial_drivers(ray_cluster):
+    """HEAD_NODE_RESOURCE: a task asking for it runs on the head (the trial drivers ask for it)."""
+    head = next(n for n in ray.nodes() if n["Alive"] and compat.HEAD_NODE_RESOURCE in n["Resources"])
+
+    @ray.remote(num_cpus=0, resources={compat.HEAD_NODE_RESOURCE: 0.001})
+    def where() -> str:
+        return ray.get_runtime_context().get_node_id()
+
+    assert ray.get(where.remote(), timeout=60) == head["NodeID"]
