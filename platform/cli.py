@@ -135,8 +135,8 @@ def build_parser(name: str, description: str, asha: bool, seeds: int = 1,
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local Ray)")
     p.add_argument("--no-report", action="store_true", help="skip writing report.html at the end")
     p.add_argument("--verbose", action="store_true",
-                   help="also print Ray's, Tune's and Ray Train's own lines and what workers print, "
-                        "which otherwise go to <storage>/<name>/logs/ (<trial>.log, driver.log) only")
+                   help="also print Ray's, Tune's and Ray Train's own lines, which otherwise go to "
+                        "<storage>/<name>/logs/ (<trial>.log, driver.log) only")
     p.add_argument("--simulate", metavar="SOURCE",
                    help="simulate the trials instead of training them: each replays a learning "
                         "curve (surrogate: the built-in curve family with a known optimum; "

@@ -55,11 +55,9 @@ def _local_address() -> str:
     return "local"
 
 
-def connect(address: str | None, forward_worker_output: bool = True) -> str | None:
+def connect(address: str | None) -> str | None:
     """Connects to ``address`` (or ``RAY_ADDRESS``, as under ``ray job submit``), else to the
-    cluster ``ray start`` recorded, else starts a local Ray with :data:`WORKER_ENV`. With
-    ``forward_worker_output`` False, what workers print stays in Ray's worker logs instead of
-    reaching this driver's console.
+    cluster ``ray start`` recorded, else starts a local Ray with :data:`WORKER_ENV`.
 
     Returns:
         The Ray dashboard's URL (``http://host:port``), or None when the cluster runs none or this
@@ -77,11 +75,10 @@ def connect(address: str | None, forward_worker_output: bool = True) -> str | No
         address = _local_address()  # checked there
     try:
         if address == "local":
-            context = ray.init(address="local", runtime_env={"env_vars": WORKER_ENV},
-                               log_to_driver=forward_worker_output)
+            context = ray.init(address="local", runtime_env={"env_vars": WORKER_ENV})
         else:
             enable_token_auth_if_token_available()
-            context = ray.init(address=address, log_to_driver=forward_worker_output)
+            context = ray.init(address=address)
     except (ConnectionError, TimeoutError, RuntimeError) as e:
         raise StudyError(f"cannot reach the Ray cluster at {address!r}: {e}") from e
     url = context.dashboard_url

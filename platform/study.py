@@ -426,9 +426,9 @@ def run_study(spec: StudySpec, address: str | None = None,
 
     ``ready`` is called once every up-front check has passed (storage, Optuna, MLflow, the data
     set, the cluster and its nodes), just before the first trial starts, with the study as
-    resumed, the data check and the Ray dashboard's URL (None without one). Ray's, Tune's and
-    Train's own log lines go to the study's ``driver.log`` (:func:`driver_log`), and reach the
-    console only when they are errors or ``spec.verbose`` is set; so does what workers print.
+    resumed, the data check and the Ray dashboard's URL (None without one). The driver's Ray, Tune
+    and Train log lines go to the study's ``driver.log`` (:func:`driver_log`), and reach the
+    console only when they are errors or ``spec.verbose`` is set.
     """
     faults.arm_driver()
     spec = resume_decided(spec)
@@ -438,7 +438,7 @@ def run_study(spec: StudySpec, address: str | None = None,
     check_study(spec)
     data = _data(spec)
     with upstream_logs(driver_log(study_dir(spec), spec.name), spec.verbose):
-        dashboard = connect(address, forward_worker_output=spec.verbose)
+        dashboard = connect(address)
         removed = remove_placement_groups_of_ended_jobs()
         if removed:
             logger.warning("removed %d placement group(s) that ended jobs left holding resources",

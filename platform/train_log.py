@@ -4,13 +4,13 @@ only with ``--verbose`` (or when the driver's are errors).
 Ray Train logs two lines per epoch on every worker (``Checkpoint successfully created at: ...``,
 ``Reporting training result n: TrainingReport(...)``) and a few as its worker group starts, all at
 INFO on the ``ray.train`` logger. :func:`log_to_file`, called in each worker, keeps them, and the
-worker's own data warnings (an image it skips), in ``<trial>.log`` in the study's log folder
-(:func:`log_dir`); Ray forwards what workers print to the driver's console only with
-``--verbose`` (``ray.init(log_to_driver=...)``), and a trial's
-``ray.train.RunConfig(logging_config=LoggingConfig(log_level=...))`` (public) sets the level of
-what it forwards then (but for the report lines, which Ray logs elsewhere: :func:`log_to_file`
-holds them back). The driver's own Ray and Tune lines (connecting, token authentication, Tune's
-state files) go to ``driver.log`` there (:func:`upstream_logs`).
+worker's own warnings (an image it skips), in ``<trial>.log`` in the study's log folder
+(:func:`log_dir`). Ray forwards what workers and trial actors print to the driver's console; a
+trial's ``ray.train.RunConfig(logging_config=LoggingConfig(log_level=...))`` (public) sets the
+level of Ray Train's lines it forwards (but for the report lines, which Ray logs elsewhere:
+:func:`log_to_file` holds them back), so the console shows the workers' warnings about the study
+(a worker failed, an image skipped). The driver's own Ray and Tune lines (connecting, token
+authentication, Tune's state files) go to ``driver.log`` there (:func:`upstream_logs`).
 """
 from __future__ import annotations
 
