@@ -170,3 +170,30 @@ def test_a_corrupt_jpeg_is_one_plain_line_naming_the_file(tmp_path):
     with pytest.raises(ImageError) as error:
         read_image(broken)
     assert str(error.value) == f"{broken}: cannot decode image (Image is incomplete or truncated)"
+
+
+def test_boxes_outside_their_image_are_named_as_written_in_the_annotation_file(tmp_path):
+    """Before: a box wholly outside was skipped as ``zero_area_box`` with clipped coordinates and
+    the JPEG's name; a partly outside one was counted naming no file; ``inspect`` showed neither."""
+    objects = {"good": [("cat", 1, 1, 10, 20, 0)], "partly": [("cat", -4, 3, 80, 20, 0)],
+               "away": [("cat", 60, 45, 90, 70, 0), ("dog", 2, 2, 12, 12, 0)]}
+    year = make_voc(tmp_path / "voc", objects)
+    make_voc(tmp_path / "voc", objects, split="test")
+    done = subprocess.run(
+        [sys.executable, "-m", "transcenter.model.data.inspect", "--data", "voc", "--data-root",
+         str(tmp_path / "voc"), "--input-size", "64"],
+        capture_output=True, text=True, timeout=120, env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    away = year / "Annotations" / "away.xml"
+    assert (f"skipped 1 (outside_image): {away}: 1 box(es) outside the (H, W) = (40, 50) image: "
+            f"<bndbox> xmin=60 ymin=45 xmax=90 ymax=70") in done.stderr
+    rows = [line.split() for line in done.stdout.splitlines() if line.startswith(("train ", "val "))
+            and "clipped" not in line and "outside_image:" in line]
+    assert len(rows) == 2 and all(f"({year / 'Annotations' / 'partly.xml'})" in row for row in rows)
+
+
+def test_zero_trials_are_refused_before_anything_starts(tmp_path):
+    done = _study("--preset", "smoke", "--num-samples", "0", "--storage-path", str(tmp_path / "r"),
+                  cwd=tmp_path, env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)})
+    assert done.returncode == 2 and "argument --num-samples: must be >= 1, got '0'" in done.stderr
+    assert not (tmp_path / "r").exists() and "Traceback" not in done.stderr
