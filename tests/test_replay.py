@@ -2,6 +2,9 @@
 study's own setting reproduces its best trial and its hours; another setting is reported beside
 it; a folder without recorded settings is refused in one line."""
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -105,3 +108,23 @@ def test_hypervolume_counts_the_trials_that_ran_every_epoch_in_three_objectives(
     reference = {"AP": 0.0, "gmacs": 20.0, "ms": 10.0}
     assert replay.hypervolume(study, objectives, 3, reference) == pytest.approx(2900.0)
     assert replay.hypervolume(study, {"AP": "max"}, 3, {"AP": 0.0}) is None
+
+
+def test_the_replay_command_as_a_user_types_it(study, tmp_path):
+    """Only PATH and HOME set: a grid replay is capped at the grid and says so, without one
+    warning per re-run configuration; the settings read as a line; the figure's path is named."""
+    figure = tmp_path / "anytime.png"
+    done = subprocess.run(
+        [sys.executable, "-m", "transcenter.platform.replay", str(study), "--seeds", "1",
+         "--num-samples", "500", "--figure", str(figure)],
+        capture_output=True, text=True, timeout=300, env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr.strip() == ("note: the grid has 3 points: --num-samples 500 is capped at them "
+                                   "(--sampler tpe or random replays more trials)")
+    assert done.stdout.splitlines() == [
+        "actual (grid, no early stopping, 3 trials, 1 at once): 0.300 GPU-hours, 0.300 h wall, "
+        "best AP50 50.00 ± 0.00",
+        "replayed (grid, no early stopping, 3 trials, 1 at once): 0.300 GPU-hours, 0.300 h wall, "
+        "best AP50 50.00 ± 0.00",
+        f"figure: {figure}"]
+    assert figure.stat().st_size > 1000
