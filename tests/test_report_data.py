@@ -3,7 +3,10 @@
 
 import html
 import math
+import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -230,3 +233,36 @@ def test_the_search_names_the_settings_a_study_changed_and_folds_the_preset_defa
 def test_real_data_gets_no_note_on_shared_centres(study_dir, tmp_path):
     document = report.write_report(study_dir, tmp_path / "r.html").read_text(encoding="utf-8")
     assert "synthetic scenes" not in section(document, summary.DATASET_TITLE)
+
+
+def test_the_report_and_summary_commands_as_a_user_types_them(tmp_path):
+    """Only PATH and HOME set, on a study of one searched parameter whose trial peaked mid-run: a
+    trial's value is its last epoch's; one parameter gets a sentence instead of an importance bar;
+    the settings the study changed are named and the preset's defaults folded; shared centres of
+    synthetic scenes are explained under their table."""
+    defaults = trial_config("smoke").to_flat_dict()
+    store = ResultStore(str(tmp_path), "user")
+    for key, size, curve in (("t0", 16, (20.0, 60.0, 40.0)), ("t1", 32, (10.0, 20.0, 30.0))):
+        params = {"model.heatmap_size": size, "optim.lr": 0.5}
+        for epoch, ap in enumerate(curve, start=1):
+            store.record_epoch(key, epoch, params, {"AP": ap, "AP50": 2 * ap, "gmacs": 1.0 + size / 16})
+        store.record_trial(key, params, "completed")
+    store.write_meta({"preset": "smoke", "trial_config": {**defaults, "optim.lr": 0.5},
+                      "dataset": {**DATASET, "data": "synthetic"}})
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+    study = str(tmp_path / "user")
+    printed = subprocess.run([sys.executable, "-m", "transcenter.dashboards.summary", study],
+                             capture_output=True, text=True, timeout=300, env=env)
+    assert printed.returncode == 0, printed.stderr[-3000:]
+    trials = printed.stdout.split(summary.TRIALS_TITLE, 1)[1].split("\n\n", 1)[0]
+    t0 = next(line.split() for line in trials.splitlines() if " t0 " in f" {line} ")
+    assert "40" in t0 and "60" not in t0  # its last epoch's AP, not its peak
+    written = subprocess.run([sys.executable, "-m", "transcenter.dashboards.report", study, "-o",
+                              str(tmp_path / "report.html")],
+                             capture_output=True, text=True, timeout=300, env=env)
+    assert written.returncode == 0, written.stderr[-3000:]
+    document = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "varies one hyperparameter (model.heatmap_size)" in section(document, summary.IMPORTANCE_TITLE)
+    search = section(document, "The search: each hyperparameter vs. the trial's AP50 (%) at its last epoch")
+    assert "Fixed, other than the preset&#x27;s default: optim.lr = 0.5" in search
+    assert html.escape(dataset_tables.SYNTHETIC_SAME_CELL_NOTE) in section(document, summary.DATASET_TITLE)
