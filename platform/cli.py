@@ -245,6 +245,11 @@ def write_report(directory: str) -> None:
         print(f"report: {mask(done.stdout.strip().splitlines()[-1])}")
 
 
+def _tracking(spec: StudySpec) -> str:
+    """Returns the study's MLflow tracking URI as printed (its password masked)."""
+    return display(spec.mlflow_uri, spec.mlflow_password is not None)
+
+
 def banner(spec: StudySpec, data: DataCheck, dashboard: str | None, taken: list[str]) -> str:
     """Returns the lines a study prints once its up-front checks have passed: what runs and where
     its results, live views, logs and early stopping are."""
@@ -261,8 +266,7 @@ def banner(spec: StudySpec, data: DataCheck, dashboard: str | None, taken: list[
     lines.append(f"  logs: each trial's Ray Train lines in {logs}/<trial>.log{where}, Ray's and "
                  f"Tune's in {logs}/driver.log{'' if spec.verbose else ' (--verbose: on the console too)'}")
     if spec.mlflow_uri:
-        tracking = display(spec.mlflow_uri, spec.mlflow_password is not None)
-        lines.append(f"  mlflow: {tracking}, experiment {spec.name!r}")
+        lines.append(f"  mlflow: {_tracking(spec)}, experiment {spec.name!r}")
     if spec.asha:
         lines.append(f"  early stopping: {spec.early_stopping.describe()}")
     if taken:
@@ -311,8 +315,7 @@ def main(name: str, space: SearchSpace, description: str, sampler: str = "tpe",
     if spec.mlflow_uri:
         artifacts = finish_study(spec.mlflow_uri, store, directory)
         if artifacts is not None:
-            tracking = display(spec.mlflow_uri, spec.mlflow_password is not None)
-            print(f"mlflow: experiment {spec.name!r} at {tracking}, study run with "
+            print(f"mlflow: experiment {spec.name!r} at {_tracking(spec)}, study run with "
                   f"{', '.join(artifacts) or 'no artifacts'}")
     code, summary = outcome(store)
     print(f"trials: {summary}", file=sys.stderr if code else sys.stdout)

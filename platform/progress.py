@@ -24,7 +24,7 @@ from typing import Any, TextIO
 from ray.tune import Callback
 
 from transcenter.platform.outcome import COMPLETED, ended_status, trial_error
-from transcenter.platform.train_log import ANSI, StripAnsi
+from transcenter.platform.train_log import ANSI
 from transcenter.platform.trial_files import REPLAY_KEY, split_config
 
 EPOCH_KEY = "epoch"
@@ -234,11 +234,8 @@ def prepare_console() -> None:
     if sys.stdout.isatty():
         return
     os.environ["RAY_COLOR_PREFIX"] = "0"  # read as each forwarded line is printed
-    if not isinstance(sys.stdout, _PlainStream):
+    if not isinstance(sys.stdout, _PlainStream):  # Ray's console handler writes to sys.stderr
         sys.stdout, sys.stderr = _PlainStream(sys.stdout), _PlainStream(sys.stderr)
-    for handler in logging.getLogger("ray").handlers:
-        if not any(isinstance(f, StripAnsi) for f in handler.filters):
-            handler.addFilter(StripAnsi())
 
 
 @contextlib.contextmanager
@@ -258,12 +255,10 @@ def quiet_tune(logger_files: bool = True) -> Iterator[None]:
     wanted = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_DISABLE_SIGINT_HANDLER": "1"}
     # Without the file loggers, the result grid fit() returns finds no result.json or progress.csv
     # and warns once per trial; the study's rows are in parquet, so that warning says nothing.
+    # (Tune's other warnings, such as its event-loop timings on a busy machine, go to the study's
+    # driver.log with the rest of Ray's lines: train_log.upstream_logs.)
     analysis = logging.getLogger("ray.tune.analysis.experiment_analysis")
-    # Tune's own timing warnings ("The `callbacks.on_step_begin` operation took 1.1 s") are about
-    # its event loop on a busy machine, not about the study.
-    slow = logging.getLogger("ray.tune.utils.util")
-    levels = {logger: logger.level for logger in (analysis, slow)}
-    slow.setLevel(logging.ERROR)
+    level = analysis.level
     if not logger_files:
         wanted["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
         analysis.setLevel(logging.ERROR)
@@ -272,8 +267,7 @@ def quiet_tune(logger_files: bool = True) -> Iterator[None]:
     try:
         yield
     finally:
-        for logger, level in levels.items():
-            logger.setLevel(level)
+        analysis.setLevel(level)
         for name, value in before.items():
             if value is None:
                 os.environ.pop(name, None)

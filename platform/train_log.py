@@ -36,7 +36,7 @@ def log_dir(study_dir: str, study: str) -> str:
     return f"~/.cache/transcenter/{study}/logs"
 
 
-class StripAnsi(logging.Filter):
+class _StripAnsi(logging.Filter):
     """Removes terminal colour codes from a record (Ray colours the dashboard's address)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -61,7 +61,7 @@ def upstream_logs(path: str, verbose: bool) -> Iterator[None]:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, delay=True)
     handler.setLevel(logging.INFO)
-    handler.addFilter(StripAnsi())  # Ray's own format; it colours the dashboard's address
+    handler.addFilter(_StripAnsi())  # Ray's own format; it colours the dashboard's address
     console = {h: h.level for h in ray_logger.handlers if not isinstance(h, logging.FileHandler)}
     if not verbose:
         for h in console:
