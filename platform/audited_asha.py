@@ -85,8 +85,8 @@ class AuditedASHA(FIFOScheduler):
     """
 
     def __init__(self, objectives: dict[str, str], epochs: int, grace_period: int = 1,
-                 reduction_factor: float = 2, stratify: str | None = None,
-                 sentinel_every: int = 8, min_tau: float = 0.5, min_pairs: int = 6,
+                 reduction_factor: float = 3, stratify: str | None = None,
+                 sentinel_every: int = 16, min_tau: float = 0.5, min_pairs: int = 6,
                  time_attr: str = "epoch") -> None:
         if sentinel_every < 0 or min_pairs < 1 or not -1.0 <= min_tau <= 1.0:
             raise ValueError(f"sentinel_every={sentinel_every}, min_pairs={min_pairs}, "

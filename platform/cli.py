@@ -80,7 +80,7 @@ def build_parser(name: str, description: str, asha: bool, seeds: int = 1,
     p.add_argument("--asha", action=argparse.BooleanOptionalAction, default=asha,
                    help="ASHA early stopping on --metric (default %(default)s)")
     p.add_argument("--grace-period", type=POSITIVE, default=1, help="ASHA: epochs before a trial may stop")
-    p.add_argument("--reduction-factor", type=number(int, 2), default=2,
+    p.add_argument("--reduction-factor", type=number(int, 2), default=3,
                    help="ASHA: about 1/rf of the trials at a rung continue (default %(default)s)")
     p.add_argument("--stopping", choices=("audited", "asha"), default="audited",
                    help="--asha's policy: audited (rungs compare a trial only with trials of its "
@@ -91,7 +91,7 @@ def build_parser(name: str, description: str, asha: bool, seeds: int = 1,
     p.add_argument("--stratify", default="auto", metavar="FIELD|auto|none",
                    help="--stopping audited: compare trials at a rung only within each value of this "
                         "searched field (auto: model.heatmap_size when searched) (default %(default)s)")
-    p.add_argument("--sentinel-every", type=number(int, 0), default=8, metavar="N",
+    p.add_argument("--sentinel-every", type=number(int, 0), default=16, metavar="N",
                    help="--stopping audited: every N-th trial of a stratum is never stopped and "
                         "audits the rungs (0: none, every rung decides) (default %(default)s)")
     p.add_argument("--rung-min-tau", type=number(float, -1), default=0.5, metavar="TAU",

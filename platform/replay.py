@@ -77,10 +77,12 @@ def capped(setting: Setting, space: SearchSpace) -> Setting:
 
 def study_stopping(config: dict[str, Any]) -> Stopping:
     """Returns the early stopping a study ran with, from ``study.json``'s ``settings`` (a study
-    recorded before the audited policy existed ran Ray's ASHA when ``asha`` is set)."""
+    recorded before the audited policy existed ran Ray's ASHA when ``asha`` is set; the audit's
+    settings it did not record are today's defaults)."""
     return Stopping(config.get("stopping", "asha") if config["asha"] else "none",
                     config["grace_period"], config["reduction_factor"], config.get("stratify"),
-                    config.get("sentinel_every", 8), config.get("rung_min_tau", 0.5))
+                    config.get("sentinel_every", Stopping.sentinel_every),
+                    config.get("rung_min_tau", Stopping.min_tau))
 
 
 def best_of(study: SimulatedStudy, objectives: dict[str, str], epochs: int) -> tuple[float, str]:

@@ -38,9 +38,9 @@ class Stopping:
 
     policy: str = "audited"
     grace_period: int = 1
-    reduction_factor: int = 2
+    reduction_factor: int = 3
     stratify: str | None = None
-    sentinel_every: int = 8
+    sentinel_every: int = 16
     min_tau: float = 0.5
 
     def __post_init__(self) -> None:

@@ -82,10 +82,10 @@ class StudySpec:
     max_concurrent_trials: int = 2
     asha: bool = False  # early stopping on; ``stopping`` says which policy
     grace_period: int = 1
-    reduction_factor: int = 2
+    reduction_factor: int = 3
     stopping: str = "audited"  # "audited" (AuditedASHA) or "asha" (Ray's ASHA / MO-ASHA)
     stratify: str = "auto"  # a searched field, "none", or "auto": the heatmap size when searched
-    sentinel_every: int = 8  # audited: every n-th trial of a stratum is never stopped (0: none)
+    sentinel_every: int = 16  # audited: every n-th trial of a stratum is never stopped (0: none)
     rung_min_tau: float = 0.5  # audited: a rung below this Kendall tau stops deciding
     resources: Resources = field(default_factory=Resources)
     storage_path: str = "results"  # resolved at construction: absolute path or URI

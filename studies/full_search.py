@@ -17,6 +17,7 @@ SPACE = SearchSpace({
     "matcher.cost_giou": Float(0.5, 5.0),
     "optim.lr": Float(5e-5, 1e-3, log=True),
 })
+ASHA = True  # the study's default: audited early stopping (--no-asha turns it off)
 
 if __name__ == "__main__":
-    raise SystemExit(main("full_search", SPACE, __doc__, asha=True))
+    raise SystemExit(main("full_search", SPACE, __doc__, asha=ASHA))

@@ -29,7 +29,7 @@ KINDS = {
     "grid": ("heatmap_size", ("--num-samples", "3", "--epochs", "2")),
     "tpe_asha": ("focal_loss", ("--sampler", "tpe", "--asha", "--objective", "loss:min",
                                 "--num-samples", "3", "--epochs", "2")),
-    "multi_objective": ("accuracy_vs_compute", ("--num-samples", "4", "--epochs", "3")),
+    "multi_objective": ("accuracy_vs_compute", ("--asha", "--num-samples", "4", "--epochs", "3")),
 }
 # Every kind of write the driver can be killed after: its own kill points, and a worker that
 # kills it once its checkpoint file is written (not yet Ray Train's) or registered (not yet

@@ -86,7 +86,7 @@ LATE = ("late", {}, [10.0, 41.0, 60.0, 90.0, 90.0, 90.0])
 
 
 def test_a_rung_whose_sentinels_disagree_stops_deciding():
-    audited = AuditedASHA({"AP50": "max"}, 6, sentinel_every=100, min_pairs=3)
+    audited = AuditedASHA({"AP50": "max"}, 6, reduction_factor=2, sentinel_every=100, min_pairs=3)
     assert train_in_lockstep(audited, CROSSING) == {f"s{i}": 6 for i in range(4)}
     rung = audited.audit()[0]
     assert rung.milestone == 1 and rung.tau == -1.0 and rung.pairs == 6 and not rung.deciding
@@ -101,7 +101,7 @@ def test_a_rung_whose_sentinels_disagree_stops_deciding():
 def test_sentinels_agreeing_with_the_final_ranking_keep_the_rung_deciding():
     agreeing = [(f"s{i}", {}, noisy([20.0 + 5 * i, 40.0 + 5 * i, 50.0 + 5 * i, 60.0 + 5 * i,
                                      60.0 + 5 * i, 60.0 + 5 * i], 0.1)) for i in range(4)]
-    audited = AuditedASHA({"AP50": "max"}, 6, sentinel_every=100, min_pairs=3)
+    audited = AuditedASHA({"AP50": "max"}, 6, reduction_factor=2, sentinel_every=100, min_pairs=3)
     train_in_lockstep(audited, agreeing)
     assert [(a.tau, a.deciding) for a in audited.audit()] == [(1.0, True)] * 3
     assert train(audited, [("poor", {}, [5.0] * 6)])["poor"] == 1
@@ -158,7 +158,7 @@ def test_the_crossing_surrogate_crosses_in_the_papers_way():
 
 
 def test_the_last_epoch_is_no_rung():
-    audited = AuditedASHA({"AP50": "max"}, 4, sentinel_every=0)
+    audited = AuditedASHA({"AP50": "max"}, 4, reduction_factor=2, sentinel_every=0)
     assert audited.milestones == [1, 2]  # 4 = grace · rf² is the last epoch: the trial finished
     pair = [("good", {}, [10.0, 20.0, 30.0, 80.0]), ("late_loser", {}, [10.0, 20.0, 30.0, 5.0])]
     assert train(audited, pair) == {"good": 4, "late_loser": 4}

@@ -73,7 +73,7 @@ def test_without_a_setting_flag_it_compares_the_early_stopping_policies(study, c
     replayed = [line.split(":")[0] for line in lines if line.startswith("replayed")]
     assert replayed == ["replayed (grid, no early stopping, 3 trials, 1 at once)",
                         "replayed (grid, ASHA (grace 1, rf 2), 3 trials, 1 at once)",
-                        "replayed (grid, audited ASHA (grace 1, rf 2, one stratum, every 8th trial a "
+                        "replayed (grid, audited ASHA (grace 1, rf 2, one stratum, every 16th trial a "
                         "sentinel, rungs below tau 0.5 stop deciding), 3 trials, 1 at once)"]
     audited = lines.index(next(line for line in lines if "audited" in line))
     assert lines[audited + 1].startswith("  rung agreement with the final ranking: epoch 1: tau ")

@@ -20,13 +20,17 @@ epochs on ``--slots`` slots, once per seed.
 Every method reports its slot-hours (mean over seeds) and, on the built-in families, the share of
 the later half of the trials that TPE proposed at the best S (``late_best_s_share``: what the
 searcher learned from the stopped trials). The best S is the size whose best configuration ends
-highest on the noiseless curves. Methods: ``none``, ``asha`` (Ray's ASHA,
-multi-objective ASHA on two objectives: today's), ``audited`` (the default: audited ASHA stratified
-by the heatmap size), and the candidates ``stratified`` (no sentinels) and ``audited_one_stratum``
-(sentinels, no strata). Prints one JSON object with ``targets``: each target of issue 36 and
-whether it holds.
+highest on the noiseless curves. Methods: ``none``, ``asha`` (Ray's ASHA with reduction factor 2,
+multi-objective ASHA on two objectives: the studies' setting before the audited policy),
+``audited`` (audited ASHA stratified by the heatmap size with the CLI's defaults: reduction factor
+3, a sentinel every 16th trial), and the candidates ``audited_rf2`` (reduction factor 2, a sentinel
+every 8th: the default before), ``stratified`` (no sentinels) and ``audited_one_stratum``
+(sentinels, no strata). Each study script says whether it stops early by default (its ``ASHA``):
+``full_search`` does (``audited``), ``accuracy_vs_compute`` does not (``none``). Prints one JSON
+object with ``targets``: each target of issue 36, measured on the studies' defaults, and whether it
+holds.
 
-    python tests/bench/early_stopping.py [--seeds 10] [--trials 64] [--epochs 20] [--slots 8]
+    python tests/bench/early_stopping.py [--seeds 10] [--first-seed 0] [--trials 64] [--epochs 20] [--slots 8]
         [--source results/<study>]
 """
 from __future__ import annotations
@@ -56,8 +60,9 @@ SIZE = "model.heatmap_size"
 STUDIES = Path(__file__).resolve().parents[2] / "studies"
 METHODS = {
     "none": Stopping("none"),
-    "asha": Stopping("asha"),
+    "asha": Stopping("asha", reduction_factor=2),
     "audited": Stopping("audited", stratify=SIZE),
+    "audited_rf2": Stopping("audited", stratify=SIZE, reduction_factor=2, sentinel_every=8),
     "stratified": Stopping("audited", stratify=SIZE, sentinel_every=0),
     "audited_one_stratum": Stopping("audited"),
 }
@@ -65,15 +70,27 @@ METHODS = {
 FAMILIES = {
     "crossing": (CROSSING, "full_search", {"AP50": "max"}, tuple(METHODS)),
     "crossing_mo": (CROSSING, "accuracy_vs_compute", {"AP": "max", "gmacs": "min"},
-                    ("none", "asha", "audited")),
-    "surrogate": (SURROGATE, "full_search", {"AP50": "max"}, ("none", "asha", "audited")),
+                    ("none", "asha", "audited", "audited_rf2")),
+    "surrogate": (SURROGATE, "full_search", {"AP50": "max"}, ("none", "asha", "audited", "audited_rf2")),
 }
+
+
+def study_module(script: str):
+    """Returns the module ``studies/<script>.py`` (its ``SPACE``, and its ``ASHA`` where it sets
+    one)."""
+    sys.path.insert(0, str(STUDIES))
+    return __import__(script)
 
 
 def study_space(script: str) -> SearchSpace:
     """Returns the search space ``studies/<script>.py`` declares."""
-    sys.path.insert(0, str(STUDIES))
-    return __import__(script).SPACE
+    return study_module(script).SPACE
+
+
+def default_method(script: str) -> str:
+    """Returns the method ``studies/<script>.py`` runs by default: ``audited`` where it stops
+    early (``ASHA``), else ``none``."""
+    return "audited" if getattr(study_module(script), "ASHA", False) else "none"
 
 
 def best_size(sim: SimulationSpec, metric: str) -> int:
@@ -142,18 +159,23 @@ def _count(fraction: str) -> int:
 
 
 def targets(out: dict, seeds: int) -> dict:
-    """Returns each target of issue 36 with its value and whether it holds."""
+    """Returns each target of issue 36, on each study's default method, with its value and whether
+    it holds."""
     need = -(-9 * seeds // 10)  # 9 of 10
-    crossing, mo, plain = out["crossing"], out["crossing_mo"], out["surrogate"]
-    ratio = crossing["audited"]["slot_hours"] / crossing["none"]["slot_hours"]
-    surrogate_ratio = plain["audited"]["slot_hours"] / plain["asha"]["slot_hours"]
-    gap = plain["asha"]["best"][0] - plain["audited"]["best"][0]
-    spread = max(plain["asha"]["best"][1], plain["audited"]["best"][1])
+    single = default_method(FAMILIES["crossing"][1])
+    crossing, plain = out["crossing"][single], out["surrogate"][single]
+    mo = out["crossing_mo"][default_method(FAMILIES["crossing_mo"][1])]
+    ratio = crossing["slot_hours"] / out["crossing"]["none"]["slot_hours"]
+    asha = out["surrogate"]["asha"]
+    surrogate_ratio = plain["slot_hours"] / asha["slot_hours"]
+    gap = asha["best"][0] - plain["best"][0]
+    spread = max(asha["best"][1], plain["best"][1])
     return {
-        "crossing_best_s": [crossing["audited"]["best_s"], _count(crossing["audited"]["best_s"]) >= need],
-        "crossing_upper_limit": [crossing["audited"]["upper_limit"],
-                                 _count(crossing["audited"]["upper_limit"]) >= need],
-        "crossing_mo_front": [mo["audited"]["front"], _count(mo["audited"]["front"]) >= need],
+        "defaults": {"full_search": single,
+                     "accuracy_vs_compute": default_method(FAMILIES["crossing_mo"][1])},
+        "crossing_best_s": [crossing["best_s"], _count(crossing["best_s"]) >= need],
+        "crossing_upper_limit": [crossing["upper_limit"], _count(crossing["upper_limit"]) >= need],
+        "crossing_mo_front": [mo["front"], _count(mo["front"]) >= need],
         "crossing_hours_vs_none": [round(ratio, 3), ratio <= 0.5],
         "surrogate_best_gap_vs_asha": [round(gap, 2), gap <= spread],
         "surrogate_hours_vs_asha": [round(surrogate_ratio, 3), surrogate_ratio <= 1.25],
@@ -163,6 +185,7 @@ def targets(out: dict, seeds: int) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=10)
+    p.add_argument("--first-seed", type=int, default=0, help="seeds --first-seed and up")
     p.add_argument("--trials", type=int, default=64)
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--slots", type=int, default=8)
@@ -182,14 +205,15 @@ def main() -> None:
     jobs = [(family, method, source, space, objectives, seed,
              settings_source if family == "source" else settings)
             for family, (source, space, objectives, methods) in families.items()
-            for method in methods for seed in range(args.seeds)]
+            for method in methods
+            for seed in range(args.first_seed, args.first_seed + args.seeds)]
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         runs = list(pool.map(run_one, jobs))
     out: dict = {}
     for family, (_, _, _, methods) in families.items():
         out[family] = {m: _summary([r for r in runs if r["family"] == family and r["method"] == m])
                        for m in methods}
-    print(json.dumps({**settings, "seeds": args.seeds, **out,
+    print(json.dumps({**settings, "seeds": args.seeds, "first_seed": args.first_seed, **out,
                       "targets": targets(out, args.seeds)}))
 
 
