@@ -188,20 +188,20 @@ def spec_from_args(args: argparse.Namespace, space: SearchSpace,
         overrides["train.epochs"] = args.epochs
     resources = Resources(workers=args.workers_per_trial, cpus_per_worker=args.cpus_per_worker,
                           gpus_per_worker=args.gpus_per_worker, keep_workers_s=args.keep_workers)
-    return StudySpec(name=args.name, space=space, sampler=sampler, metric=args.metric,
-                     objectives=tuple(args.objective) or args.study_objectives,
-                     constraints=tuple(args.constraint),
-                     preset=args.preset, overrides=overrides, num_samples=args.num_samples,
-                     max_concurrent_trials=args.max_concurrent_trials, asha=args.asha,
-                     grace_period=args.grace_period, reduction_factor=args.reduction_factor,
-                     stopping=args.stopping, stratify=args.stratify,
-                     sentinel_every=args.sentinel_every, rung_min_tau=args.rung_min_tau,
-                     resources=resources,
-                     storage_path=args.storage_path, optuna_url=args.optuna_url,
-                     mlflow_uri=tracking_uri(args.mlflow),
-                     resume={"yes": True, "auto": "auto", None: False}[args.resume],
-                     seed=args.seed, min_free_gb=args.min_free_gb,
-                     simulate=args.simulate, time_scale=args.time_scale, verbose=args.verbose)
+    return StudySpec.create(name=args.name, space=space, sampler=sampler, metric=args.metric,
+                            objectives=tuple(args.objective) or args.study_objectives,
+                            constraints=tuple(args.constraint),
+                            preset=args.preset, overrides=overrides, num_samples=args.num_samples,
+                            max_concurrent_trials=args.max_concurrent_trials, asha=args.asha,
+                            grace_period=args.grace_period, reduction_factor=args.reduction_factor,
+                            stopping=args.stopping, stratify=args.stratify,
+                            sentinel_every=args.sentinel_every, rung_min_tau=args.rung_min_tau,
+                            resources=resources,
+                            storage_path=args.storage_path, optuna_url=args.optuna_url,
+                            mlflow_uri=tracking_uri(args.mlflow),
+                            resume={"yes": True, "auto": "auto", None: False}[args.resume],
+                            seed=args.seed, min_free_gb=args.min_free_gb,
+                            simulate=args.simulate, time_scale=args.time_scale, verbose=args.verbose)
 
 
 def outcome(store: ResultStore) -> tuple[int, str]:

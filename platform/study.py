@@ -67,7 +67,9 @@ OBJECTIVE_METRICS = AP_KEYS + COST_KEYS + EXTRA_KEYS + LOSS_KEYS  # what a study
 
 @dataclass(frozen=True)
 class StudySpec:
-    """Everything that defines a study. ``overrides`` fix config fields for every trial."""
+    """Everything that defines a study. ``overrides`` fix config fields for every trial. Built from
+    user input by :meth:`create`, which resolves the storage path and keeps passwords out of the
+    URLs; the constructor only validates."""
 
     name: str
     space: SearchSpace
@@ -88,9 +90,9 @@ class StudySpec:
     sentinel_every: int = 16  # audited: every n-th trial of a stratum is never stopped (0: none)
     rung_min_tau: float = 0.5  # audited: a rung below this Kendall tau stops deciding
     resources: Resources = field(default_factory=Resources)
-    storage_path: str = "results"  # resolved at construction: absolute path or URI
-    optuna_url: str | None = None  # a password is split off into optuna_password at construction
-    mlflow_uri: str | None = None  # MLflow tracking URI (platform/tracking.py); its password: below
+    storage_path: str = "results"  # an absolute path or a URI (create() resolves a relative one)
+    optuna_url: str | None = None  # without a password: create() splits it into optuna_password
+    mlflow_uri: str | None = None  # MLflow tracking URI (platform/tracking.py), without a password
     resume: bool | str = False  # True: continue the study; "auto": continue it if it exists
     seed: int = 0
     max_failures: int = 2
@@ -114,28 +116,45 @@ class StudySpec:
             if metric not in OBJECTIVE_METRICS:
                 raise ValueError(f"metric {metric!r}: not a metric the trials report; choose from "
                                  f"{', '.join(OBJECTIVE_METRICS)}")
-        object.__setattr__(self, "storage_path", resolve_storage(self.storage_path))
-        if self.optuna_url:
-            clean, password = split_password(self.optuna_url)
-            object.__setattr__(self, "optuna_url", clean)
-            if password is not None:
-                object.__setattr__(self, "optuna_password", password)
-        if self.mlflow_uri:
-            clean, password = split_credentials(self.mlflow_uri)
-            object.__setattr__(self, "mlflow_uri", clean)
-            if password is not None:
-                object.__setattr__(self, "mlflow_password", password)
+        if not (uri.is_uri(self.storage_path) or Path(self.storage_path).is_absolute()):
+            raise ValueError(f"storage_path {self.storage_path!r}: must be an absolute path or a "
+                             f"URI (StudySpec.create resolves a relative one)")
+        for flag, url in (("--optuna-url", self.optuna_url), ("--mlflow", self.mlflow_uri)):
+            if url and uri.split_password(url)[1] is not None:
+                raise ValueError(f"{flag} {uri.mask(url)}: holds a password (StudySpec.create "
+                                 f"keeps it apart from the URL)")
         if self.stopping == "none":
             raise ValueError("--stopping none: use --no-asha to train every trial to the end")
         self.early_stopping  # noqa: B018 (building it validates the stopping flags)
         trial_config(self.preset, self.overrides)  # fixed fields first, then the searched ones
         self.space.validate(self.preset, self.overrides)
         simulation = self.simulation  # building it validates the source and the time scale
-        if simulation is not None:
-            if self.resume:
-                raise ValueError("--resume with --simulate: a simulated study keeps no "
-                                 "checkpoints to resume from; run it again under another --name")
-            simulation.curves()  # a study folder without rows or parameters is refused here
+        if simulation is not None and self.resume:
+            raise ValueError("--resume with --simulate: a simulated study keeps no checkpoints to "
+                             "resume from; run it again under another --name")
+
+    @classmethod
+    def create(cls, *, storage_path: str = "results", optuna_url: str | None = None,
+               mlflow_uri: str | None = None, **fields: Any) -> StudySpec:
+        """Returns the spec of a study as a user gives it: ``storage_path`` resolved here, where
+        the study starts (:func:`resolve_storage`), and the passwords in ``optuna_url`` and
+        ``mlflow_uri`` split off into ``optuna_password`` and ``mlflow_password``, which are never
+        stored with the URLs; a ``simulate`` source is read once, so a study folder without rows
+        or parameters is refused here. ``fields``: the other fields.
+
+        Raises:
+            ValueError: A storage path, URL or simulation source refused (naming the flag), or as
+                the constructor.
+        """
+        optuna_url, optuna_password = split_password(optuna_url) if optuna_url else (None, None)
+        mlflow_uri, mlflow_password = (split_credentials(mlflow_uri) if mlflow_uri
+                                       else (None, None))
+        spec = cls(storage_path=resolve_storage(storage_path), optuna_url=optuna_url,
+                   optuna_password=optuna_password, mlflow_uri=mlflow_uri,
+                   mlflow_password=mlflow_password, **fields)
+        if spec.simulation is not None:
+            spec.simulation.curves()
+        return spec
 
     @property
     def simulation(self) -> SimulationSpec | None:

@@ -21,30 +21,30 @@ REPO = Path(__file__).resolve().parents[1]
 ])
 def test_invalid_search_space_is_refused_naming_parameter_and_value(params, named):
     with pytest.raises(ValueError, match=named):
-        StudySpec(name="bad", space=SearchSpace(params), preset="smoke")
+        StudySpec.create(name="bad", space=SearchSpace(params), preset="smoke")
 
 
 def test_invalid_fixed_override_is_refused():
     with pytest.raises(ValueError, match="data.name"):
-        StudySpec(name="bad", space=SearchSpace(), overrides={"data.name": "imagenet"})
+        StudySpec.create(name="bad", space=SearchSpace(), overrides={"data.name": "imagenet"})
 
 
 def test_unwritable_storage_path_is_refused_before_any_trial(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
-    spec = StudySpec(name="s", space=SearchSpace(), storage_path=str(blocker / "results"))
+    spec = StudySpec.create(name="s", space=SearchSpace(), storage_path=str(blocker / "results"))
     with pytest.raises(StudyError, match="not writable"):
         check_study(spec)
 
 
 def test_full_disk_is_refused_before_any_trial(tmp_path):
-    spec = StudySpec(name="s", space=SearchSpace(), storage_path=str(tmp_path), min_free_gb=1e9)
+    spec = StudySpec.create(name="s", space=SearchSpace(), storage_path=str(tmp_path), min_free_gb=1e9)
     with pytest.raises(StudyError, match="GiB free"):
         check_study(spec)
 
 
 def test_resume_without_a_study_is_refused(tmp_path):
-    spec = StudySpec(name="s", space=SearchSpace(), storage_path=str(tmp_path), resume=True)
+    spec = StudySpec.create(name="s", space=SearchSpace(), storage_path=str(tmp_path), resume=True)
     with pytest.raises(StudyError, match="no study to resume"):
         check_study(spec)
 
@@ -63,7 +63,7 @@ def test_resume_auto_starts_a_new_study_and_continues_a_started_one(tmp_path):
     check_study(resume_decided(spec))
     assert build_parser("focal_loss", "", asha=False).parse_args(["--resume"]).resume == "yes"
     with pytest.raises(ValueError, match="resume='later'"):
-        StudySpec(name="s", space=SearchSpace(), resume="later")
+        StudySpec.create(name="s", space=SearchSpace(), resume="later")
 
 
 @pytest.mark.timeout(60)  # ray.init alone would retry for minutes
@@ -149,9 +149,9 @@ def test_set_on_a_searched_field_takes_it_out_of_the_search(tmp_path):
 
 def test_stratify_must_name_a_searched_field(tmp_path):
     space = SearchSpace({"model.heatmap_size": Categorical([16, 32]), "loss.alpha": Float(1, 2)})
-    spec = StudySpec(name="s", space=space, preset="smoke", asha=True, storage_path=str(tmp_path))
+    spec = StudySpec.create(name="s", space=space, preset="smoke", asha=True, storage_path=str(tmp_path))
     assert spec.early_stopping.stratify == "model.heatmap_size"  # auto: the heatmap size
-    assert StudySpec(name="s", space=space, preset="smoke", asha=True, stratify="loss.alpha",
-                     storage_path=str(tmp_path)).early_stopping.stratify == "loss.alpha"
+    assert StudySpec.create(name="s", space=space, preset="smoke", asha=True, stratify="loss.alpha",
+                            storage_path=str(tmp_path)).early_stopping.stratify == "loss.alpha"
     with pytest.raises(ValueError, match="--stratify 'optim.lr': not a parameter this study searches"):
-        StudySpec(name="s", space=space, preset="smoke", asha=True, stratify="optim.lr")
+        StudySpec.create(name="s", space=space, preset="smoke", asha=True, stratify="optim.lr")

@@ -20,15 +20,15 @@ def test_constraint_parsing_and_violation():
 
 
 def test_objectives_are_validated_by_name_and_direction(tmp_path):
-    spec = StudySpec(name="mo", space=SPACE, objectives=("AP:max", "gmacs:min"), storage_path=str(tmp_path))
+    spec = StudySpec.create(name="mo", space=SPACE, objectives=("AP:max", "gmacs:min"), storage_path=str(tmp_path))
     assert spec.objective_modes == {"AP": "max", "gmacs": "min"}
-    assert StudySpec(name="so", space=SPACE, storage_path=str(tmp_path)).objective_modes == {"AP50": "max"}
+    assert StudySpec.create(name="so", space=SPACE, storage_path=str(tmp_path)).objective_modes == {"AP50": "max"}
     with pytest.raises(ValueError, match="'speed': not a metric"):
-        StudySpec(name="mo", space=SPACE, objectives=("speed:max",), storage_path=str(tmp_path))
+        StudySpec.create(name="mo", space=SPACE, objectives=("speed:max",), storage_path=str(tmp_path))
     with pytest.raises(ValueError, match="--objective 'AP:up'"):
-        StudySpec(name="mo", space=SPACE, objectives=("AP:up",), storage_path=str(tmp_path))
+        StudySpec.create(name="mo", space=SPACE, objectives=("AP:up",), storage_path=str(tmp_path))
     with pytest.raises(ValueError, match="--sampler 'cmaes'"):
-        StudySpec(name="mo", space=SPACE, sampler="cmaes", storage_path=str(tmp_path))
+        StudySpec.create(name="mo", space=SPACE, sampler="cmaes", storage_path=str(tmp_path))
 
 
 @pytest.mark.parametrize("sampler", ["tpe", "mtpe", "nsga2", "random"])

@@ -40,9 +40,9 @@ def test_default_relative_storage_path_keeps_every_file_under_the_study(ray_clus
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     name = f"relative_{tmp_path.name}"
-    spec = StudySpec(name=name, space=SearchSpace({"model.heatmap_size": Categorical([16])}),
-                     sampler="grid", preset="smoke",
-                     overrides={"data.num_train": 8, "data.num_val": 4, "train.epochs": 2})
+    spec = StudySpec.create(name=name, space=SearchSpace({"model.heatmap_size": Categorical([16])}),
+                            sampler="grid", preset="smoke",
+                            overrides={"data.num_train": 8, "data.num_val": 4, "train.epochs": 2})
     run_study(spec)
     study = elsewhere / "results" / name
     assert sorted(p.name for p in study.iterdir()) == ["costs", "epochs", "logs", "optuna.db",

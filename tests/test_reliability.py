@@ -23,9 +23,9 @@ def test_faults_in_one_study(ray_cluster, inject_faults, tmp_path):
          "marker": str(tmp_path / "missing")},
     ])
     space = SearchSpace({"loss.cls_weight": Categorical([1.0, 2.0, 3.0, 4.0])})
-    spec = StudySpec(name="faults", space=space,
-                     sampler="grid", preset="smoke", max_concurrent_trials=2,
-                     overrides={"data.num_train": 16, "data.num_val": 8, "train.epochs": 3,
+    spec = StudySpec.create(name="faults", space=space,
+                            sampler="grid", preset="smoke", max_concurrent_trials=2,
+                            overrides={"data.num_train": 16, "data.num_val": 8, "train.epochs": 3,
                                 "train.threads": 1}, storage_path=str(tmp_path))
     store = run_study(spec)
     assert all((tmp_path / m).exists() for m in ("kill", "nan", "oom", "missing"))  # every fault fired

@@ -57,17 +57,17 @@ def test_a_bad_simulation_is_refused_naming_the_flag(bad, message):
 
 def test_a_folder_without_a_study_is_refused_before_anything_runs(tmp_path):
     with pytest.raises(ValueError, match=f"--simulate {tmp_path}: the study has no epoch rows"):
-        StudySpec(name="s", space=SPACE, preset="smoke", storage_path=str(tmp_path / "out"),
-                  simulate=str(tmp_path))
+        StudySpec.create(name="s", space=SPACE, preset="smoke", storage_path=str(tmp_path / "out"),
+                         simulate=str(tmp_path))
 
 
 @pytest.mark.ray
 def test_a_simulated_tpe_asha_study_runs_through_the_real_stack(ray_cluster, tmp_path):
     trials, epochs = 16, 6
-    spec = StudySpec(name="sim", space=SPACE, sampler="tpe", asha=True, preset="smoke",
-                     num_samples=trials, overrides={"train.epochs": epochs},
-                     max_concurrent_trials=4, storage_path=str(tmp_path),
-                     simulate="surrogate", time_scale=10_000)
+    spec = StudySpec.create(name="sim", space=SPACE, sampler="tpe", asha=True, preset="smoke",
+                            num_samples=trials, overrides={"train.epochs": epochs},
+                            max_concurrent_trials=4, storage_path=str(tmp_path),
+                            simulate="surrogate", time_scale=10_000)
     actors_before = len(trial_actors())
     store = run_study(spec)
     # Trials end faster than a trial actor starts: each idle actor serves the next trial, and no
@@ -98,10 +98,10 @@ def test_simulated_time_decides_as_the_real_time_study_does(ray_cluster, tmp_pat
     """One trial at a time, seeded TPE past its random start-up, ASHA: the discrete-event loop
     suggests the same configurations and stops the same trials at the same epochs as Tune does."""
     trials, epochs = 14, 5
-    spec = StudySpec(name="realtime", space=SPACE, sampler="tpe", asha=True, preset="smoke",
-                     num_samples=trials, overrides={"train.epochs": epochs},
-                     max_concurrent_trials=1, storage_path=str(tmp_path / "real"),
-                     simulate="surrogate", time_scale=10_000)
+    spec = StudySpec.create(name="realtime", space=SPACE, sampler="tpe", asha=True, preset="smoke",
+                            num_samples=trials, overrides={"train.epochs": epochs},
+                            max_concurrent_trials=1, storage_path=str(tmp_path / "real"),
+                            simulate="surrogate", time_scale=10_000)
     rows = run_study(spec).read_epochs()
     real = {key: (dict(zip(SPACE.params, group.iloc[0][list(SPACE.params)])),
                   int(group["epoch"].max())) for key, group in rows.groupby("trial_id")}

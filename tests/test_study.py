@@ -34,12 +34,12 @@ def test_asha_stops_trials_and_later_trials_still_run(ray_cluster, tmp_path):
     # the placement groups of stopped Train runs without ray[default]'s cleaner).
     space = SearchSpace({"loss.cls_weight": Categorical([1.0, 50.0]),
                          "loss.offset_weight": Categorical([1.0, 2.0])})
-    spec = StudySpec(name="asha", space=space, sampler="grid", metric="loss", mode="min",
-                     asha=True, stopping="asha", grace_period=1, reduction_factor=2,
-                     max_concurrent_trials=1,
-                     num_samples=3,
-                     preset="smoke", overrides={**TINY, "train.epochs": 3},
-                     storage_path=str(tmp_path), seed=0)
+    spec = StudySpec.create(name="asha", space=space, sampler="grid", metric="loss", mode="min",
+                            asha=True, stopping="asha", grace_period=1, reduction_factor=2,
+                            max_concurrent_trials=1,
+                            num_samples=3,
+                            preset="smoke", overrides={**TINY, "train.epochs": 3},
+                            storage_path=str(tmp_path), seed=0)
     trial_actors_before = len(trial_actors())
     store = run_study(spec)
     # Tune reuses a trial's actor for the next trial, and a trial ASHA stopped takes its Train
@@ -160,10 +160,10 @@ def test_multi_objective_study_with_mo_asha_and_a_constraint(ray_cluster, tmp_pa
     multi-objective ASHA stops trials it ranks low, and Optuna records those PRUNED."""
     space = SearchSpace({"model.heatmap_size": Categorical([16, 32]),
                          "model.head_width": Categorical([16, 64])})
-    spec = StudySpec(name="mo", space=space, sampler="grid", objectives=("AP:max", "gmacs:min"),
-                     constraints=("gmacs<=0.2",), asha=True, grace_period=1, reduction_factor=2,
-                     max_concurrent_trials=2, preset="smoke",
-                     overrides={**TINY, "train.epochs": 3}, storage_path=str(tmp_path), seed=0)
+    spec = StudySpec.create(name="mo", space=space, sampler="grid", objectives=("AP:max", "gmacs:min"),
+                            constraints=("gmacs<=0.2",), asha=True, grace_period=1, reduction_factor=2,
+                            max_concurrent_trials=2, preset="smoke",
+                            overrides={**TINY, "train.epochs": 3}, storage_path=str(tmp_path), seed=0)
     store = run_study(spec)
     epochs, trials = store.read_epochs(), store.read_trials()
     assert len(trials) == 4 and len(epochs) == trials["n_epochs"].sum()

@@ -49,7 +49,7 @@ def trial_faults(root: Path) -> tuple[dict, int]:
               {"match": {"loss.cls_weight": 3.0}, "kind": "oom", "epoch": 1, "when": "before",
                "marker": str(root / "o")}]
     (root / "faults.json").write_text(json.dumps(faults))  # the head's workers read it
-    spec = StudySpec(name="trial_faults", space=SearchSpace({"loss.cls_weight": Categorical(
+    spec = StudySpec.create(name="trial_faults", space=SearchSpace({"loss.cls_weight": Categorical(
         [1.0, 2.0, 3.0, 4.0])}), sampler="grid", preset="smoke",
         overrides=SMALL, storage_path=str(root))
     store = run_study(spec)

@@ -34,11 +34,11 @@ SPACE = runpy.run_path(str(Path(__file__).resolve().parents[2] / "studies" / "ac
 def run(name: str, storage: str, sampler: str, asha: bool, samples: int, args) -> pd.DataFrame:
     """Runs one study; returns its trial-epochs with a ``cumulative_epochs`` column (epochs trained
     by this trial and every trial created before it)."""
-    spec = StudySpec(name=name, space=SPACE, sampler=sampler, objectives=tuple(args.objectives),
-                     asha=asha, grace_period=1, reduction_factor=2, num_samples=samples,
-                     max_concurrent_trials=2, preset="smoke", seed=args.seed,
-                     overrides={"train.epochs": args.epochs, "train.threads": 1},
-                     storage_path=storage)
+    spec = StudySpec.create(name=name, space=SPACE, sampler=sampler, objectives=tuple(args.objectives),
+                            asha=asha, grace_period=1, reduction_factor=2, num_samples=samples,
+                            max_concurrent_trials=2, preset="smoke", seed=args.seed,
+                            overrides={"train.epochs": args.epochs, "train.threads": 1},
+                            storage_path=storage)
     epochs = run_study(spec).read_epochs().sort_values(["trial_id", "epoch"])
     spent = epochs.groupby("trial_id").size().cumsum()
     return epochs.assign(cumulative_epochs=epochs["trial_id"].map(spent))

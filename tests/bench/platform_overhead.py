@@ -132,13 +132,13 @@ def main() -> None:
     actor_import_s = import_time("transcenter.platform.trial")
     ray.init(num_cpus=2, runtime_env={"env_vars": WORKER_ENV})
     with tempfile.TemporaryDirectory() as tmp:
-        spec = StudySpec(name="overhead",
-                         space=SearchSpace({"loss.alpha": Categorical([2.0 + i for i in range(args.trials)])}),
-                         sampler="grid", preset="smoke", max_concurrent_trials=args.concurrency,
-                         resources=Resources(keep_workers_s=args.keep_workers),
-                         overrides={"data.num_train": 32, "data.num_val": 16,
+        spec = StudySpec.create(name="overhead",
+                                space=SearchSpace({"loss.alpha": Categorical([2.0 + i for i in range(args.trials)])}),
+                                sampler="grid", preset="smoke", max_concurrent_trials=args.concurrency,
+                                resources=Resources(keep_workers_s=args.keep_workers),
+                                overrides={"data.num_train": 32, "data.num_val": 16,
                                     "train.epochs": args.epochs, "train.threads": 1},
-                         storage_path=tmp)
+                                storage_path=tmp)
         before = set(ray_processes())
         sampler = ProcessSampler()
         sampler.start()

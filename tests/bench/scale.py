@@ -132,10 +132,10 @@ def one_run(space, trials: int, epochs: int, slots: int, time_scale: float, root
             storage: str, optuna_url: str | None, sampler: str = "tpe") -> dict:
     """Runs one simulated study of ``trials`` with its Optuna study at ``optuna_url`` (None: the
     study folder's SQLite file); returns its row of the bench's output."""
-    spec = StudySpec(name=f"scale-{trials}-{storage}", space=space, sampler=sampler, asha=True,
-                     preset="smoke", num_samples=trials, overrides={"train.epochs": epochs},
-                     max_concurrent_trials=slots, storage_path=str(root),
-                     simulate="surrogate", time_scale=time_scale, optuna_url=optuna_url)
+    spec = StudySpec.create(name=f"scale-{trials}-{storage}", space=space, sampler=sampler, asha=True,
+                            preset="smoke", num_samples=trials, overrides={"train.epochs": epochs},
+                            max_concurrent_trials=slots, storage_path=str(root),
+                            simulate="surrogate", time_scale=time_scale, optuna_url=optuna_url)
     with Timed("suggest") as ask, Timed("on_trial_complete") as tell:
         cpu, start = _cpu_s(), time.perf_counter()
         with contextlib.redirect_stdout(sys.stderr):  # Tune's tables; stdout is the JSON
