@@ -34,19 +34,22 @@ lint: install
 	$(VENV)/bin/ruff check .
 
 # The netns cluster's fault tests mostly wait on the faults they inject (outages, restarts, a node's
-# death), so a second pytest runs them beside the rest of the suite; their report follows the rest's.
-CLUSTER_TESTS := tests/test_cluster.py
-CLUSTER_LOG := test-artifacts/cluster-tests.log
+# death), so a second pytest runs them beside the rest of the suite, with the slow modules that
+# start no session Ray head (a test session's head is stopped by its own pids, never `ray stop`);
+# their report follows the rest's.
+BESIDE_TESTS := tests/test_cluster.py tests/test_overlap_claim.py tests/test_job_submit.py \
+	tests/test_s3_faults.py tests/test_overfit.py
+BESIDE_LOG := test-artifacts/beside-tests.log
 
 test: install chromium postgres lint
 	@mkdir -p test-artifacts
-	@$(PY) -m pytest -q -p no:cacheprovider --durations=6 --basetemp=/tmp/transcenter-cluster-tests \
-		$(CLUSTER_TESTS) >$(CLUSTER_LOG) 2>&1 & cluster=$$!; \
-	trap 'kill $$cluster 2>/dev/null' INT TERM; \
-	$(PY) -m pytest -q --durations=15 --ignore=$(CLUSTER_TESTS); rest=$$?; \
-	wait $$cluster; clustered=$$?; \
-	echo "=== $(CLUSTER_TESTS), run beside the rest ($(CLUSTER_LOG)) ==="; cat $(CLUSTER_LOG); \
-	exit $$(( rest || clustered ))
+	@$(PY) -m pytest -q -p no:cacheprovider --durations=10 --basetemp=/tmp/transcenter-beside-tests \
+		$(BESIDE_TESTS) >$(BESIDE_LOG) 2>&1 & beside=$$!; \
+	trap 'kill $$beside 2>/dev/null' INT TERM; \
+	$(PY) -m pytest -q --durations=15 $(addprefix --ignore=,$(BESIDE_TESTS)); rest=$$?; \
+	wait $$beside; besides=$$?; \
+	echo "=== $(BESIDE_TESTS), run beside the rest ($(BESIDE_LOG)) ==="; cat $(BESIDE_LOG); \
+	exit $$(( rest || besides ))
 
 demo: install
 	$(PY) studies/heatmap_size.py
