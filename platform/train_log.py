@@ -118,9 +118,16 @@ def log_to_file(folder: str | None, trial: str, rank: int,
 
 
 class _FoldTraceback(logging.Filter):
-    """Turns a warning's traceback into ``(<error type>: <error text>)`` at the end of its line."""
+    """Drops records below ``min_level``; turns a warning's traceback into ``(<error type>: <error
+    text>)`` at the end of its line."""
+
+    def __init__(self, min_level: int) -> None:
+        super().__init__()
+        self.min_level = min_level
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < self.min_level:
+            return False
         if record.exc_info and record.levelno < logging.ERROR:
             error = record.exc_info[1]
             record.msg = f"{record.getMessage()} ({type(error).__name__}: {error})"
@@ -128,8 +135,13 @@ class _FoldTraceback(logging.Filter):
         return True
 
 
-def fold_tracebacks(logger: logging.Logger) -> None:
-    """Makes each warning ``logger`` logs with a traceback one line; its errors keep theirs.
-    Calling it again on the same logger changes nothing."""
-    if not any(isinstance(f, _FoldTraceback) for f in logger.filters):
-        logger.addFilter(_FoldTraceback())
+def fold_tracebacks(logger: logging.Logger, min_level: int = logging.NOTSET) -> None:
+    """Makes each warning ``logger`` logs with a traceback one line (its errors keep theirs) and
+    drops what it logs below ``min_level``. A filter, not the logger's level: ``logging.config``
+    (which Ray Train's logging setup calls when a run starts) resets the levels of existing child
+    loggers, never their filters. Calling it again on the same logger sets ``min_level`` anew."""
+    rule = next((f for f in logger.filters if isinstance(f, _FoldTraceback)), None)
+    if rule is None:
+        logger.addFilter(_FoldTraceback(min_level))
+    else:
+        rule.min_level = min_level

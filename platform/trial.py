@@ -76,10 +76,9 @@ def trial_driver(config: dict[str, Any], spec: TrialSpec) -> None:
     Raises:
         TrialFailure: the trial cannot succeed on a retry (the worker's failure line).
     """
-    requests = train_resource_request_logger()
-    fold_tracebacks(requests)
     # Ray Train warns each time a resource request times out on a busy CPU, "safe to ignore".
-    requests.setLevel(logging.WARNING if spec.verbose else logging.ERROR)
+    fold_tracebacks(train_resource_request_logger(),
+                    logging.WARNING if spec.verbose else logging.ERROR)
     key, params = split_config(config)
     overrides = {**spec.overrides, **params}
     overrides.setdefault("train.threads", spec.resources.threads)

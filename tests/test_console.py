@@ -3,6 +3,7 @@ in the study's own terms, a total with an ETA, a note as each trial ends, Ray Tr
 lines in the study's log files instead of the console, and no terminal codes in a log file."""
 import io
 import logging
+import logging.config
 import re
 import subprocess
 import sys
@@ -116,6 +117,28 @@ def test_a_warning_with_a_traceback_is_one_line_and_an_error_keeps_its_traceback
     assert lines[1] == "Failed to send resource request for train-1."
     assert lines[2] == "Traceback (most recent call last):" and len(lines) > 4
     assert len(logger.filters) == 1
+
+
+def test_a_dropped_warning_stays_dropped_after_logging_config_resets_the_levels():
+    # Ray Train's logging setup, when a run starts, configures its parent loggers with
+    # logging.config, which resets every existing child logger's level to NOTSET.
+    parent, out = logging.getLogger("test_console.train"), io.StringIO()
+    child = logging.getLogger("test_console.train.requests")
+    handler = logging.StreamHandler(out)
+    try:
+        fold_tracebacks(child, logging.ERROR)
+        child.setLevel(logging.ERROR)
+        logging.config.dictConfig({"version": 1, "disable_existing_loggers": False,
+                                   "loggers": {parent.name: {"level": "INFO"}}})
+        assert child.level == logging.NOTSET  # a level set on the child does not last
+        child.addHandler(handler)
+        child.warning("Failed to send resource request for train-1.")
+        child.error("the request failed for good")
+        fold_tracebacks(child, logging.WARNING)  # --verbose: a reused actor's next trial
+        child.warning("shown with --verbose")
+    finally:
+        child.removeHandler(handler)
+    assert out.getvalue().splitlines() == ["the request failed for good", "shown with --verbose"]
 
 
 def test_a_piped_console_gets_no_colour_codes_from_any_print():

@@ -149,22 +149,26 @@ def test_a_worker_exiting_under_its_training_thread_records_no_failure():
     meets is no input error of the trial (it once failed a trial for good after a driver crash)."""
     code = textwrap.dedent("""
         import atexit, os, sys, tempfile, threading, time
-        atexit.register(time.sleep, 2)  # runs last: after the exit removed the temporary folders
+        started, ended = threading.Event(), threading.Event()
+        atexit.register(ended.wait, 60)  # runs last: after the exit removed the temporary folders
         from transcenter.platform.worker import failure_line
 
         def train(tmp):
             open(f"{tmp}/.checkpoint.pt.tmp", "wb").close()
+            started.set()
             while os.path.isdir(tmp):
                 time.sleep(0.01)
             try:
                 os.replace(f"{tmp}/.checkpoint.pt.tmp", f"{tmp}/checkpoint.pt")
             except FileNotFoundError as e:
                 print("while exiting:", failure_line(e, 1), flush=True)
+            ended.set()
 
         error = FileNotFoundError(2, "No such file or directory")
         print("while running:", failure_line(error, 1), flush=True)
         folder = tempfile.TemporaryDirectory()
         threading.Thread(target=train, args=(folder.name,), daemon=True).start()
+        started.wait(60)  # the thread is writing its checkpoint when the process exits
         sys.exit(0)
     """)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
