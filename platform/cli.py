@@ -79,8 +79,9 @@ def build_parser(name: str, description: str, asha: bool, seeds: int = 1,
     p.add_argument("--max-concurrent-trials", type=POSITIVE, default=2)
     p.add_argument("--asha", action=argparse.BooleanOptionalAction, default=asha,
                    help="ASHA early stopping on --metric (default %(default)s)")
-    p.add_argument("--grace-period", type=POSITIVE, default=1, help="ASHA: epochs before a trial may stop")
-    p.add_argument("--reduction-factor", type=number(int, 2), default=3,
+    p.add_argument("--grace-period", type=POSITIVE, default=StudySpec.grace_period,
+                   help="ASHA: epochs before a trial may stop")
+    p.add_argument("--reduction-factor", type=number(int, 2), default=StudySpec.reduction_factor,
                    help="ASHA: about 1/rf of the trials at a rung continue (default %(default)s)")
     p.add_argument("--stopping", choices=("audited", "asha"), default="audited",
                    help="--asha's policy: audited (rungs compare a trial only with trials of its "
@@ -91,10 +92,10 @@ def build_parser(name: str, description: str, asha: bool, seeds: int = 1,
     p.add_argument("--stratify", default="auto", metavar="FIELD|auto|none",
                    help="--stopping audited: compare trials at a rung only within each value of this "
                         "searched field (auto: model.heatmap_size when searched) (default %(default)s)")
-    p.add_argument("--sentinel-every", type=number(int, 0), default=16, metavar="N",
+    p.add_argument("--sentinel-every", type=number(int, 0), default=StudySpec.sentinel_every, metavar="N",
                    help="--stopping audited: every N-th trial of a stratum is never stopped and "
                         "audits the rungs (0: none, every rung decides) (default %(default)s)")
-    p.add_argument("--rung-min-tau", type=number(float, -1), default=0.5, metavar="TAU",
+    p.add_argument("--rung-min-tau", type=number(float, -1), default=StudySpec.rung_min_tau, metavar="TAU",
                    help="--stopping audited: a rung whose Kendall tau against the final ranking is "
                         "below TAU stops deciding (default %(default)s)")
     p.add_argument("--metric", default="AP50", help="metric to optimise and early-stop on")

@@ -83,12 +83,12 @@ class StudySpec:
     num_samples: int | None = None  # default: the grid's size, or 8 for TPE
     max_concurrent_trials: int = 2
     asha: bool = False  # early stopping on; ``stopping`` says which policy
-    grace_period: int = 1
-    reduction_factor: int = 3
+    grace_period: int = Stopping.grace_period
+    reduction_factor: int = Stopping.reduction_factor
     stopping: str = "audited"  # "audited" (AuditedASHA) or "asha" (Ray's ASHA / MO-ASHA)
     stratify: str = "auto"  # a searched field, "none", or "auto": the heatmap size when searched
-    sentinel_every: int = 16  # audited: every n-th trial of a stratum is never stopped (0: none)
-    rung_min_tau: float = 0.5  # audited: a rung below this Kendall tau stops deciding
+    sentinel_every: int = Stopping.sentinel_every  # audited: every n-th trial of a stratum is never stopped (0: none)
+    rung_min_tau: float = Stopping.min_tau  # audited: a rung below this Kendall tau stops deciding
     resources: Resources = field(default_factory=Resources)
     storage_path: str = "results"  # an absolute path or a URI (create() resolves a relative one)
     optuna_url: str | None = None  # without a password: create() splits it into optuna_password
@@ -152,8 +152,9 @@ class StudySpec:
         spec = cls(storage_path=resolve_storage(storage_path), optuna_url=optuna_url,
                    optuna_password=optuna_password, mlflow_uri=mlflow_uri,
                    mlflow_password=mlflow_password, **fields)
-        if spec.simulation is not None:
-            spec.simulation.curves()
+        simulation = spec.simulation
+        if simulation is not None:
+            simulation.curves()
         return spec
 
     @property

@@ -34,7 +34,7 @@ def free_port() -> int:
 @contextmanager
 def local_head(num_cpus: int = 2, env: dict[str, str] | None = None) -> Iterator[LocalCluster]:
     """Starts a Ray head (dashboard and job server on 127.0.0.1) and, on exit, kills its processes
-(:func:`kill_process_group`).
+    (:func:`kill_process_group`).
 
     Ray canonicalises 127.0.0.1 to the node's IP, where the GCS listens, so the address uses it.
     Job entrypoints' ``python`` is this interpreter, as with an activated virtualenv. ``env`` is

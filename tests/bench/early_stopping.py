@@ -78,7 +78,8 @@ FAMILIES = {
 def study_module(script: str):
     """Returns the module ``studies/<script>.py`` (its ``SPACE``, and its ``ASHA`` where it sets
     one)."""
-    sys.path.insert(0, str(STUDIES))
+    if str(STUDIES) not in sys.path:
+        sys.path.insert(0, str(STUDIES))
     return __import__(script)
 
 
