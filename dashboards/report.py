@@ -164,12 +164,29 @@ def _counts_as_text(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def figure_alt(fig: Figure) -> str:
+    """Returns a text saying what ``fig`` draws, from its axes as drawn: per axes its title, each
+    axis's label and shown range, and each labelled line's extent along x; axes joined by " | "."""
+    described = []
+    for ax in fig.axes:
+        (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+        parts = [f"x: {ax.get_xlabel() or 'x'} {x0:.3g} to {x1:.3g}",
+                 f"y: {ax.get_ylabel() or 'y'} {y0:.3g} to {y1:.3g}"]
+        for line in ax.lines:
+            xs = np.asarray(line.get_xdata(), dtype=float)
+            if not line.get_label().startswith("_") and np.isfinite(xs).any():
+                parts.append(f"{line.get_label()} from x {np.nanmin(xs):.3g} to {np.nanmax(xs):.3g}")
+        described.append(f"{ax.get_title() or 'figure'}: {'; '.join(parts)}")
+    return " | ".join(described) or "figure"
+
+
 def _img(fig: Figure) -> str:
+    """Returns ``fig`` as an HTML image (a PNG data URI) whose alt text is :func:`figure_alt`."""
     FigureCanvasAgg(fig)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
     data = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return f'<p><img alt="figure" src="data:image/png;base64,{data}"></p>'
+    return f'<p><img alt="{html.escape(figure_alt(fig))}" src="data:image/png;base64,{data}"></p>'
 
 
 def _lower_limit_figure(lower: pd.DataFrame, by: str) -> Figure:

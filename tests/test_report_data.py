@@ -266,3 +266,27 @@ def test_the_report_and_summary_commands_as_a_user_types_them(tmp_path):
     search = section(document, "The search: each hyperparameter vs. the trial's AP50 (%) at its last epoch")
     assert "Fixed, other than the preset&#x27;s default: optim.lr = 0.5" in search
     assert html.escape(dataset_tables.SYNTHETIC_SAME_CELL_NOTE) in section(document, summary.DATASET_TITLE)
+
+
+def test_the_accuracy_against_compute_figure_is_scaled_to_the_trials_as_a_user_runs_the_report(tmp_path):
+    """Only PATH and HOME set, trials at the demo's 0.3-4 GMACs: the figure's axes span the
+    trials, the paper's models (25-100 GMACs) sit in a panel beside them, and the front ends at
+    the costliest trial. Read from the image's alt text, which describes the axes as drawn."""
+    store = ResultStore(str(tmp_path), "demo")
+    for key, size, gmacs, ap in (("t0", 16, 0.3, 12.0), ("t1", 32, 0.9, 20.0), ("t2", 64, 4.0, 18.0)):
+        params = {"model.heatmap_size": size}
+        store.record_epoch(key, 1, params, {"AP": ap, "AP50": 2 * ap, "gmacs": gmacs})
+        store.record_trial(key, params, "completed")
+    store.write_meta({"objectives": {"AP": "max", "gmacs": "min"}})
+    written = subprocess.run([sys.executable, "-m", "transcenter.dashboards.report", str(tmp_path / "demo"),
+                              "-o", str(tmp_path / "report.html")], capture_output=True, text=True,
+                             timeout=300, env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)})
+    assert written.returncode == 0, written.stderr[-3000:]
+    body = section((tmp_path / "report.html").read_text(encoding="utf-8"), summary.COMPUTE_TITLE)
+    main, side = html.unescape(re.search(r'<img alt="([^"]*)"', body).group(1)).split(" | ")
+    number = r"(-?[\d.]+(?:e[+-]?\d+)?)"
+    x0, x1 = map(float, re.search(rf"x: forward GMACs / image {number} to {number};", main).groups())
+    assert x0 < 0.3 and 4.0 < x1 < 5.0, main  # the trials' range, a margin either side
+    assert re.search(r"Pareto front from x 0.3 to 4;?", main), main
+    assert side.startswith("beside the paper's models: ")
+    assert float(re.search(rf"x: forward GMACs / image {number} to {number};", side).group(2)) > 100, side
