@@ -138,6 +138,9 @@ def build_parser(name: str, description: str, asha: bool, seeds: int = 1,
     p.add_argument("--verbose", action="store_true",
                    help="also print Ray's, Tune's and Ray Train's own lines, which otherwise go to "
                         "<storage>/<name>/logs/ (<trial>.log, driver.log) only")
+    p.add_argument("--progress-every", type=number(float, 0, above=True), metavar="SECONDS",
+                   help="seconds between two trial tables on the console (default: 10 in a "
+                        "terminal, 30 in a log file or pipe)")
     p.add_argument("--simulate", metavar="SOURCE",
                    help="simulate the trials instead of training them: each replays a learning "
                         "curve (surrogate: the built-in curve family with a known optimum; "
@@ -202,7 +205,8 @@ def spec_from_args(args: argparse.Namespace, space: SearchSpace,
                             mlflow_uri=tracking_uri(args.mlflow),
                             resume={"yes": True, "auto": "auto", None: False}[args.resume],
                             seed=args.seed, min_free_gb=args.min_free_gb,
-                            simulate=args.simulate, time_scale=args.time_scale, verbose=args.verbose)
+                            simulate=args.simulate, time_scale=args.time_scale, verbose=args.verbose,
+                            progress_every_s=args.progress_every)
 
 
 def outcome(store: ResultStore) -> tuple[int, str]:

@@ -100,6 +100,7 @@ class StudySpec:
     simulate: str | None = None  # a learning-curve source: trials replay it instead of training
     time_scale: float = 1000.0  # simulated seconds per real second of a simulated study
     verbose: bool = False  # Ray's, Tune's and Train's lines on the console too, not only in logs/
+    progress_every_s: float | None = None  # seconds between trial tables (None: table_interval_s())
     optuna_password: str | None = field(default=None, repr=False)  # used by run_study only
     mlflow_password: str | None = field(default=None, repr=False)  # used by run_study only
 
@@ -123,6 +124,8 @@ class StudySpec:
             if url and uri.split_password(url)[1] is not None:
                 raise ValueError(f"{flag} {uri.mask(url)}: holds a password (StudySpec.create "
                                  f"keeps it apart from the URL)")
+        if self.progress_every_s is not None and not self.progress_every_s > 0:
+            raise ValueError(f"--progress-every {self.progress_every_s!r}: must be > 0 seconds")
         if self.stopping == "none":
             raise ValueError("--stopping none: use --no-asha to train every trial to the end")
         self.early_stopping  # noqa: B018 (building it validates the stopping flags)
@@ -383,9 +386,9 @@ def build_tuner(spec: StudySpec, data: DataCheck) -> tune.Tuner | None:
                              spec.sampler, seed, spec.constraint_list, unfinished=unfinished)
     scheduler = make_scheduler(objectives, spec.epochs, spec.early_stopping)
     callback = ResultStoreCallback(store, spec.epochs, columns)
+    interval_s = table_interval_s() if spec.progress_every_s is None else spec.progress_every_s
     progress = StudyProgress(list(spec.space.params), list(objectives), spec.epochs, samples,
-                             _stopper(spec.early_stopping.policy, len(objectives)),
-                             table_interval_s())
+                             _stopper(spec.early_stopping.policy, len(objectives)), interval_s)
     tracking = ([MlflowCallback(spec.mlflow_uri, store, directory, spec.epochs, columns)]
                 if spec.mlflow_uri else [])
     run_name = f"run-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:4]}"

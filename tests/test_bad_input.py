@@ -111,7 +111,7 @@ def test_keep_workers_reaches_the_trials_and_a_negative_one_is_refused(tmp_path)
     ("--epochs", "0"), ("--num-samples", "0"), ("--keep-workers", "-1"),
     ("--max-concurrent-trials", "0"), ("--cpus-per-worker", "0"), ("--time-scale", "0"),
     ("--grace-period", "0"), ("--reduction-factor", "1"), ("--seeds", "0"), ("--epochs", "two"),
-    ("--min-free-gb", "nan")])
+    ("--min-free-gb", "nan"), ("--progress-every", "0")])
 def test_a_numeric_flag_out_of_range_is_refused_naming_it(flag, value, capsys):
     from transcenter.platform.cli import build_parser
 

@@ -2,15 +2,19 @@
 in the study's own terms, a total with an ETA, a note as each trial ends, Ray Train's per-epoch
 lines in the study's log files instead of the console, and no terminal codes in a log file."""
 import io
+import itertools
 import logging
 import logging.config
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from data_fixtures import single_year_voc
 from isolated import REPO, fresh_shell, kill
 
 from transcenter.platform.cli import build_parser, spec_from_args
@@ -210,6 +214,44 @@ def test_smoke_study_console_is_short_plain_and_starts_with_the_banner(tmp_path)
         assert text.count("Reporting training result") == 2 and "Checkpoint successfully created" in text
     assert len(lines) < 40, console
     assert Path(storage / "heatmap_size" / "epochs").exists()
+
+
+def _clock_s(text: str) -> int:
+    hours, minutes, seconds = map(int, text.split(":"))
+    return 3600 * hours + 60 * minutes + seconds
+
+
+@pytest.mark.slow
+def test_a_study_in_a_fresh_shell_counts_its_eta_down_and_leaves_no_index_in_the_temporary_folder(tmp_path):
+    """A VOC folder, typed into a fresh shell whose TMPDIR is a folder of the test's: between two
+    epochs, each trial table's ETA is lower than the one before; the data index stays in the
+    study's folder, and the temporary folder holds nothing of the study's (only what Ray, torch's
+    import and Python's multiprocessing put there)."""
+    temp = Path(tempfile.mkdtemp(prefix="tc-", dir="/tmp"))  # short: Ray's sockets go in it
+    storage, voc = tmp_path / "results", single_year_voc(tmp_path / "voc", length=128)
+    try:
+        shell = fresh_shell(
+            f"TMPDIR={temp} python {REPO}/studies/heatmap_size.py --preset smoke --num-samples 1 "
+            f"--epochs 3 --progress-every 1 --data voc --data-root {voc} --no-report "
+            f"--storage-path {storage}",
+            cwd=tmp_path, home=tmp_path / "home", ray_tmp=tmp_path / "ray",
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            console, _ = shell.communicate(timeout=300)
+        finally:
+            kill(shell)
+        assert shell.returncode == 0, console[-4000:]
+        left = sorted(p.name for p in temp.iterdir())
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+    totals = re.findall(r"^\[(\d+:\d\d:\d\d)\] trials: .* \| epochs (\d+)/3 \| ETA (\d+:\d\d:\d\d)$",
+                        console, re.M)
+    pairs = [(a, b) for a, b in itertools.pairwise(totals)
+             if a[1] == b[1] != "3" and _clock_s(b[0]) > _clock_s(a[0])]  # no epoch ended between
+    assert pairs, console
+    assert all(_clock_s(b[2]) < _clock_s(a[2]) for a, b in pairs), pairs
+    assert (storage / "heatmap_size" / "data" / "index.arrow").is_file()
+    assert [name for name in left if not re.fullmatch(r"ray|torchinductor_\w+|pymp-\w+", name)] == []
 
 
 def test_eta_counts_down_while_no_epoch_ends():
