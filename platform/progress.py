@@ -62,19 +62,22 @@ class StudyProgress(Callback):
         samples: trials this run of the study starts (Tune's own count replaces it at setup).
         stopper: who stops trials early (``"ASHA"``), None when no one does.
         interval_s: the least seconds between two trial tables.
+        time_scale: seconds of a result's ``time_s`` per second of ``clock`` (a simulated study's
+            time scale; 1 for trials that train), so the ETA is in seconds of ``clock``.
         out: where lines go (default ``sys.stdout``).
         clock: seconds, monotonic (tests pass their own).
     """
 
     def __init__(self, params: list[str], objectives: list[str], epochs: int, samples: int,
-                 stopper: str | None = None, interval_s: float = 30.0, out: TextIO | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 stopper: str | None = None, interval_s: float = 30.0, time_scale: float = 1.0,
+                 out: TextIO | None = None, clock: Callable[[], float] = time.monotonic):
         self.params = list(params)
         self.objectives = list(objectives)
         self.epochs = epochs
         self.samples = samples
         self.stopper = stopper
         self.interval_s = interval_s
+        self.time_scale = time_scale
         self.out = out
         self.clock = clock
         self.trials: dict[str, _Trial] = {}  # by Tune trial id
@@ -184,7 +187,7 @@ class StudyProgress(Callback):
         # down with the clock while no result comes.
         latest = max((t.reported_at for t in self.trials.values() if t.epoch), default=now)
         paced = (latest - self.start) * left / trained - (now - latest) if trained else 0.0
-        slowest = max(((self.epochs - t.epoch) * t.epoch_s - (now - t.reported_at)
+        slowest = max(((self.epochs - t.epoch) * t.epoch_s / self.time_scale - (now - t.reported_at)
                        for t in self.trials.values() if t.started and not t.ended and t.epoch_s),
                       default=0.0)
         eta = ("0:00:00" if not left else "?" if not trained

@@ -388,7 +388,8 @@ def build_tuner(spec: StudySpec, data: DataCheck) -> tune.Tuner | None:
     callback = ResultStoreCallback(store, spec.epochs, columns)
     interval_s = table_interval_s() if spec.progress_every_s is None else spec.progress_every_s
     progress = StudyProgress(list(spec.space.params), list(objectives), spec.epochs, samples,
-                             _stopper(spec.early_stopping.policy, len(objectives)), interval_s)
+                             _stopper(spec.early_stopping.policy, len(objectives)), interval_s,
+                             spec.time_scale if spec.simulate else 1.0)
     tracking = ([MlflowCallback(spec.mlflow_uri, store, directory, spec.epochs, columns)]
                 if spec.mlflow_uri else [])
     run_name = f"run-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:4]}"

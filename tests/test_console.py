@@ -254,6 +254,32 @@ def test_a_study_in_a_fresh_shell_counts_its_eta_down_and_leaves_no_index_in_the
     assert [name for name in left if not re.fullmatch(r"ray|torchinductor_\w+|pymp-\w+", name)] == []
 
 
+@pytest.mark.slow
+def test_a_simulated_study_ends_with_its_summary_and_no_error_in_a_fresh_shell(tmp_path):
+    """The command a user ran, typed into a fresh shell: exit 0, only the study's own lines (no
+    Tune warning that a trial's result files are missing, no traceback), and an ETA in wall-clock
+    seconds, not the simulated seconds the trials report."""
+    shell = fresh_shell(
+        f"python {REPO}/studies/full_search.py --simulate surrogate --num-samples 20 --epochs 5 "
+        f"--max-concurrent-trials 4 --no-report --name fs20 --progress-every 1 "
+        f"--storage-path {tmp_path / 'results'}",
+        cwd=tmp_path, home=tmp_path / "home", ray_tmp=tmp_path / "ray",
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        console, _ = shell.communicate(timeout=300)
+    finally:
+        kill(shell)
+    assert shell.returncode == 0, console[-4000:]
+    offline = "network_util.cc:330: Failed to determine local IP via external connectivity"
+    lines = [line for line in console.splitlines() if offline not in line]
+    assert [line for line in lines if not OWN_LINES.match(line)] == []
+    assert re.fullmatch(r"trials: \d+ completed(, \d+ stopped)?", lines[-1])
+    # Once half the epochs are done, the study's pace is known: the rest takes seconds.
+    etas = [eta for done, planned, eta in re.findall(r"\| epochs (\d+)/(\d+) \| ETA (\d+:\d\d:\d\d)$",
+                                                     console, re.M) if 2 * int(done) >= int(planned)]
+    assert etas and max(map(_clock_s, etas)) < 60, etas
+
+
 def test_eta_counts_down_while_no_epoch_ends():
     out, clock = io.StringIO(), Clock()
     progress = StudyProgress(["model.heatmap_size"], ["AP50"], epochs=10, samples=1, interval_s=5,
