@@ -122,14 +122,6 @@ def test_a_numeric_flag_out_of_range_is_refused_naming_it(flag, value, capsys):
     assert f"argument {flag}: " in capsys.readouterr().err
 
 
-def test_epochs_zero_is_refused_before_anything_starts(tmp_path):
-    cmd = [sys.executable, str(REPO / "studies" / "heatmap_size.py"), "--preset", "smoke",
-           "--epochs", "0", "--storage-path", str(tmp_path)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2 and "argument --epochs: must be >= 1, got '0'" in done.stderr
-    assert not any(tmp_path.iterdir())  # nothing written
-
-
 def test_set_on_a_searched_field_takes_it_out_of_the_search(tmp_path):
     from transcenter.platform.cli import build_parser, fixed_by_set, spec_from_args
 

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
+import pandas as pd
 import pytest
 from data_fixtures import single_year_voc
 from isolated import REPO, fresh_shell, kill
@@ -168,7 +169,8 @@ def test_verbose_flag_reaches_the_spec():
 
 
 # Every line a study prints on its own: the banner, a trial's end, the progress table, the results.
-OWN_LINES = re.compile(r"study \S+: \d+ trials x \d+ epochs -> |  (data|live|logs|early stopping): "
+OWN_LINES = re.compile(r"study \S+: \d+ trials x \d+ epochs -> "
+                       r"|  (data|live|logs|early stopping|fixed by --set, not searched): "
                        r"|trial-\d+ .*: (completed|stopped|failed|error)|\[\d+:\d\d:\d\d\] trials: "
                        r"|  trial-\d+ |results: |trials: ")
 
@@ -256,13 +258,14 @@ def test_a_study_in_a_fresh_shell_counts_its_eta_down_and_leaves_no_index_in_the
 
 @pytest.mark.slow
 def test_a_simulated_study_ends_with_its_summary_and_no_error_in_a_fresh_shell(tmp_path):
-    """The command a user ran, typed into a fresh shell: exit 0, only the study's own lines (no
-    Tune warning that a trial's result files are missing, no traceback), and an ETA in wall-clock
-    seconds, not the simulated seconds the trials report."""
+    """The command a user ran, with ``--set`` on a searched field, typed into a fresh shell:
+    exit 0, only the study's own lines (no Tune warning that a trial's result files are missing,
+    no traceback), the field fixed and said so in the banner, and an ETA in wall-clock seconds,
+    not the simulated seconds the trials report."""
     shell = fresh_shell(
         f"python {REPO}/studies/full_search.py --simulate surrogate --num-samples 20 --epochs 5 "
         f"--max-concurrent-trials 4 --no-report --name fs20 --progress-every 1 "
-        f"--storage-path {tmp_path / 'results'}",
+        f"--set model.heatmap_size=32 --storage-path {tmp_path / 'results'}",
         cwd=tmp_path, home=tmp_path / "home", ray_tmp=tmp_path / "ray",
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
@@ -274,6 +277,11 @@ def test_a_simulated_study_ends_with_its_summary_and_no_error_in_a_fresh_shell(t
     lines = [line for line in console.splitlines() if offline not in line]
     assert [line for line in lines if not OWN_LINES.match(line)] == []
     assert re.fullmatch(r"trials: \d+ completed(, \d+ stopped)?", lines[-1])
+    assert "  fixed by --set, not searched: model.heatmap_size=32" in lines
+    ended = [line for line in lines if re.match(r"trial-\d+ .*: (completed|stopped)", line)]
+    assert len(ended) == 20 and not any("model.heatmap_size" in line for line in ended)
+    rows = pd.read_parquet(tmp_path / "results" / "fs20" / "epochs")
+    assert set(rows["model.heatmap_size"]) == {32}
     # Once half the epochs are done, the study's pace is known: the rest takes seconds.
     etas = [eta for done, planned, eta in re.findall(r"\| epochs (\d+)/(\d+) \| ETA (\d+:\d\d:\d\d)$",
                                                      console, re.M) if 2 * int(done) >= int(planned)]

@@ -192,8 +192,15 @@ def test_boxes_outside_their_image_are_named_as_written_in_the_annotation_file(t
     assert len(rows) == 2 and all(f"({year / 'Annotations' / 'partly.xml'})" in row for row in rows)
 
 
-def test_zero_trials_are_refused_before_anything_starts(tmp_path):
-    done = _study("--preset", "smoke", "--num-samples", "0", "--storage-path", str(tmp_path / "r"),
+@pytest.mark.parametrize("flags, refusal", [
+    (("--num-samples", "0"), "argument --num-samples: must be >= 1, got '0'"),
+    (("--epochs", "0"), "argument --epochs: must be >= 1, got '0'"),
+    (("--set", "model.heatmap_size=32"), "--set model.heatmap_size=32: this study searches only "
+                                         "model.heatmap_size; with --set fixing it there is nothing left to search"),
+])
+def test_an_input_that_cannot_do_what_it_says_is_refused_before_anything_starts(tmp_path, flags, refusal):
+    done = _study("--preset", "smoke", *flags, "--storage-path", str(tmp_path / "r"),
                   cwd=tmp_path, env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)})
-    assert done.returncode == 2 and "argument --num-samples: must be >= 1, got '0'" in done.stderr
+    assert done.returncode == 2 and refusal in done.stderr, done.stderr
     assert not (tmp_path / "r").exists() and "Traceback" not in done.stderr
+    assert done.stdout == ""  # no banner naming paths that will never exist
