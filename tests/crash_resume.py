@@ -47,12 +47,13 @@ def fault(point: str, marker: Path, nth: int = 1) -> dict:
     return {"point": point, "nth": nth, "marker": str(marker)}
 
 
-def study_command(kind: str, storage: Path, name: str, address: str, *extra: str) -> list[str]:
-    """Returns the CLI command of a smoke study of ``kind`` (see :data:`KINDS`)."""
+def study_command(kind: str, storage: Path, name: str, address: str | None, *extra: str) -> list[str]:
+    """Returns the CLI command of a smoke study of ``kind`` (see :data:`KINDS`) on the Ray cluster
+    at ``address`` (None: the study's own local Ray)."""
     script, flags = KINDS[kind]
     return [sys.executable, str(REPO / "studies" / f"{script}.py"), "--preset", "smoke",
-            "--storage-path", str(storage), "--name", name, "--address", address, "--no-report",
-            *SMALL, *flags, *extra]
+            "--storage-path", str(storage), "--name", name, *(("--address", address) if address else ()),
+            "--no-report", *SMALL, *flags, *extra]
 
 
 @dataclass

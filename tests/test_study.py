@@ -1,6 +1,7 @@
 """Smoke-preset studies on the shared local Ray: parquet rows, Optuna records, ASHA, resume."""
 import os
 import random
+import shlex
 import signal
 import subprocess
 import time
@@ -8,11 +9,14 @@ from pathlib import Path
 
 import optuna
 import pandas as pd
+import psutil
 import pytest
 import ray
 from crash_resume import audit, run_to_the_end, study_command
+from isolated import fresh_shell, kill
 from local_cluster import trial_actors
 
+from transcenter.platform import faults
 from transcenter.platform.replay import Setting, replay
 from transcenter.platform.schedulers import Stopping
 from transcenter.platform.search import Categorical, SearchSpace
@@ -129,27 +133,42 @@ def test_study_killed_and_resumed_has_every_epoch_once_typed_and_in_optuna(ray_c
     assert all(sorted(t.intermediate_values) == [1, 2] for t in complete)  # AP50 of every epoch
 
 
-def test_ctrl_c_says_what_was_stored_and_the_command_that_continues_it(ray_cluster, inject_faults,
-                                                                       tmp_path):
-    inject_faults([])  # no faults: the workers record the epochs they train, for the audit
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    cmd = study_command("grid", tmp_path, "ctrlc", ray_cluster.address)
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    store = ResultStore(str(tmp_path), "ctrlc")
-    deadline = time.time() + 400
-    while time.time() < deadline and proc.poll() is None and len(store.read_epochs()) < 1:
-        time.sleep(0.5)
-    assert proc.poll() is None, "study finished before it could be interrupted"
-    proc.send_signal(signal.SIGINT)  # what Ctrl-C in its terminal sends
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-3000:]
+def test_ctrl_c_says_what_was_stored_and_the_command_that_continues_it(inject_faults, tmp_path):
+    """Typed into a fresh shell, as a user runs it on their own machine (its own local Ray):
+    SIGINT, what Ctrl-C sends, after the first epoch row; then the command it prints, typed into
+    another fresh shell, finishes the study with every epoch once. Workers record the epochs they
+    train for the audit (the fault file, with no faults in it)."""
+    inject_faults([])
+    cmd = study_command("grid", tmp_path, "ctrlc", None)[1:]  # after the interpreter
+    script = f"{faults.ENV}={inject_faults.path} python {shlex.join(cmd)}"
+    shell = fresh_shell(script, cwd=tmp_path, home=tmp_path / "home", ray_tmp=tmp_path / "ray1",
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        store = ResultStore(str(tmp_path), "ctrlc")
+        deadline = time.time() + 400
+        while time.time() < deadline and shell.poll() is None and len(store.read_epochs()) < 1:
+            time.sleep(0.5)
+        assert shell.poll() is None, "study finished before it could be interrupted"
+        [driver] = [p for p in psutil.Process(shell.pid).children(recursive=True)
+                    if "heatmap_size.py" in " ".join(p.cmdline()) and p.name().startswith("python")]
+        driver.send_signal(signal.SIGINT)  # what Ctrl-C in its terminal sends
+        out, err = shell.communicate(timeout=120)
+    finally:
+        kill(shell)
+    assert shell.returncode == 130, err[-3000:]
     assert "Tuner.restore" not in out + err and "Traceback" not in err
     rows = store.read_epochs()
     assert f"interrupted: {len(rows)} epoch rows of {rows['trial_id'].nunique()} trials" in err
     command = err.split("continue the study with:\n  ", 1)[1].splitlines()[0]
     assert command.endswith(" --resume") and "heatmap_size.py" in command
-    runs = run_to_the_end(cmd, env, tmp_path / "driver.log", resume=True)
-    assert runs.returncodes[-1] == 0, runs.stderr[-3000:]
+    again = fresh_shell(f"{faults.ENV}={inject_faults.path} {command}", cwd=tmp_path,
+                        home=tmp_path / "home", ray_tmp=tmp_path / "ray2",
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _, err = again.communicate(timeout=400)
+    finally:
+        kill(again)
+    assert again.returncode == 0, err[-3000:]
     assert audit(tmp_path, "ctrlc", samples=3, epochs=2, kills=1,
                  faults_file=inject_faults.path)["problems"] == []
 
