@@ -156,11 +156,13 @@ def read_parquet_file(filesystem: pafs.FileSystem, path: str) -> pa.Table:
     """Returns the rows of the parquet file ``path`` (one trial's epochs or summary).
 
     The file is read whole in one request: a reader that fetched its footer and its pages in
-    separate ranged requests could mix two versions of a file replaced meanwhile (on S3).
+    separate ranged requests could mix two versions of a file replaced meanwhile (on S3). It is
+    parsed in the calling thread (no Arrow dataset scan, no Arrow thread pool), so a read still in
+    flight as the process exits leaves no Arrow task behind.
     """
     with filesystem.open_input_stream(path) as f:
         data = f.read()
-    return pq.read_table(pa.BufferReader(data))
+    return pq.ParquetFile(pa.BufferReader(data)).read(use_threads=False)
 
 
 class ResultStore:

@@ -102,7 +102,7 @@ def test_optuna_password_is_never_printed_or_stored(ray_cluster, tmp_path):
         storage = tmp_path / "results"
         done = _study(*TINY, "--storage-path", str(storage), "--optuna-url", pg.url(),
                       "--address", ray_cluster.address, cwd=tmp_path)
-        assert done.returncode == 0, done.stderr[-4000:]
+        assert done.returncode == 0, f"{done.stderr[:3000]}\n...\n{done.stderr[-3000:]}"
         assert f"optuna-dashboard {pg.url(password='***')}" in done.stdout
         assert SECRET not in done.stdout + done.stderr
         assert _files_containing(storage, SECRET.encode()) == []  # parquet, tune state, report
