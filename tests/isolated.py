@@ -36,3 +36,17 @@ def kill(process: subprocess.Popen) -> None:
     if process.poll() is None:
         os.kill(process.pid, signal.SIGKILL)
     process.wait(timeout=30)
+
+
+def typed(script: str, cwd: Path, ray_tmp: Path, timeout: float = 300,
+          merge: bool = True) -> subprocess.CompletedProcess:
+    """Runs ``script`` in a :func:`fresh_shell` in ``cwd`` (``HOME`` is ``cwd/home``) to its end,
+    then kills whatever it left; returns its exit status and output (stderr in stdout with
+    ``merge``, else apart)."""
+    shell = fresh_shell(script, cwd=cwd, home=cwd / "home", ray_tmp=ray_tmp, stdout=subprocess.PIPE,
+                        stderr=subprocess.STDOUT if merge else subprocess.PIPE)
+    try:
+        out, err = shell.communicate(timeout=timeout)
+    finally:
+        kill(shell)
+    return subprocess.CompletedProcess(script, shell.returncode, out, err)

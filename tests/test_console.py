@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 from data_fixtures import single_year_voc
-from isolated import REPO, fresh_shell, kill
+from isolated import REPO, typed
 
 from transcenter.platform.cli import build_parser, spec_from_args
 from transcenter.platform.progress import StudyProgress
@@ -180,16 +180,11 @@ def test_smoke_study_console_is_short_plain_and_starts_with_the_banner(tmp_path)
     """As ``make demo`` runs it, typed into a fresh shell: a local Ray, no line from Ray, Tune or
     Optuna (they are in the study's driver.log)."""
     storage = tmp_path / "results"
-    shell = fresh_shell(
-        f"python {REPO}/studies/heatmap_size.py --preset smoke --num-samples 2 --epochs 2 "
-        f"--set data.num_train=8 --set data.num_val=4 --no-report --storage-path {storage}",
-        cwd=tmp_path, home=tmp_path / "home", ray_tmp=tmp_path / "ray",
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        console, _ = shell.communicate(timeout=300)
-    finally:
-        kill(shell)
-    assert shell.returncode == 0, console[-4000:]
+    done = typed(f"python {REPO}/studies/heatmap_size.py --preset smoke --num-samples 2 --epochs 2 "
+                 f"--set data.num_train=8 --set data.num_val=4 --no-report --storage-path {storage}",
+                 tmp_path, tmp_path / "ray")
+    console = done.stdout
+    assert done.returncode == 0, console[-4000:]
     lines = console.splitlines()
     # The shell's network namespace has no route out: Ray's C++ core, probing for the machine's
     # address before any logging is configured, says so once (a machine that is online does not).
@@ -232,17 +227,11 @@ def test_a_study_in_a_fresh_shell_counts_its_eta_down_and_leaves_no_index_in_the
     temp = Path(tempfile.mkdtemp(prefix="tc-", dir="/tmp"))  # short: Ray's sockets go in it
     storage, voc = tmp_path / "results", single_year_voc(tmp_path / "voc", length=128)
     try:
-        shell = fresh_shell(
-            f"TMPDIR={temp} python {REPO}/studies/heatmap_size.py --preset smoke --num-samples 1 "
-            f"--epochs 3 --progress-every 1 --data voc --data-root {voc} --no-report "
-            f"--storage-path {storage}",
-            cwd=tmp_path, home=tmp_path / "home", ray_tmp=tmp_path / "ray",
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        try:
-            console, _ = shell.communicate(timeout=300)
-        finally:
-            kill(shell)
-        assert shell.returncode == 0, console[-4000:]
+        done = typed(f"TMPDIR={temp} python {REPO}/studies/heatmap_size.py --preset smoke "
+                     f"--num-samples 1 --epochs 3 --progress-every 1 --data voc --data-root {voc} "
+                     f"--no-report --storage-path {storage}", tmp_path, tmp_path / "ray")
+        console = done.stdout
+        assert done.returncode == 0, console[-4000:]
         left = sorted(p.name for p in temp.iterdir())
     finally:
         shutil.rmtree(temp, ignore_errors=True)
@@ -262,17 +251,12 @@ def test_a_simulated_study_ends_with_its_summary_and_no_error_in_a_fresh_shell(t
     exit 0, only the study's own lines (no Tune warning that a trial's result files are missing,
     no traceback), the field fixed and said so in the banner, and an ETA in wall-clock seconds,
     not the simulated seconds the trials report."""
-    shell = fresh_shell(
-        f"python {REPO}/studies/full_search.py --simulate surrogate --num-samples 20 --epochs 5 "
-        f"--max-concurrent-trials 4 --no-report --name fs20 --progress-every 1 "
-        f"--set model.heatmap_size=32 --storage-path {tmp_path / 'results'}",
-        cwd=tmp_path, home=tmp_path / "home", ray_tmp=tmp_path / "ray",
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        console, _ = shell.communicate(timeout=300)
-    finally:
-        kill(shell)
-    assert shell.returncode == 0, console[-4000:]
+    done = typed(f"python {REPO}/studies/full_search.py --simulate surrogate --num-samples 20 "
+                 f"--epochs 5 --max-concurrent-trials 4 --no-report --name fs20 --progress-every 1 "
+                 f"--set model.heatmap_size=32 --storage-path {tmp_path / 'results'}",
+                 tmp_path, tmp_path / "ray")
+    console = done.stdout
+    assert done.returncode == 0, console[-4000:]
     offline = "network_util.cc:330: Failed to determine local IP via external connectivity"
     lines = [line for line in console.splitlines() if offline not in line]
     assert [line for line in lines if not OWN_LINES.match(line)] == []

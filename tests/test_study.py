@@ -13,7 +13,7 @@ import psutil
 import pytest
 import ray
 from crash_resume import audit, run_to_the_end, study_command
-from isolated import fresh_shell, kill
+from isolated import fresh_shell, kill, typed
 from local_cluster import trial_actors
 
 from transcenter.platform import faults
@@ -161,14 +161,8 @@ def test_ctrl_c_says_what_was_stored_and_the_command_that_continues_it(inject_fa
     assert f"interrupted: {len(rows)} epoch rows of {rows['trial_id'].nunique()} trials" in err
     command = err.split("continue the study with:\n  ", 1)[1].splitlines()[0]
     assert command.endswith(" --resume") and "heatmap_size.py" in command
-    again = fresh_shell(f"{faults.ENV}={inject_faults.path} {command}", cwd=tmp_path,
-                        home=tmp_path / "home", ray_tmp=tmp_path / "ray2",
-                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        _, err = again.communicate(timeout=400)
-    finally:
-        kill(again)
-    assert again.returncode == 0, err[-3000:]
+    again = typed(f"{faults.ENV}={inject_faults.path} {command}", tmp_path, tmp_path / "ray2", timeout=400)
+    assert again.returncode == 0, again.stdout[-3000:]
     assert audit(tmp_path, "ctrlc", samples=3, epochs=2, kills=1,
                  faults_file=inject_faults.path)["problems"] == []
 
