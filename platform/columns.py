@@ -14,6 +14,13 @@ from transcenter.model.training.experiment import TrialConfig, resolve, substitu
 from transcenter.platform.trainer import Resources
 
 
+def trial_overrides(overrides: dict[str, Any], resources: Resources,
+                    searched: dict[str, Any]) -> dict[str, Any]:
+    """Returns the configuration overrides a trial trains with: its ``searched`` values over the
+    study's ``overrides`` over the thread count ``resources`` gives each worker (``train.threads``)."""
+    return {"train.threads": resources.threads, **overrides, **searched}
+
+
 @dataclass(frozen=True)
 class TrialColumns:
     """Maps a trial's searched values to its rows' hyperparameters (callable, picklable).
@@ -32,22 +39,26 @@ class TrialColumns:
            trains: bool = True) -> TrialColumns:
         """Returns the columns of trials run with ``resources`` (on their GPUs, if they have any;
         the threads default the trial actor gives them); ``trains=False`` resolves nothing."""
-        overrides = {"train.threads": resources.threads, **overrides}
+        overrides = trial_overrides(overrides, resources, {})
         if not trains:
             return cls(preset, overrides, None)
         return cls(preset, overrides, "cuda" if resources.gpus_per_worker > 0 else "cpu",
                    resources.workers)
 
+    def requested(self, searched: dict[str, Any]) -> TrialConfig:
+        """Returns the configuration a trial with the searched values ``searched`` asks for,
+        before its workers resolve it for their device."""
+        return trial_config(self.preset, {**self.overrides, **searched})
+
     def config(self, searched: dict[str, Any]) -> TrialConfig:
         """Returns the configuration a trial with the searched values ``searched`` trains."""
-        cfg = trial_config(self.preset, {**self.overrides, **searched})
+        cfg = self.requested(searched)
         return cfg if self.device is None else resolve(cfg, self.device, self.world_size)
 
     def substitutions(self, searched: dict[str, Any], sections: tuple[str, ...] = ("model",)) -> str:
         """Returns the fields of ``sections`` that resolving changed in the trial with
         ``searched``, as :func:`~transcenter.model.training.experiment.substitutions` words them."""
-        return substitutions(trial_config(self.preset, {**self.overrides, **searched}),
-                             self.config(searched), sections)
+        return substitutions(self.requested(searched), self.config(searched), sections)
 
     def __call__(self, searched: dict[str, Any]) -> dict[str, Any]:
         """Returns ``{dotted name: value}``: every bool, int, float or str field of

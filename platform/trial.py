@@ -14,6 +14,7 @@ from typing import Any
 from ray import tune
 from ray.train import UserCallback
 
+from transcenter.platform.columns import trial_overrides
 from transcenter.platform.compat import HEAD_NODE_RESOURCE, train_resource_request_logger
 from transcenter.platform.errors import TrialFailure
 from transcenter.platform.train_log import console_level, fold_tracebacks
@@ -80,8 +81,7 @@ def trial_driver(config: dict[str, Any], spec: TrialSpec) -> None:
     fold_tracebacks(train_resource_request_logger(),
                     logging.WARNING if spec.verbose else logging.ERROR)
     key, params = split_config(config)
-    overrides = {**spec.overrides, **params}
-    overrides.setdefault("train.threads", spec.resources.threads)
+    overrides = trial_overrides(spec.overrides, spec.resources, params)
     train_dir = f"{spec.study_dir}/train"
     trainer = build_trainer(name=key, storage_path=train_dir,
                             preset=spec.preset, overrides=overrides, resources=spec.resources,
