@@ -133,6 +133,19 @@ def test_study_killed_and_resumed_has_every_epoch_once_typed_and_in_optuna(ray_c
     assert all(sorted(t.intermediate_values) == [1, 2] for t in complete)  # AP50 of every epoch
 
 
+def _processes_running(pid: int, script: str) -> list[psutil.Process]:
+    """Returns the Python processes below ``pid`` whose command line names ``script`` (processes
+    that end while they are looked at are skipped)."""
+    found = []
+    for process in psutil.Process(pid).children(recursive=True):
+        try:
+            if process.name().startswith("python") and script in " ".join(process.cmdline()):
+                found.append(process)
+        except psutil.Error:
+            continue
+    return found
+
+
 def test_ctrl_c_says_what_was_stored_and_the_command_that_continues_it(inject_faults, tmp_path):
     """Typed into a fresh shell, as a user runs it on their own machine (its own local Ray):
     SIGINT, what Ctrl-C sends, after the first epoch row; then the command it prints, typed into
@@ -149,8 +162,7 @@ def test_ctrl_c_says_what_was_stored_and_the_command_that_continues_it(inject_fa
         while time.time() < deadline and shell.poll() is None and len(store.read_epochs()) < 1:
             time.sleep(0.5)
         assert shell.poll() is None, "study finished before it could be interrupted"
-        [driver] = [p for p in psutil.Process(shell.pid).children(recursive=True)
-                    if "heatmap_size.py" in " ".join(p.cmdline()) and p.name().startswith("python")]
+        [driver] = _processes_running(shell.pid, "heatmap_size.py")
         driver.send_signal(signal.SIGINT)  # what Ctrl-C in its terminal sends
         out, err = shell.communicate(timeout=120)
     finally:
