@@ -38,7 +38,7 @@ def kill(process: subprocess.Popen) -> None:
     process.wait(timeout=30)
 
 
-def typed(script: str, cwd: Path, ray_tmp: Path, timeout: float = 300,
+def typed(script: str, cwd: Path, ray_tmp: Path, timeout: float = 600,
           merge: bool = True) -> subprocess.CompletedProcess:
     """Runs ``script`` in a :func:`fresh_shell` in ``cwd`` (``HOME`` is ``cwd/home``) to its end,
     then kills whatever it left; returns its exit status and output (stderr in stdout with
