@@ -15,10 +15,12 @@ rungs: non-dominated sorting, which on one objective is ASHA's quantile rule):
   such trials in the same stratum whose final values differ by more than the noise of a
   difference (:mod:`transcenter.store.agreement`; the noise is estimated from the finished trials'
   last epochs), counting a pair concordant when the rung orders it as the last epoch does (several
-  objectives: the lowest τ of those with enough pairs). A stratum is judged on its own pairs once
-  it has ``min_pairs``, before that on every stratum's together. A rung whose τ is below
-  ``min_tau`` stops deciding for that stratum: its trials continue, so the grace period grows by
-  itself; it decides again once τ recovers. Before ``min_pairs`` pairs exist, a rung decides.
+  objectives: the lowest τ of those with enough pairs). A rung whose τ is below ``min_tau`` stops
+  deciding for that stratum: its trials continue, so the grace period grows by itself; it decides
+  again once τ recovers. ``audit_scope`` says which pairs judge a stratum's rung: ``"borrowed"``
+  (its own once it has ``min_pairs``, before that every stratum's together; before any stratum
+  has ``min_pairs``, the rung decides) or ``"own"`` (only its own: the rung decides once the
+  stratum has ``min_pairs`` pairs and τ is at least ``min_tau``, never before).
 
 The audit is recounted only when a trial finishes (O(finished trials in a stratum²) numpy work,
 cached until the next one), never per result.
@@ -64,6 +66,7 @@ class RungAudit:
 
 
 POOLED = object()  # the audit over every stratum's pairs together
+AUDIT_SCOPES = ("borrowed", "own")
 
 
 class AuditedASHA(FIFOScheduler):
@@ -80,18 +83,22 @@ class AuditedASHA(FIFOScheduler):
         sentinel_every: Every n-th trial of a stratum, from its first, is never stopped (0: none,
             and then no audit: every rung decides).
         min_tau: A rung whose τ falls below it stops deciding.
-        min_pairs: Audited pairs a rung needs before τ can stop it deciding.
+        min_pairs: Audited pairs a rung needs before τ can stop it deciding (``"own"``: before it
+            decides at all).
+        audit_scope: ``"borrowed"`` or ``"own"`` (see the module docstring).
         time_attr: The result key counting epochs.
     """
 
     def __init__(self, objectives: dict[str, str], epochs: int, grace_period: int = 1,
                  reduction_factor: float = 3, stratify: str | None = None,
                  sentinel_every: int = 16, min_tau: float = 0.5, min_pairs: int = 6,
-                 time_attr: str = "epoch") -> None:
-        if sentinel_every < 0 or min_pairs < 1 or not -1.0 <= min_tau <= 1.0:
+                 audit_scope: str = "borrowed", time_attr: str = "epoch") -> None:
+        if (sentinel_every < 0 or min_pairs < 1 or not -1.0 <= min_tau <= 1.0
+                or audit_scope not in AUDIT_SCOPES):
             raise ValueError(f"sentinel_every={sentinel_every}, min_pairs={min_pairs}, "
-                             f"min_tau={min_tau}: need sentinel_every >= 0, min_pairs >= 1 and "
-                             f"-1 <= min_tau <= 1")
+                             f"min_tau={min_tau}, audit_scope={audit_scope!r}: need "
+                             f"sentinel_every >= 0, min_pairs >= 1, -1 <= min_tau <= 1 and "
+                             f"audit_scope in {AUDIT_SCOPES}")
         super().__init__()
         # One bracket per stratum; max_t above the last epoch: a trial that passed its rungs ends
         # by finishing (completed), never by a STOP at its last epoch.
@@ -101,7 +108,7 @@ class AuditedASHA(FIFOScheduler):
         self.objectives, self.epochs, self.time_attr = dict(objectives), epochs, time_attr
         self.milestones = [rung.milestone for rung in template.rungs if rung.milestone < epochs]
         self.stratify, self.sentinel_every = stratify, sentinel_every
-        self.min_tau, self.min_pairs = min_tau, min_pairs
+        self.min_tau, self.min_pairs, self.audit_scope = min_tau, min_pairs, audit_scope
         self._template = template
         self.brackets: dict[Any, MultiObjectiveASHA] = {}
         self.stratum: dict[str, Any] = {}
@@ -184,9 +191,13 @@ class AuditedASHA(FIFOScheduler):
 
     def tau_and_pairs(self, milestone: float, stratum: Any = POOLED) -> tuple[float | None, int]:
         """Returns the rung's Kendall τ against the final ranking and how many pairs it rests on
-        (:func:`kendall_tau`): the stratum's own once it has ``min_pairs`` pairs, else every
-        stratum's together (``stratum`` :data:`POOLED`: always those)."""
-        for scope in ((POOLED,) if stratum is POOLED else (stratum, POOLED)):
+        (:func:`kendall_tau`): the stratum's own (``"borrowed"``: once it has ``min_pairs`` pairs,
+        else every stratum's together; ``stratum`` :data:`POOLED`: always those)."""
+        if stratum is POOLED:
+            scopes: tuple = (POOLED,)
+        else:
+            scopes = (stratum,) if self.audit_scope == "own" else (stratum, POOLED)
+        for scope in scopes:
             tau, pairs = kendall_tau(*self._concordance(milestone, scope), self.min_pairs)
             if pairs >= self.min_pairs:
                 break
@@ -194,12 +205,14 @@ class AuditedASHA(FIFOScheduler):
 
     def deciding(self, milestone: float, stratum: Any = POOLED) -> bool:
         """Whether the rung stops trials of ``stratum`` now (:data:`POOLED`: judged on every
-        stratum's pairs): no sentinels (no audit), fewer than ``min_pairs`` audited pairs, or τ at
-        least ``min_tau``."""
+        stratum's pairs): no sentinels (no audit), or τ at least ``min_tau``, or (``"borrowed"``)
+        fewer than ``min_pairs`` audited pairs; ``"own"`` decides only on ``min_pairs`` pairs."""
         if not self.sentinel_every:
             return True
         tau, pairs = self.tau_and_pairs(milestone, stratum)
-        return pairs < self.min_pairs or tau >= self.min_tau
+        if pairs < self.min_pairs:
+            return self.audit_scope == "borrowed"
+        return tau >= self.min_tau
 
     def on_trial_result(self, tune_controller: TuneController, trial: Trial, result: dict) -> str:
         """Returns ``STOP`` when the trial's stratum's rung ranks it out, the trial is no sentinel

@@ -82,7 +82,8 @@ def study_stopping(config: dict[str, Any]) -> Stopping:
     return Stopping(config.get("stopping", "asha") if config["asha"] else "none",
                     config["grace_period"], config["reduction_factor"], config.get("stratify"),
                     config.get("sentinel_every", Stopping.sentinel_every),
-                    config.get("rung_min_tau", Stopping.min_tau))
+                    config.get("rung_min_tau", Stopping.min_tau),
+                    config.get("audit_scope", Stopping.audit_scope))
 
 
 def best_of(study: SimulatedStudy, objectives: dict[str, str], epochs: int) -> tuple[float, str]:

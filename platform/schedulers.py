@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
-from transcenter.platform.audited_asha import AuditedASHA
+from transcenter.platform.audited_asha import AUDIT_SCOPES, AuditedASHA
 from transcenter.platform.mo_asha import MultiObjectiveASHA
 from transcenter.platform.trial_files import REPLAY_KEY
 
@@ -34,6 +34,9 @@ class Stopping:
         sentinel_every: ``"audited"``: every n-th trial of a stratum is never stopped (0: none).
         min_tau: ``"audited"``: a rung whose Kendall τ against the final ranking falls below it
             stops deciding.
+        audit_scope: ``"audited"``: ``"borrowed"`` (a stratum without enough audited pairs of its
+            own is judged on every stratum's) or ``"own"`` (its rungs decide only once its own
+            pairs agree) (:class:`~transcenter.platform.audited_asha.AuditedASHA`).
     """
 
     policy: str = "audited"
@@ -42,6 +45,7 @@ class Stopping:
     stratify: str | None = None
     sentinel_every: int = 16
     min_tau: float = 0.5
+    audit_scope: str = "borrowed"
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -54,6 +58,9 @@ class Stopping:
             raise ValueError(f"--sentinel-every {self.sentinel_every}: must be >= 0 (0: none)")
         if not -1.0 <= self.min_tau <= 1.0:
             raise ValueError(f"--rung-min-tau {self.min_tau}: must be in [-1, 1]")
+        if self.audit_scope not in AUDIT_SCOPES:
+            raise ValueError(f"--audit-scope {self.audit_scope!r}: must be one of "
+                             f"{', '.join(AUDIT_SCOPES)}")
 
     def describe(self) -> str:
         """Returns the policy in a few words, e.g. ``audited ASHA, strata by model.heatmap_size``."""
@@ -62,8 +69,9 @@ class Stopping:
         if self.policy == "asha":
             return f"ASHA (grace {self.grace_period}, rf {self.reduction_factor})"
         strata = f"strata by {self.stratify}" if self.stratify else "one stratum"
+        own = ", each stratum on its own pairs" if self.audit_scope == "own" else ""
         sentinels = (f"every {self.sentinel_every}th trial a sentinel, rungs below tau "
-                     f"{self.min_tau:g} stop deciding" if self.sentinel_every else "no sentinels")
+                     f"{self.min_tau:g} stop deciding{own}" if self.sentinel_every else "no sentinels")
         return (f"audited ASHA (grace {self.grace_period}, rf {self.reduction_factor}, {strata}, "
                 f"{sentinels})")
 
@@ -91,7 +99,8 @@ def make_scheduler(objectives: dict[str, str], epochs: int, stopping: Stopping) 
         return FIFOScheduler()
     if stopping.policy == "audited":
         return AuditedASHA(objectives, epochs, stopping.grace_period, stopping.reduction_factor,
-                           stopping.stratify, stopping.sentinel_every, stopping.min_tau)
+                           stopping.stratify, stopping.sentinel_every, stopping.min_tau,
+                           audit_scope=stopping.audit_scope)
     # Both ASHAs answer STOP to a result at epoch >= max_t. max_t one above the last epoch lets a
     # trial that passed its rungs end by finishing (recorded completed), not by a STOP at its last
     # epoch (which the store and Optuna would record as stopped / pruned).

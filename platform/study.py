@@ -89,6 +89,7 @@ class StudySpec:
     stratify: str = "auto"  # a searched field, "none", or "auto": the heatmap size when searched
     sentinel_every: int = Stopping.sentinel_every  # audited: every n-th trial of a stratum is never stopped (0: none)
     rung_min_tau: float = Stopping.min_tau  # audited: a rung below this Kendall tau stops deciding
+    audit_scope: str = Stopping.audit_scope  # audited: "borrowed" or "own" (a stratum's own pairs only)
     resources: Resources = field(default_factory=Resources)
     storage_path: str = "results"  # an absolute path or a URI (create() resolves a relative one)
     optuna_url: str | None = None  # without a password: create() splits it into optuna_password
@@ -188,7 +189,8 @@ class StudySpec:
                              f"(it searches {', '.join(self.space.params) or 'nothing'}); give "
                              f"one of them, auto or none")
         return Stopping(self.stopping if self.asha else "none", self.grace_period,
-                        self.reduction_factor, stratify, self.sentinel_every, self.rung_min_tau)
+                        self.reduction_factor, stratify, self.sentinel_every, self.rung_min_tau,
+                        self.audit_scope)
 
     @property
     def objective_modes(self) -> dict[str, str]:
@@ -319,7 +321,8 @@ def _settings(spec: StudySpec) -> dict[str, Any]:
 def _stopping_settings(stopping: Stopping) -> dict[str, Any]:
     """Returns the ``study.json`` settings of the early-stopping policy beyond ASHA's rungs."""
     return {"stopping": stopping.policy, "stratify": stopping.stratify,
-            "sentinel_every": stopping.sentinel_every, "rung_min_tau": stopping.min_tau}
+            "sentinel_every": stopping.sentinel_every, "rung_min_tau": stopping.min_tau,
+            "audit_scope": stopping.audit_scope}
 
 
 def _stopper(policy: str, objectives: int) -> str | None:

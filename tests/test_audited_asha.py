@@ -107,6 +107,22 @@ def test_sentinels_agreeing_with_the_final_ranking_keep_the_rung_deciding():
     assert train(audited, [("poor", {}, [5.0] * 6)])["poor"] == 1
 
 
+@pytest.mark.parametrize("scope, poor_trains", [("borrowed", 1), ("own", 6)])
+def test_a_stratum_without_pairs_of_its_own_borrows_the_audit_only_when_told(scope, poor_trains):
+    """S = 16's four trials agree with their final ranking at every rung; S = 64 has one finished
+    trial (its sentinel), so no pair: "borrowed" lets S = 16's audit decide for it, "own" does not."""
+    agreeing = [(f"s{i}", {SIZE: 16}, noisy([20.0 + 5 * i, 40.0 + 5 * i, 50.0 + 5 * i, 60.0 + 5 * i,
+                                              60.0 + 5 * i, 60.0 + 5 * i], 0.1)) for i in range(4)]
+    audited = AuditedASHA({"AP50": "max"}, 6, reduction_factor=2, stratify=SIZE, sentinel_every=2,
+                          min_pairs=3, audit_scope=scope)
+    train_in_lockstep(audited, agreeing)
+    assert audited.tau_and_pairs(1, 16) == (1.0, 6)
+    trained = train(audited, [("first", {SIZE: 64}, [50.0] * 6), ("poor", {SIZE: 64}, [5.0] * 6)])
+    assert trained == {"first": 6, "poor": poor_trains}
+    # "own": the poor trial trained to the end, so S = 64 now has one pair of its own.
+    assert audited.tau_and_pairs(1, 64) == ((1.0, 6) if scope == "borrowed" else (1.0, 1))
+
+
 def test_pairs_within_the_noise_are_not_evidence():
     # Final values 0.1 apart with an epoch-to-epoch noise of about 1: no pair is clear.
     close = [(f"s{i}", {}, noisy([20.0 + i, 40.0, 50.0, 60.0 - 0.1 * i, 60.0 - 0.1 * i,

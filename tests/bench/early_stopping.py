@@ -24,7 +24,8 @@ highest on the noiseless curves. Methods: ``none``, ``asha`` (Ray's ASHA with re
 multi-objective ASHA on two objectives: the studies' setting before the audited policy),
 ``audited`` (audited ASHA stratified by the heatmap size with the CLI's defaults: reduction factor
 3, a sentinel every 16th trial), and the candidates ``audited_rf2`` (reduction factor 2, a sentinel
-every 8th: the default before), ``stratified`` (no sentinels) and ``audited_one_stratum``
+every 8th: the default before), ``audited_own`` (each stratum's rungs judged on its own audited
+pairs only, ``--audit-scope own``), ``stratified`` (no sentinels) and ``audited_one_stratum``
 (sentinels, no strata). Each study script says whether it stops early by default (its ``ASHA``):
 ``full_search`` does (``audited``), ``accuracy_vs_compute`` does not (``none``). Prints one JSON
 object with ``targets``: each target of issue 36, measured on the studies' defaults, and whether it
@@ -63,6 +64,7 @@ METHODS = {
     "asha": Stopping("asha", reduction_factor=2),
     "audited": Stopping("audited", stratify=SIZE),
     "audited_rf2": Stopping("audited", stratify=SIZE, reduction_factor=2, sentinel_every=8),
+    "audited_own": Stopping("audited", stratify=SIZE, audit_scope="own"),
     "stratified": Stopping("audited", stratify=SIZE, sentinel_every=0),
     "audited_one_stratum": Stopping("audited"),
 }
@@ -71,7 +73,8 @@ FAMILIES = {
     "crossing": (CROSSING, "full_search", {"AP50": "max"}, tuple(METHODS)),
     "crossing_mo": (CROSSING, "accuracy_vs_compute", {"AP": "max", "gmacs": "min"},
                     ("none", "asha", "audited", "audited_rf2")),
-    "surrogate": (SURROGATE, "full_search", {"AP50": "max"}, ("none", "asha", "audited", "audited_rf2")),
+    "surrogate": (SURROGATE, "full_search", {"AP50": "max"},
+                  ("none", "asha", "audited", "audited_rf2", "audited_own")),
 }
 
 
