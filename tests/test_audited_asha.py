@@ -154,7 +154,7 @@ def test_a_replayed_result_is_never_decided_on():
 @pytest.mark.parametrize("bad, message", [
     ({"policy": "sometimes"}, "--stopping"), ({"grace_period": 0}, "--grace-period"),
     ({"reduction_factor": 1}, "--reduction-factor"), ({"sentinel_every": -1}, "--sentinel-every"),
-    ({"min_tau": 2.0}, "--rung-min-tau")])
+    ({"min_tau": 2.0}, "--rung-min-tau"), ({"audit_scope": "all"}, "--audit-scope")])
 def test_a_bad_stopping_setting_is_refused_naming_its_flag(bad, message):
     with pytest.raises(ValueError, match=message):
         Stopping(**bad)
