@@ -17,6 +17,7 @@ import optuna
 import ray
 
 from transcenter.model.training.experiment import PRESETS, parse_overrides
+from transcenter.platform.audited_asha import AUDIT_SCOPES
 from transcenter.platform.data_check import DataCheck
 from transcenter.platform.errors import StudyError
 from transcenter.platform.progress import prepare_console
@@ -98,7 +99,7 @@ def build_parser(name: str, description: str, asha: bool, seeds: int = 1,
     p.add_argument("--rung-min-tau", type=number(float, -1), default=StudySpec.rung_min_tau, metavar="TAU",
                    help="--stopping audited: a rung whose Kendall tau against the final ranking is "
                         "below TAU stops deciding (default %(default)s)")
-    p.add_argument("--audit-scope", choices=("borrowed", "own"), default=StudySpec.audit_scope,
+    p.add_argument("--audit-scope", choices=AUDIT_SCOPES, default=StudySpec.audit_scope,
                    help="--stopping audited: which finished pairs judge a stratum's rung: borrowed "
                         "(its own once it has enough, before that every stratum's) or own (only "
                         "its own: its rungs stop no trial until they agree with the final ranking; "
