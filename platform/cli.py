@@ -74,9 +74,9 @@ def build_parser(name: str, description: str, asha: bool, seeds: int = 1,
     p.add_argument("--gpus-per-worker", type=NON_NEGATIVE, default=0.0,
                    help="GPUs per worker; fractions share a GPU between small trials")
     p.add_argument("--keep-workers", type=NON_NEGATIVE, default=5.0, metavar="SECONDS",
-                   help="how long a finished trial's Train workers wait for the next trial, which "
-                        "then skips starting processes and importing torch (0: never; default "
-                        "%(default)s)")
+                   help="how long a finished or early-stopped trial's Train workers wait for the "
+                        "next trial, which then skips starting processes and importing torch (0: "
+                        "never; default %(default)s)")
     p.add_argument("--max-concurrent-trials", type=POSITIVE, default=2)
     p.add_argument("--asha", action=argparse.BooleanOptionalAction, default=asha,
                    help="ASHA early stopping on --metric (default %(default)s)")

@@ -174,10 +174,10 @@ class LeanTorchTrainer(DataParallelTrainer):
     (:class:`PlacementGroupRecorder` instead), and, inside an actor such as a Tune trial, the
     separate controller actor: the Train controller runs in the calling actor's own process, so
     its callbacks (the report to Tune among them) are plain calls in the trial actor. When the run
-    ends by an exception (Tune ending a trial it stopped raises ``SystemExit`` in its report), its
-    workers are aborted, since Tune reuses the trial actor for its next trial. With
-    ``keep_workers_s`` > 0, a run that finished keeps its workers for the actor's next trial
-    (:class:`WarmWorkerGroup`).
+    ends by an exception its workers must end too, since Tune reuses the trial actor for its next
+    trial: with ``keep_workers_s`` > 0, a run that finished, or that Tune stopped (its report
+    raises ``SystemExit``) and whose workers stop at a step boundary when asked, keeps its workers
+    for the actor's next trial (:class:`WarmWorkerGroup`); any other run's workers are aborted.
 
     Why: Ray 2.60 starts, for every trial, a controller actor, a ``DatasetManager`` actor (datasets
     or not), a ``PlacementGroupCleaner`` actor, and with Tune's ``TuneReportCallback`` a queue
@@ -214,11 +214,14 @@ class LeanTorchTrainer(DataParallelTrainer):
         keep_synchronization_actors()
         try:
             asyncio.run(controller.run())
-        except BaseException:
+        except BaseException as ended:
             # Tune ending the trial (its report raises SystemExit) or an error in the controller:
-            # the trial actor lives on for Tune's next trial, so its workers must not.
+            # the trial actor lives on for Tune's next trial, so its workers must stop. Those of
+            # a trial Tune ended stop at a step and are kept; any others are aborted.
             group = controller.get_worker_group()
-            if group is not None and group.has_started():
+            kept = (isinstance(ended, SystemExit) and PARKING.keep_s > 0
+                    and group is not None and group.has_started() and group.stop_at_a_step())
+            if not kept and group is not None and group.has_started():
                 group.abort()
             raise
         return controller.get_result()
@@ -312,6 +315,9 @@ class _ParkingState(WorkerGroupState):
             state.shutdown()
 
 
+STOP_AT_A_STEP_S = 10.0  # how long a stopped trial's workers get to reach a step boundary
+
+
 class WarmWorkerGroup(WorkerGroup):
     """Ray Train's worker group, whose workers serve the next run of the same process.
 
@@ -321,7 +327,9 @@ class WarmWorkerGroup(WorkerGroup):
     The next run asking for the same workers (:meth:`key`) takes them: its placement group is
     ready, its workers have imported Ray Train, torch, torchvision and the model (3-5 s a trial on
     2 cores) and set up CUDA, and each gets the new run's context as a new worker would. A run that
-    failed, was aborted (Tune stopped the trial) or fits no parked group starts its own. The
+    Tune stopped parks its group once the workers stopped at a step (:meth:`stop_at_a_step`).
+    A run that failed, whose workers did not stop in time, or that fits no parked group starts its
+    own. The
     workers must report checkpoints synchronously (the default, as :mod:`worker` does): Ray Train
     shuts its one asynchronous upload pool per process down at the end of every run.
 
@@ -331,6 +339,8 @@ class WarmWorkerGroup(WorkerGroup):
     :func:`keep_synchronization_actors`. Public replacement: none (Ray Train has no worker reuse
     across runs).
     """
+
+    _stopped_at_a_step = False  # set by stop_at_a_step once every worker ended its run
 
     def key(self) -> tuple:
         """What a parked group must match to serve this run: workers, resources per worker,
@@ -361,10 +371,44 @@ class WarmWorkerGroup(WorkerGroup):
         return super()._create_workers(num_workers, placement_group, resources_per_worker,
                                        *args, **kwargs)
 
+    def stop_at_a_step(self, timeout_s: float = STOP_AT_A_STEP_S) -> bool:
+        """Asks the workers to stop at their next step boundary
+        (:mod:`~transcenter.platform.step_stop`), drains the reports they made meanwhile, and
+        once all have ended their run without error within ``timeout_s`` seconds shuts the group
+        down, parking it. Returns whether it did; on False the group is left as it was.
+
+        Polls the worker actors themselves, not :meth:`poll_status`, whose callbacks would hand
+        the drained reports to the run's report handler (and to Tune, which ended the trial).
+        Also uses the private ``Worker.execute_async`` and the worker actor's ``poll_status``."""
+        import time
+
+        import ray
+
+        from transcenter.platform import step_stop
+
+        deadline = time.monotonic() + timeout_s
+        workers = self.get_workers()
+        try:
+            ray.get([w.execute_async(step_stop.request) for w in workers], timeout=timeout_s)
+            while True:
+                statuses = ray.get([w.actor.poll_status.remote() for w in workers],
+                                   timeout=max(0.1, deadline - time.monotonic()))
+                if any(s.error is not None for s in statuses) or time.monotonic() > deadline:
+                    return False
+                if not any(s.running for s in statuses):
+                    break
+                time.sleep(0.05)
+        except Exception:
+            return False
+        self._stopped_at_a_step = True
+        self.shutdown()
+        return True
+
     def shutdown(self) -> None:
         status = self._latest_poll_status
-        if (PARKING.keep_s > 0 and self.has_started() and status is not None and status.finished
-                and not status.errors):
+        finished = self._stopped_at_a_step or (status is not None and status.finished
+                                               and not status.errors)
+        if PARKING.keep_s > 0 and self.has_started() and finished:
             state = self._worker_group_state
             self._worker_group_state = _ParkingState(**_state_fields(state), key=self.key())
         super().shutdown()

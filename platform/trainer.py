@@ -67,6 +67,8 @@ class LoopConfig:
         cost_dir: Where the study's trials share their params/MACs counts, or None.
         log_dir: Where each worker keeps Ray Train's lines of the run, or None.
         log_level: The least level of those lines that Ray forwards to the console.
+        stop_when_asked: The workers stop at a step boundary when the controller asks
+            (:mod:`~transcenter.platform.step_stop`): the trial keeps its worker group.
     """
 
     preset: str | None
@@ -77,6 +79,7 @@ class LoopConfig:
     cost_dir: str | None = None
     log_dir: str | None = None
     log_level: str = "INFO"
+    stop_when_asked: bool = False
 
 
 LOOP_KEY = "loop"  # the one entry of the train_loop_config dict Ray Train passes each worker
@@ -116,5 +119,5 @@ def build_trainer(name: str, storage_path: str, preset: str | None, overrides: d
     return LeanTorchTrainer(train_loop_per_worker, run=run, keep_workers_s=resources.keep_workers_s,
                             train_loop_config={LOOP_KEY: LoopConfig(
                                 preset, overrides, run, uuid.uuid4().hex, telemetry, cost_dir,
-                                log_dir, log_level)},
+                                log_dir, log_level, resources.keep_workers_s > 0)},
                             scaling_config=resources.scaling_config(), run_config=run_config)

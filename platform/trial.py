@@ -47,7 +47,7 @@ class ReportToTune(UserCallback):
     (:class:`~transcenter.platform.compat.LeanTorchTrainer`), so this is a direct ``tune.report``
     in the trial's thread; it returns once Tune has taken the result. Tune reuses a trial actor for
     the next trial: a trial it stopped ends when Tune resets the actor, by ``SystemExit`` from its
-    pending report, which aborts the trial's workers
+    pending report, and its workers stop at a step, kept for the next trial, or are aborted
     (:class:`~transcenter.platform.compat.LeanTorchTrainer`)."""
 
     def __init__(self, trial: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +18,14 @@ import ray.train.torch
 import torch
 
 from transcenter.model.training.checkpoint import load_checkpoint, save_checkpoint
-from transcenter.model.training.engine import DivergedError, TrialRunner, configure_process
+from transcenter.model.training.engine import (
+    DivergedError,
+    TrainingStopped,
+    TrialRunner,
+    configure_process,
+)
 from transcenter.model.training.experiment import trial_config
-from transcenter.platform import faults
+from transcenter.platform import faults, step_stop
 from transcenter.platform.compat import drain_this_node
 from transcenter.platform.costs import cached_count
 from transcenter.platform.disk_full import NodeDiskFull, describe, disk_full_error
@@ -49,13 +54,15 @@ def run_trial(loop_config: LoopConfig) -> None:
 
     A trial that cannot succeed on a retry (bad input, divergence, out of memory) ends the run
     normally after rank 0 records why (the failure protocol of :mod:`transcenter.platform.trial_files`);
-    the driver fails the trial. Any other exception goes to Ray Train, which retries from the
-    checkpoint; a full disk first drains the worker's node, so the retry runs on another
-    (:mod:`transcenter.platform.disk_full`).
+    the driver fails the trial. A run whose controller asks it to stop (:mod:`step_stop`) ends
+    normally at its next step boundary, without reporting the epoch it was training. Any other
+    exception goes to Ray Train, which retries from the checkpoint; a full disk first drains the
+    worker's node, so the retry runs on another (:mod:`transcenter.platform.disk_full`).
 
     Args:
         loop_config: The trial, as :func:`transcenter.platform.trainer.build_trainer` makes it.
     """
+    step_stop.clear()
     rank = ray.train.get_context().get_world_rank()
     epoch = 0  # the epoch being trained, for the failure message
     trial = loop_config.run_dir.rstrip("/").rsplit("/", 1)[-1]
@@ -112,9 +119,11 @@ def _train(loop_config: LoopConfig, rank: int) -> Iterator[int]:
     cfg = trial_config(loop_config.preset, loop_config.overrides)
     cost = {"count_cost": cached_count(loop_config.cost_dir)} if loop_config.cost_dir else {}
     configure_process(cfg)
+    device = ray.train.torch.get_device()
+    stop = _stop_check(device) if loop_config.stop_when_asked else lambda: False
     runner = TrialRunner(cfg, wrap_model=ray.train.torch.prepare_model,
                          wrap_loader=ray.train.torch.prepare_data_loader,
-                         device=ray.train.torch.get_device(), **cost)
+                         device=device, stop_requested=stop, **cost)
     node_ip = ray.util.get_node_ip_address()
     reports: list[dict[str, Any]] = []  # every epoch's report so far, kept in the checkpoint
     checkpoint = ray.train.get_checkpoint()
@@ -140,7 +149,12 @@ def _train(loop_config: LoopConfig, rank: int) -> Iterator[int]:
     while runner.epoch < cfg.train.epochs:
         yield runner.epoch + 1
         faults.maybe_inject(trial_faults, runner.epoch + 1, "before", rank)
-        metrics = runner.run_epoch()
+        try:
+            metrics = runner.run_epoch()
+        except TrainingStopped:
+            return
+        if stop():  # asked after the epoch's last step: the epoch is not reported
+            return
         if rank == 0:
             faults.record_trained(loop_config.run_dir, runner.epoch)
         faults.maybe_inject(trial_faults, runner.epoch, "after", rank)
@@ -157,6 +171,21 @@ def _train(loop_config: LoopConfig, rank: int) -> Iterator[int]:
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(report, checkpoint=ckpt)
         faults.maybe_inject(trial_faults, runner.epoch, "reported", rank)
+
+
+def _stop_check(device: torch.device) -> Callable[[], bool]:
+    """Returns a callable that is True once the controller asked this run to stop
+    (:mod:`step_stop`); under DDP it all-reduces the ranks' flags, so every rank stops at the same
+    step and none is left waiting in a collective for one that stopped."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return step_stop.requested
+
+    def agreed() -> bool:
+        flag = torch.tensor([float(step_stop.requested())], device=device)  # (1,)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return bool(flag.item())
+
+    return agreed
 
 
 def _first_start_of_fit(loop_config: LoopConfig, rank: int) -> bool:

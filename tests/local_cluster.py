@@ -15,7 +15,11 @@ from pathlib import Path
 
 import psutil
 
-from transcenter.platform.compat import WORKER_ENV, enable_token_auth_if_token_available
+from transcenter.platform.compat import (
+    WORKER_ENV,
+    enable_token_auth_if_token_available,
+    recorded_cluster_address,
+)
 
 
 @dataclass(frozen=True)
@@ -34,7 +38,8 @@ def free_port() -> int:
 @contextmanager
 def local_head(num_cpus: int = 2, env: dict[str, str] | None = None) -> Iterator[LocalCluster]:
     """Starts a Ray head (dashboard and job server on 127.0.0.1) and, on exit, kills its processes
-    (:func:`kill_process_group`).
+    (:func:`kill_process_group`) and removes Ray's record of it as the machine's current cluster,
+    which a later ``ray.init()`` on the machine would otherwise try to join.
 
     Ray canonicalises 127.0.0.1 to the node's IP, where the GCS listens, so the address uses it.
     Job entrypoints' ``python`` is this interpreter, as with an activated virtualenv. ``env`` is
@@ -60,6 +65,9 @@ def local_head(num_cpus: int = 2, env: dict[str, str] | None = None) -> Iterator
         yield cluster
     finally:
         kill_process_group(start.pid)
+        recorded, record = recorded_cluster_address()
+        if recorded == cluster.address:
+            Path(record).unlink(missing_ok=True)
 
 
 def kill_process_group(pgid: int) -> None:
@@ -83,7 +91,11 @@ def kill_process_group(pgid: int) -> None:
 
 
 def trial_actors() -> list:
-    """Every Tune trial actor the connected Ray has started, alive or not (the State API)."""
+    """Every Tune trial actor the connected Ray has started, alive or not (the State API of that
+    cluster, by its address: another cluster started later on the machine is not asked)."""
+    import ray
     from ray.util.state import list_actors
 
-    return list_actors(filters=[("class_name", "=", "ImplicitFunc")], limit=10_000, detail=False)
+    address = ray.get_runtime_context().gcs_address
+    return list_actors(address=address, filters=[("class_name", "=", "ImplicitFunc")],
+                       limit=10_000, detail=False)

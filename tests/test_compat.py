@@ -361,19 +361,25 @@ def test_the_gcs_client_still_drains_a_node_by_hex_id_and_reason():
 def test_upstream_worker_group_still_has_the_hooks_a_warm_group_uses(monkeypatch):
     """WarmWorkerGroup and keep_synchronization_actors: redo them if Ray Train's worker group stops
     building a run's group through these hooks, and drop them once Ray Train reuses workers across
-    runs itself. The behaviour's canary is tests/test_ray_train.py's
-    ``test_a_finished_runs_workers_serve_the_actors_next_run_and_train_it_alike`` (a real run on a
+    runs itself. The behaviour's canaries are tests/test_ray_train.py's
+    ``test_a_finished_runs_workers_serve_the_actors_next_run_and_train_it_alike`` and
+    ``test_a_stopped_runs_workers_stop_at_a_step_and_serve_the_actors_next_run`` (real runs on a
     kept group); this test checks the hooks' signatures and undoes the patch it applies."""
     from ray.train.v2._internal.execution.controller import TrainController
     from ray.train.v2._internal.execution.worker_group import WorkerGroup
     from ray.train.v2._internal.execution.worker_group import worker_group as module
+    from ray.train.v2._internal.execution.worker_group.poll import WorkerStatus
     from ray.train.v2._internal.execution.worker_group.state import WorkerGroupState
+    from ray.train.v2._internal.execution.worker_group.worker import RayTrainWorker, Worker
 
     assert TrainController.worker_group_cls is WorkerGroup
     assert list(inspect.signature(WorkerGroup._create_workers).parameters)[1:4] == [
         "num_workers", "placement_group", "resources_per_worker"]
     assert [f.name for f in dataclasses.fields(WorkerGroupState)] == [
         "start_time", "placement_group_handle", "workers", "sync_actor"]
+    assert list(inspect.signature(Worker.execute_async).parameters)[1] == "fn"  # stop_at_a_step
+    assert callable(RayTrainWorker.poll_status)
+    assert {"running", "error", "training_report"} <= {f.name for f in dataclasses.fields(WorkerStatus)}
     monkeypatch.setattr(module, "SynchronizationActor", module.SynchronizationActor)  # undone after
     compat.keep_synchronization_actors()
     compat.keep_synchronization_actors()  # idempotent: wraps upstream's class once

@@ -8,7 +8,13 @@ from transcenter.model.training.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from transcenter.model.training.engine import DEFAULT_THREADS, DivergedError, TrialRunner, configure_process
+from transcenter.model.training.engine import (
+    DEFAULT_THREADS,
+    DivergedError,
+    TrainingStopped,
+    TrialRunner,
+    configure_process,
+)
 from transcenter.model.training.experiment import trial_config
 from transcenter.store.metric_names import AP_KEYS, LOSS_KEYS
 
@@ -52,6 +58,21 @@ def test_checkpoint_from_other_model_config_is_refused(tmp_path):
     other = TrialRunner(trial_config("smoke", {**TINY, "model.heatmap_size": 32}))
     with pytest.raises(IncompatibleCheckpointError, match="model.heatmap_size: checkpoint 16 vs config 32"):
         other.load_state_dict(load_checkpoint(path))
+
+
+@pytest.mark.parametrize("stop_at_call", [2, 3])  # 2 training steps, then validation's first
+def test_a_requested_stop_ends_the_epoch_at_the_next_step(stop_at_call):
+    calls = []
+
+    def stop_requested() -> bool:
+        calls.append(1)
+        return len(calls) >= stop_at_call
+
+    runner = TrialRunner(trial_config("smoke", TINY), stop_requested=stop_requested)
+    with pytest.raises(TrainingStopped, match="epoch 1"):
+        runner.run_epoch()
+    assert len(calls) == stop_at_call  # asked once before each step, nothing run past the answer
+    assert runner.epoch == 0 and runner.last_metrics == {}
 
 
 def test_divergence_names_epoch_and_component():

@@ -41,7 +41,10 @@ class TrialLike:
     def fit(self, **trainer_args) -> dict:
         import os
 
-        result = build_trainer(**trainer_args).fit()
+        try:
+            result = build_trainer(**trainer_args).fit()
+        except SystemExit:  # the run was ended as Tune ends a trial it stopped
+            return {"stopped": True}
         return {"epoch": result.metrics["epoch"], "checkpoint": result.checkpoint is not None,
                 "loss": result.metrics["loss"], "pid": os.getpid(),
                 "actor_id": ray.get_runtime_context().get_actor_id()}
@@ -141,6 +144,44 @@ def test_a_finished_runs_workers_serve_the_actors_next_run_and_train_it_alike(ra
         time.sleep(0.5)
     ray.kill(actor)
 
+
+
+class EndAtFirstReport(UserCallback):
+    """Ends the run at its first report as Tune ends a trial it stopped: ``SystemExit`` from the
+    report, while the workers train on."""
+
+    def after_report(self, run_context, metrics, checkpoint):
+        raise SystemExit(0)
+
+
+def test_a_stopped_runs_workers_stop_at_a_step_and_serve_the_actors_next_run(ray_cluster, tmp_path):
+    """A run ended mid-training (Tune stopping its trial) keeps its worker group too: its two
+    DDP workers stop together at a step boundary when asked (platform/step_stop.py) instead of
+    training the remaining epochs, well within compat.STOP_AT_A_STEP_S, and the actor's next run
+    starts on the same group and gets only its own reports."""
+    storage = str(tmp_path / "storage")
+    log = tmp_path / "reports.jsonl"
+    actor = TrialLike.remote()
+    kept = Resources(workers=2, keep_workers_s=60)
+    long_run = {**ONE_EPOCH, "data.num_train": 16, "train.epochs": 50}
+    stopped = ray.get(actor.fit.remote(name="stopped", storage_path=storage, preset="smoke",
+                                       overrides=long_run, resources=kept,
+                                       callbacks=[EndAtFirstReport()]))
+    assert stopped == {"stopped": True}
+    group, state = _group_state(storage, "stopped")
+    assert state == "CREATED"  # kept: the workers stopped at a step instead of being aborted
+    briefly = Resources(workers=2, keep_workers_s=1)  # the same workers, kept 1 s after this run
+    again = ray.get(actor.fit.remote(name="again", storage_path=storage, preset="smoke",
+                                     overrides=ONE_EPOCH, resources=briefly,
+                                     callbacks=[EpochLog(log)]))
+    assert _group_state(storage, "again")[0] == group
+    assert again["epoch"] == 1 and again["checkpoint"]
+    assert [json.loads(line)["epoch"] for line in log.read_text().splitlines()] == [1]
+    deadline = time.monotonic() + 30  # the session's next tests need the group's CPUs
+    while _group_state(storage, "again")[1] != "REMOVED":
+        assert time.monotonic() < deadline, "the kept group outlived keep_workers_s"
+        time.sleep(0.5)
+    ray.kill(actor)
 
 
 def test_a_worker_exiting_under_its_training_thread_records_no_failure():

@@ -32,6 +32,10 @@ from transcenter.store.metric_names import AP_KEYS, MEASURED_COST_KEYS, per_clas
 DEFAULT_THREADS = torch.get_num_threads()  # torch's CPU threads in this process before any trial
 
 
+class TrainingStopped(Exception):
+    """Raised at a step boundary when the runner's ``stop_requested`` says the run is to end."""
+
+
 class DivergedError(FloatingPointError):
     """A loss became NaN/inf; the message names the epoch, step and component."""
 
@@ -151,14 +155,19 @@ class TrialRunner:
         progress: show a progress bar over each epoch's steps.
         count_cost: returns ``{"params", "macs"}`` of a model configuration (one image, counted
             on a CPU copy): :func:`~transcenter.model.evaluation.complexity.count`, or a cache of it.
+        stop_requested: asked before every training and validation step; when it returns True the
+            epoch raises :class:`TrainingStopped` (under DDP every rank must get the same answer
+            at the same step, e.g. an all-reduced flag).
     """
 
     def __init__(self, config: TrialConfig,
                  wrap_model: Callable[[nn.Module], nn.Module] = lambda m: m,
                  wrap_loader: Callable[[DataLoader], DataLoader] = lambda dl: dl,
                  device: torch.device | None = None, progress: bool = False,
-                 count_cost: Callable[[Any], dict] = count):
+                 count_cost: Callable[[Any], dict] = count,
+                 stop_requested: Callable[[], bool] = lambda: False):
         self.progress = progress
+        self.stop_requested = stop_requested
         self.device = device or resolve_device(config.train.device)
         self.config = c = resolve(config, self.device.type, _world_size())
         changed = substitutions(config, c, ("model",))  # amp and an "auto" device: as documented
@@ -215,6 +224,10 @@ class TrialRunner:
         if hasattr(sampler, "set_epoch"):  # DistributedSampler under DDP
             sampler.set_epoch(epoch)
 
+    def _stop_if_requested(self) -> None:
+        if self.stop_requested():
+            raise TrainingStopped(f"stopped at a step of epoch {self.epoch + 1}")
+
     def train_one_epoch(self, epoch: int) -> dict[str, float]:
         """Trains one epoch; returns mean losses (the criterion's keys), ``lr``, ``images_per_s``
         and ``train_time_s``."""
@@ -225,6 +238,7 @@ class TrialRunner:
         start = time.perf_counter()
         bar = tqdm(self.train_loader, desc=f"epoch {epoch}", leave=False, disable=not self.progress)
         for step, (batch, targets) in enumerate(bar):
+            self._stop_if_requested()
             batch = batch.to(self.device, non_blocking=True, memory_format=self.memory_format)
             targets = [{k: v.to(self.device) if torch.is_tensor(v) else v for k, v in t.items()}
                        for t in targets]
@@ -270,6 +284,7 @@ class TrialRunner:
         preds = []
         seconds = 0.0
         for batch, targets in self.val_loader:
+            self._stop_if_requested()
             start = time.perf_counter()
             with self._autocast():
                 outputs = self.model(batch.to(self.device, memory_format=self.memory_format))

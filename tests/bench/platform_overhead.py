@@ -17,7 +17,11 @@ same epochs, concurrency and ``--keep-workers``), and adds ``cli``: its wall tim
 the driver's checks included), the trainer's own time, and ``per_trial_s`` (wall time ×
 concurrency / trials).
 
-    python tests/bench/platform_overhead.py --trials 4 --epochs 3 [--cli 8] [--keep-workers 0]
+With ``--asha``, Ray's ASHA (grace period 1, reduction factor 2) stops trials as they fall
+behind, and ``stopped_trials`` counts those that trained fewer epochs than the others: a stopped
+trial's workers stop at a step and serve the next trial too (``WarmWorkerGroup``).
+
+    python tests/bench/platform_overhead.py --trials 4 --epochs 3 [--cli 8] [--keep-workers 0] [--asha]
 """
 from __future__ import annotations
 
@@ -125,6 +129,7 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=2)
     p.add_argument("--keep-workers", type=float, default=5.0, metavar="SECONDS",
                    help="how long a finished trial's workers wait for the next trial (0: never)")
+    p.add_argument("--asha", action="store_true", help="stop trials early (Ray's ASHA, rf 2)")
     p.add_argument("--cli", type=int, default=0, metavar="N",
                    help="also run an N-trial study through the CLI with its own Ray (see above)")
     args = p.parse_args()
@@ -136,6 +141,8 @@ def main() -> None:
                                 space=SearchSpace({"loss.alpha": Categorical([2.0 + i for i in range(args.trials)])}),
                                 sampler="grid", preset="smoke", max_concurrent_trials=args.concurrency,
                                 resources=Resources(keep_workers_s=args.keep_workers),
+                                asha=args.asha, stopping="asha", grace_period=1,
+                                reduction_factor=2,
                                 overrides={"data.num_train": 32, "data.num_val": 16,
                                     "train.epochs": args.epochs, "train.threads": 1},
                                 storage_path=tmp)
@@ -155,8 +162,10 @@ def main() -> None:
     trial_time = float(epochs["time_s"].sum())
     slots = wall * args.concurrency
     print(json.dumps({"trials": args.trials, "epochs": args.epochs, "concurrency": args.concurrency,
-                      "keep_workers_s": args.keep_workers,
-                      "rows": len(epochs), "study_wall_s": round(wall, 2),
+                      "keep_workers_s": args.keep_workers, "asha": args.asha,
+                      "rows": len(epochs),
+                      "stopped_trials": int((epochs.groupby("trial_id")["epoch"].max()
+                                             < args.epochs).sum()), "study_wall_s": round(wall, 2),
                       "trial_time_s": round(trial_time, 2),
                       "per_trial_overhead_s": round((slots - trial_time) / args.trials, 2),
                       "overhead_fraction": round(1 - trial_time / slots, 3),
