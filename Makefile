@@ -33,29 +33,23 @@ postgres:
 lint: install
 	$(VENV)/bin/ruff check .
 
-# Three pytests run side by side, each with a log of its own, their reports one after another: the
-# netns cluster's fault tests, which mostly wait on the faults they inject (outages, restarts, a
-# node's death), with the slow modules that start no session Ray head; the modules that run studies
-# as a user types them, in fresh shells with Ray heads of their own; and the rest. A test session's
-# head is stopped by its own pids, never `ray stop`, so the sessions leave each other's Ray alone.
-BESIDE_TESTS := tests/test_cluster.py tests/test_s3_faults.py tests/test_overfit.py
+# The netns cluster's fault tests mostly wait on the faults they inject (outages, restarts, a node's
+# death), so a second pytest runs them beside the rest of the suite, with the slow modules that
+# start no session Ray head (a test session's head is stopped by its own pids, never `ray stop`);
+# their report follows the rest's.
+BESIDE_TESTS := tests/test_cluster.py tests/test_overlap_claim.py tests/test_job_submit.py \
+	tests/test_s3_faults.py tests/test_overfit.py
 BESIDE_LOG := test-artifacts/beside-tests.log
-SHELL_TESTS := tests/test_console.py tests/test_new_user.py tests/test_crash_resume.py \
-	tests/test_overlap_claim.py tests/test_job_submit.py
-SHELL_LOG := test-artifacts/shell-tests.log
 
 test: install chromium postgres lint
 	@mkdir -p test-artifacts
 	@$(PY) -m pytest -q -p no:cacheprovider --durations=10 --basetemp=/tmp/transcenter-beside-tests \
 		$(BESIDE_TESTS) >$(BESIDE_LOG) 2>&1 & beside=$$!; \
-	$(PY) -m pytest -q -p no:cacheprovider --durations=10 --basetemp=/tmp/transcenter-shell-tests \
-		$(SHELL_TESTS) >$(SHELL_LOG) 2>&1 & shells=$$!; \
-	trap 'kill $$beside $$shells 2>/dev/null' INT TERM; \
-	$(PY) -m pytest -q --durations=15 $(addprefix --ignore=,$(BESIDE_TESTS) $(SHELL_TESTS)); rest=$$?; \
-	wait $$beside; besides=$$?; wait $$shells; shelled=$$?; \
+	trap 'kill $$beside 2>/dev/null' INT TERM; \
+	$(PY) -m pytest -q --durations=15 $(addprefix --ignore=,$(BESIDE_TESTS)); rest=$$?; \
+	wait $$beside; besides=$$?; \
 	echo "=== $(BESIDE_TESTS), run beside the rest ($(BESIDE_LOG)) ==="; cat $(BESIDE_LOG); \
-	echo "=== $(SHELL_TESTS), run beside the rest ($(SHELL_LOG)) ==="; cat $(SHELL_LOG); \
-	exit $$(( rest || besides || shelled ))
+	exit $$(( rest || besides ))
 
 demo: install
 	$(PY) studies/heatmap_size.py
