@@ -219,10 +219,11 @@ class LeanTorchTrainer(DataParallelTrainer):
             # the trial actor lives on for Tune's next trial, so its workers must stop. Those of
             # a trial Tune ended stop at a step and are kept; any others are aborted.
             group = controller.get_worker_group()
-            kept = (isinstance(ended, SystemExit) and PARKING.keep_s > 0
-                    and group is not None and group.has_started() and group.stop_at_a_step())
-            if not kept and group is not None and group.has_started():
-                group.abort()
+            if group is not None and group.has_started():
+                kept = (isinstance(ended, SystemExit) and PARKING.keep_s > 0
+                        and group.stop_at_a_step())
+                if not kept:
+                    group.abort()
             raise
         return controller.get_result()
 
@@ -329,8 +330,7 @@ class WarmWorkerGroup(WorkerGroup):
     2 cores) and set up CUDA, and each gets the new run's context as a new worker would. A run that
     Tune stopped parks its group once the workers stopped at a step (:meth:`stop_at_a_step`).
     A run that failed, whose workers did not stop in time, or that fits no parked group starts its
-    own. The
-    workers must report checkpoints synchronously (the default, as :mod:`worker` does): Ray Train
+    own. The workers must report checkpoints synchronously (the default, as :mod:`worker` does): Ray Train
     shuts its one asynchronous upload pool per process down at the end of every run.
 
     Why: Ray Train 2.60 starts new worker processes for every run. Uses the private
@@ -339,8 +339,6 @@ class WarmWorkerGroup(WorkerGroup):
     :func:`keep_synchronization_actors`. Public replacement: none (Ray Train has no worker reuse
     across runs).
     """
-
-    _stopped_at_a_step = False  # set by stop_at_a_step once every worker ended its run
 
     def key(self) -> tuple:
         """What a parked group must match to serve this run: workers, resources per worker,
@@ -400,15 +398,16 @@ class WarmWorkerGroup(WorkerGroup):
                 time.sleep(0.05)
         except Exception:
             return False
-        self._stopped_at_a_step = True
-        self.shutdown()
+        self._shutdown(ended=True)
         return True
 
     def shutdown(self) -> None:
         status = self._latest_poll_status
-        finished = self._stopped_at_a_step or (status is not None and status.finished
-                                               and not status.errors)
-        if PARKING.keep_s > 0 and self.has_started() and finished:
+        self._shutdown(ended=status is not None and status.finished and not status.errors)
+
+    def _shutdown(self, ended: bool) -> None:
+        """Shuts the group down, parking it when every worker ``ended`` its run without error."""
+        if PARKING.keep_s > 0 and self.has_started() and ended:
             state = self._worker_group_state
             self._worker_group_state = _ParkingState(**_state_fields(state), key=self.key())
         super().shutdown()

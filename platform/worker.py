@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -119,11 +119,11 @@ def _train(loop_config: LoopConfig, rank: int) -> Iterator[int]:
     cfg = trial_config(loop_config.preset, loop_config.overrides)
     cost = {"count_cost": cached_count(loop_config.cost_dir)} if loop_config.cost_dir else {}
     configure_process(cfg)
-    device = ray.train.torch.get_device()
-    stop = _stop_check(device) if loop_config.stop_when_asked else lambda: False
     runner = TrialRunner(cfg, wrap_model=ray.train.torch.prepare_model,
                          wrap_loader=ray.train.torch.prepare_data_loader,
-                         device=device, stop_requested=stop, **cost)
+                         device=ray.train.torch.get_device(),
+                         stop_requested=step_stop.requested if loop_config.stop_when_asked else None,
+                         **cost)
     node_ip = ray.util.get_node_ip_address()
     reports: list[dict[str, Any]] = []  # every epoch's report so far, kept in the checkpoint
     checkpoint = ray.train.get_checkpoint()
@@ -153,8 +153,6 @@ def _train(loop_config: LoopConfig, rank: int) -> Iterator[int]:
             metrics = runner.run_epoch()
         except TrainingStopped:
             return
-        if stop():  # asked after the epoch's last step: the epoch is not reported
-            return
         if rank == 0:
             faults.record_trained(loop_config.run_dir, runner.epoch)
         faults.maybe_inject(trial_faults, runner.epoch, "after", rank)
@@ -171,21 +169,6 @@ def _train(loop_config: LoopConfig, rank: int) -> Iterator[int]:
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(report, checkpoint=ckpt)
         faults.maybe_inject(trial_faults, runner.epoch, "reported", rank)
-
-
-def _stop_check(device: torch.device) -> Callable[[], bool]:
-    """Returns a callable that is True once the controller asked this run to stop
-    (:mod:`step_stop`); under DDP it all-reduces the ranks' flags, so every rank stops at the same
-    step and none is left waiting in a collective for one that stopped."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return step_stop.requested
-
-    def agreed() -> bool:
-        flag = torch.tensor([float(step_stop.requested())], device=device)  # (1,)
-        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-        return bool(flag.item())
-
-    return agreed
 
 
 def _first_start_of_fit(loop_config: LoopConfig, rank: int) -> bool:

@@ -155,9 +155,10 @@ class TrialRunner:
         progress: show a progress bar over each epoch's steps.
         count_cost: returns ``{"params", "macs"}`` of a model configuration (one image, counted
             on a CPU copy): :func:`~transcenter.model.evaluation.complexity.count`, or a cache of it.
-        stop_requested: asked before every training and validation step; when it returns True the
-            epoch raises :class:`TrainingStopped` (under DDP every rank must get the same answer
-            at the same step, e.g. an all-reduced flag).
+        stop_requested: asked before every training and validation step and at the end of each
+            epoch; when it returns True (under DDP: on any rank, all-reduced so that every rank
+            stops at the same step) the epoch raises :class:`TrainingStopped`, unreported. None:
+            never asked, no collective.
     """
 
     def __init__(self, config: TrialConfig,
@@ -165,7 +166,7 @@ class TrialRunner:
                  wrap_loader: Callable[[DataLoader], DataLoader] = lambda dl: dl,
                  device: torch.device | None = None, progress: bool = False,
                  count_cost: Callable[[Any], dict] = count,
-                 stop_requested: Callable[[], bool] = lambda: False):
+                 stop_requested: Callable[[], bool] | None = None):
         self.progress = progress
         self.stop_requested = stop_requested
         self.device = device or resolve_device(config.train.device)
@@ -225,7 +226,14 @@ class TrialRunner:
             sampler.set_epoch(epoch)
 
     def _stop_if_requested(self) -> None:
-        if self.stop_requested():
+        if self.stop_requested is None:
+            return
+        asked = self.stop_requested()
+        if _distributed():
+            flag = torch.tensor([float(asked)], device=self.device)  # (1,)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            asked = bool(flag.item())
+        if asked:
             raise TrainingStopped(f"stopped at a step of epoch {self.epoch + 1}")
 
     def train_one_epoch(self, epoch: int) -> dict[str, float]:
@@ -353,6 +361,7 @@ class TrialRunner:
             metrics.update(infer_images_per_s=self.infer_images_per_s, latency_ms=self.latency_ms())
         else:
             metrics.update(dict.fromkeys(AP_KEYS + MEASURED_COST_KEYS, float("nan")))
+        self._stop_if_requested()  # asked after the epoch's last step: the epoch is not reported
         self.epoch = epoch
         metrics["time_s"] = time.perf_counter() - start
         self.last_metrics = metrics
