@@ -595,35 +595,6 @@ def keep_secrets_out_of_runtime_envs() -> None:
     class_cache.ENV_VARS_TO_PROPAGATE = frozenset(class_cache.ENV_VARS_TO_PROPAGATE) - SECRET_ENV_VARS
 
 
-def keep_starting_actors() -> None:
-    """Makes Ray Tune hand an idle trial actor (one a finished trial left for reuse) only to a trial
-    that has no actor yet, never to one whose own new actor is still starting. Idempotent.
-
-    Why: Ray Tune 2.60 requests a new actor for each pending trial at once (a trial actor reserves
-    no CPU, so there is always room), and when a trial ends first it gives that trial's idle actor
-    to a pending trial and kills the pending trial's starting actor
-    (``TuneController._maybe_reuse_cached_actor``, "Removing ORIGINAL ACTOR"); the next trial then
-    starts yet another actor. While trials end faster than a process starts (ASHA's first rungs,
-    simulated trials, a busy head node), nearly every trial pays a process start that is thrown
-    away, and the killed processes linger as idle Ray workers. With this change the idle actor
-    serves the next trial without an actor and the starting one is kept. Public replacement: none
-    (Tune has no option for which trial an idle actor serves).
-    """
-    from ray.tune.execution.tune_controller import TuneController
-
-    reuse = TuneController._maybe_reuse_cached_actor
-    if hasattr(reuse, "upstream"):
-        return
-
-    def reuse_for_trials_without_an_actor(self, trial) -> bool:
-        if trial not in self._resetting_trials and trial in self._trial_to_actor:
-            return False  # its own actor is starting: keep it, and the idle one for another trial
-        return reuse(self, trial)
-
-    reuse_for_trials_without_an_actor.upstream = reuse
-    TuneController._maybe_reuse_cached_actor = reuse_for_trials_without_an_actor
-
-
 def train_report_logger() -> logging.Logger:
     """Returns the logger on which Ray Train's workers log each report (``Reporting training result
     n: TrainingReport(checkpoint=..., metrics={...})``, one per epoch and worker).

@@ -30,7 +30,6 @@ from transcenter.platform.columns import TrialColumns
 from transcenter.platform.compat import (
     job_working_dir,
     keep_secrets_out_of_runtime_envs,
-    keep_starting_actors,
     remove_placement_groups_of_ended_jobs,
 )
 from transcenter.platform.data_check import DataCheck, check_data
@@ -472,7 +471,6 @@ def run_study(spec: StudySpec, address: str | None = None,
                            removed)
         check_nodes_reach(spec)
         keep_secrets_out_of_runtime_envs()
-        keep_starting_actors()
         tuner = build_tuner(spec, data)
         if ready is not None:
             ready(spec, data, dashboard)

@@ -5,6 +5,13 @@ import signal
 import tempfile
 from pathlib import Path
 
+# Idle OpenMP threads sleep instead of spinning (read when torch loads its OpenMP runtime, so set
+# before torch is imported; inherited by the drivers and Ray heads the tests start). The suite runs
+# two pytest processes on two cores: a 2-thread torch step whose threads spin-wait for a core the
+# other process holds ran 2-3 times slower (tests/test_overfit.py beside a busy core: 90 s spinning,
+# 42 s passive).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import pytest
 import torch
 

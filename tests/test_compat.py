@@ -292,44 +292,6 @@ def test_ray_train_still_logs_each_report_outside_the_ray_train_logger():
     assert not context.logger.name.startswith("ray.train")
 
 
-def _controller_with_a_starting_actor_and_an_idle_one():
-    """Returns (a stand-in for a TuneController whose trial's own actor is starting while a finished
-    trial's actor idles in the cache, the trial, the actors it removed)."""
-    removed = []
-    trial = type("Trial", (), {"placement_group_factory": "1 CPU", "config": {}, "experiment_tag": "t",
-                               "set_ray_actor": lambda self, actor: None})()  # hashable, as Tune's
-    cache = SimpleNamespace(has_cached_object=lambda request: True,
-                            pop_cached_object=lambda request: "idle actor")
-    controller = SimpleNamespace(
-        _resetting_trials=set(), _actor_cache=cache, _trial_to_actor={trial: "starting actor"},
-        _actor_to_trial={"starting actor": trial},
-        _remove_actor=lambda tracked_actor: removed.append(tracked_actor),
-        _actor_manager=SimpleNamespace(_live_actors_to_ray_actors_resources={"idle actor": ("a", 1)}),
-        _schedule_trial_reset=lambda trial, config, tag: None)
-    return controller, trial, removed
-
-
-def test_tune_still_kills_a_starting_actor_to_reuse_an_idle_one_and_the_patch_keeps_it(monkeypatch):
-    from ray.tune.execution.tune_controller import TuneController
-
-    # Undone after the test: the patch is the study driver's, not this session's.
-    monkeypatch.setattr(TuneController, "_maybe_reuse_cached_actor",
-                        TuneController._maybe_reuse_cached_actor)
-    upstream = getattr(TuneController._maybe_reuse_cached_actor, "upstream",
-                       TuneController._maybe_reuse_cached_actor)
-    controller, trial, removed = _controller_with_a_starting_actor_and_an_idle_one()
-    assert upstream(controller, trial) is True and removed == ["starting actor"]
-    assert controller._trial_to_actor[trial] == "idle actor"
-
-    compat.keep_starting_actors()
-    compat.keep_starting_actors()  # a second study in the same driver
-    patched = TuneController._maybe_reuse_cached_actor
-    assert patched.upstream is upstream
-    controller, trial, removed = _controller_with_a_starting_actor_and_an_idle_one()
-    assert patched(controller, trial) is False and removed == []
-    assert controller._trial_to_actor[trial] == "starting actor"
-
-
 def test_ray_train_still_warns_of_a_timed_out_resource_request_with_a_traceback(monkeypatch, caplog):
     from ray.train.v2._internal.execution.scaling_policy import autoscaling_coordinator_client as m
 
