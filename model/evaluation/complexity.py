@@ -3,13 +3,16 @@
 ``python -m transcenter.model.evaluation.complexity --json`` prints a JSON list of
 ``{"heatmap_size", "params", "macs"}`` for S = 16, 32, 64, 128 at 512×512 with ResNet-50 and
 VOC's 20 classes. MACs come from ``torch.utils.flop_counter.FlopCounterMode`` (2 FLOPs per MAC),
-run in train mode under the MATH attention backend so attention is counted on CPU.
+run in train mode under the MATH attention backend so attention is counted. The model is built on
+PyTorch's meta device: every operator sees shapes only, so counting does no arithmetic and holds no
+activations (the same counts as a CPU forward pass; about 1.3 s instead of 2.9 s at S = 128).
 Backbone: torchvision's ResNet-50 (v1.5, stride on the 3×3), ~21.59 G MACs alone.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import warnings
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -24,8 +27,11 @@ PAPER_TABLE1 = {16: (45.79e6, 25.07e9), 32: (46.84e6, 28.81e9), 64: (47.89e6, 43
 
 def count(config: ModelConfig) -> dict:
     """Returns ``{"heatmap_size", "params", "macs"}`` for one image of ``config.input_size``²."""
-    model = build_model(config).train()
-    x = torch.zeros(1, 3, config.input_size, config.input_size)
+    with torch.device("meta"), warnings.catch_warnings():
+        # Backbone weights from a file load into meta parameters as a no-op, with a warning each.
+        warnings.filterwarnings("ignore", message=".*non-meta parameter in the checkpoint")
+        model = build_model(config).train()
+        x = torch.zeros(1, 3, config.input_size, config.input_size)  # (1, 3, H, W)
     counter = FlopCounterMode(display=False)
     with sdpa_kernel(SDPBackend.MATH), counter:
         model(x)
