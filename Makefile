@@ -34,11 +34,12 @@ lint: install
 	$(VENV)/bin/ruff check .
 
 # The netns cluster's fault tests mostly wait on the faults they inject (outages, restarts, a node's
-# death), so a second pytest runs them beside the rest of the suite, with the slow modules that
-# start no session Ray head (a test session's head is stopped by its own pids, never `ray stop`);
-# their report follows the rest's.
+# death), so a second pytest runs them beside the rest of the suite, with slow modules that start
+# no session Ray head (a test session's head is stopped by its own pids, never `ray stop`), chosen
+# so that the two end at about the same time; their report follows the rest's.
 BESIDE_TESTS := tests/test_cluster.py tests/test_overlap_claim.py tests/test_job_submit.py \
-	tests/test_s3_faults.py tests/test_overfit.py
+	tests/test_s3_faults.py tests/test_overfit.py tests/test_engine.py tests/test_backbone.py \
+	tests/test_import_contract.py
 BESIDE_LOG := test-artifacts/beside-tests.log
 
 test: install chromium postgres lint
