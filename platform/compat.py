@@ -68,7 +68,8 @@ WORKER_ENV = {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "300",
 
 # A resource only the head node has (Ray adds it to every head). Trial drivers ask for a sliver of
 # it, so they and the Train controllers Ray Train pins beside them live on the head and survive the
-# loss of a worker node; only Train workers run on worker nodes. Public replacement: a documented
+# loss of a worker node; only Train workers run on worker nodes. A simulated study's trials share
+# it out by the trials run at once (simulate.simulated_trainable). Public replacement: a documented
 # head-node label or resource (Ray's own Serve uses this name the same way).
 HEAD_NODE_RESOURCE = "node:__internal_head__"
 

@@ -5,7 +5,8 @@ A simulated trial is a light Tune trial: no Ray Train worker group, no torch. Fo
 sleeps the epoch's simulated duration divided by the time scale, then reports the same metrics a
 real trial reports (same names; the stored ``device`` says ``simulated (<source>)``, so a row says
 what ran). The study lets Tune reuse a finished trial's actor for the next trial
-(``reuse_actors``).
+(``reuse_actors``), and no more trial actors exist than trials run at once
+(:func:`simulated_trainable`).
 
 Three learning-curve sources: :class:`Surrogate`, built in and needing no data (a parametric
 curve family over any search space, with a known optimum), :class:`CrossingSurrogate`, its variant
@@ -45,6 +46,7 @@ SURROGATE = "surrogate"
 CROSSING = "crossing"
 HEATMAP_SIZE = "model.heatmap_size"
 SURROGATES = (SURROGATE, CROSSING)  # built-in learning-curve families, by ``--simulate`` name
+RESOURCE_UNITS = 10_000  # Ray counts a resource in units of 1/10,000
 
 
 def _unit_hash(*parts: Any) -> float:
@@ -355,8 +357,20 @@ def simulated_trial(config: dict[str, Any], sim: SimulationSpec) -> None:
         tune.report({**metrics, NODE_KEY: "simulated", DEVICE_KEY: device})
 
 
-def simulated_trainable(sim: SimulationSpec):
-    """Returns the Tune trainable of a simulated study: no CPU reserved, a token of memory (the
-    study's ``max_concurrent_trials`` bounds how many run at once)."""
+def simulated_trainable(sim: SimulationSpec, slots: int, slot_resource: str):
+    """Returns the Tune trainable of a simulated study. A trial reserves no CPU, a token of memory
+    and ``1/slots`` of ``slot_resource`` (a resource of capacity 1 on one node: the head's), rounded
+    down to Ray's unit of 1/10,000, so at most ``slots`` trial actors exist at once, idle ones
+    included. A trial that starts when another has just ended therefore waits for that trial's idle
+    actor instead of starting a process of its own, which Tune would discard on handing it the idle
+    one; simulated trials end faster than a process starts, so that would be nearly every trial.
+
+    Raises:
+        ValueError: ``slots`` above 10,000 (no share of the resource is left per trial).
+    """
+    share = math.floor(RESOURCE_UNITS / slots) / RESOURCE_UNITS
+    if share <= 0:
+        raise ValueError(f"max_concurrent_trials={slots}: a simulated study runs at most "
+                         f"{RESOURCE_UNITS} trials at once")
     return tune.with_resources(tune.with_parameters(simulated_trial, sim=sim),
-                               {"cpu": 0, "memory": 32 * 2**20})
+                               {"cpu": 0, "memory": 32 * 2**20, slot_resource: share})

@@ -28,6 +28,7 @@ from transcenter.platform import faults
 from transcenter.platform.callbacks import ResultStoreCallback
 from transcenter.platform.columns import TrialColumns
 from transcenter.platform.compat import (
+    HEAD_NODE_RESOURCE,
     job_working_dir,
     keep_secrets_out_of_runtime_envs,
     remove_placement_groups_of_ended_jobs,
@@ -400,7 +401,8 @@ def build_tuner(spec: StudySpec, data: DataCheck) -> tune.Tuner | None:
                            spec.max_failures, log_dir(directory, spec.name), spec.verbose)
     simulation = spec.simulation
     return tune.Tuner(
-        simulated_trainable(simulation) if simulation else trainable(trial_spec),
+        (simulated_trainable(simulation, spec.max_concurrent_trials, HEAD_NODE_RESOURCE)
+         if simulation else trainable(trial_spec)),
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=samples,
                                     max_concurrent_trials=spec.max_concurrent_trials,
                                     reuse_actors=True),  # one trial actor serves trial after trial

@@ -6,6 +6,7 @@ import math
 import optuna
 import pandas as pd
 import pytest
+from local_cluster import trial_actors
 
 from transcenter.platform.search import Categorical, Float, SearchSpace
 from transcenter.platform.simulate import SimulationSpec, Surrogate
@@ -67,7 +68,13 @@ def test_a_simulated_tpe_asha_study_runs_through_the_real_stack(ray_cluster, tmp
                             num_samples=trials, overrides={"train.epochs": epochs},
                             max_concurrent_trials=4, storage_path=str(tmp_path),
                             simulate="surrogate", time_scale=10_000)
+    before = {a.actor_id for a in trial_actors()}
     store = run_study(spec)
+    # Trials end faster than a trial actor starts. Each trial's share of the head node's resource
+    # keeps the actors to the 4 that run at once, so a new trial waits for an idle actor instead of
+    # starting a process that Tune would discard (without the share: 13 actor processes).
+    started = [a for a in trial_actors() if a.actor_id not in before and a.pid]
+    assert len(started) <= 2 * 4, [(a.pid, a.state) for a in started]
     rows, stored = store.read_epochs(), store.read_trials()
     assert len(stored) == trials and not rows.duplicated(["trial_id", "epoch"]).any()
     assert set(rows["device"]) == {"simulated (surrogate)"}  # a row says what ran
