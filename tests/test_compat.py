@@ -367,8 +367,10 @@ def test_a_running_trial_handle_reports_and_is_told_as_the_trial_it_was():
 
 @pytest.mark.ray
 def test_the_head_node_still_offers_the_resource_that_pins_the_trial_drivers(ray_cluster):
-    """HEAD_NODE_RESOURCE: a task asking for it runs on the head (the trial drivers ask for it)."""
+    """HEAD_NODE_RESOURCE: a task asking for it runs on the head (the trial drivers ask for it),
+    and the head has one of it (simulated trials share it out by the trials run at once)."""
     head = next(n for n in ray.nodes() if n["Alive"] and compat.HEAD_NODE_RESOURCE in n["Resources"])
+    assert head["Resources"][compat.HEAD_NODE_RESOURCE] == 1.0
 
     @ray.remote(num_cpus=0, resources={compat.HEAD_NODE_RESOURCE: 0.001})
     def where() -> str:
