@@ -1,8 +1,8 @@
 """Params and MACs counted once per architecture per study, not once per trial.
 
-Counting a model's MACs (``FlopCounterMode`` on a CPU copy) takes seconds for the paper's model and
-depends only on the model configuration, so the first trial of each architecture counts it and
-leaves ``<study>/costs/<hash of the model config>.json``; later trials read it.
+Counting a model's MACs (``FlopCounterMode`` on the meta device) takes over a second for the
+paper's model and depends only on the model configuration, so the first trial of each architecture
+counts it and leaves ``<study>/costs/<hash of the model config>.json``; later trials read it.
 """
 from __future__ import annotations
 

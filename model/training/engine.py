@@ -154,7 +154,8 @@ class TrialRunner:
         device: overrides ``config.train.device``.
         progress: show a progress bar over each epoch's steps.
         count_cost: returns ``{"params", "macs"}`` of a model configuration (one image, counted
-            on a CPU copy): :func:`~transcenter.model.evaluation.complexity.count`, or a cache of it.
+            on the meta device): :func:`~transcenter.model.evaluation.complexity.count`, or a
+            cache of it.
         stop_requested: asked before every training and validation step and at the end of each
             epoch; when it returns True (under DDP: on any rank, all-reduced so that every rank
             stops at the same step) the epoch raises :class:`TrainingStopped`, unreported. None:
