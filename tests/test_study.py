@@ -152,7 +152,8 @@ def test_ctrl_c_says_what_was_stored_and_the_command_that_continues_it(inject_fa
     another fresh shell, finishes the study with every epoch once. Workers record the epochs they
     train for the audit (the fault file, with no faults in it)."""
     inject_faults([])
-    cmd = study_command("grid", tmp_path, "ctrlc", None)[1:]  # after the interpreter
+    # One trial at a time: the first epoch row comes with most of the study still to run.
+    cmd = study_command("grid", tmp_path, "ctrlc", None, "--max-concurrent-trials", "1")[1:]
     script = f"{faults.ENV}={inject_faults.path} python {shlex.join(cmd)}"
     shell = fresh_shell(script, cwd=tmp_path, home=tmp_path / "home", ray_tmp=tmp_path / "ray1",
                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
