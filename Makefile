@@ -44,7 +44,7 @@ lint: install
 # so that the two end at about the same time; their report follows the rest's.
 BESIDE_TESTS := tests/test_cluster.py tests/test_overlap_claim.py tests/test_job_submit.py \
 	tests/test_s3_faults.py tests/test_overfit.py tests/test_engine.py tests/test_backbone.py \
-	tests/test_import_contract.py
+	tests/test_import_contract.py tests/test_optuna_outage.py tests/test_complexity.py
 BESIDE_LOG := test-artifacts/beside-tests.log
 
 test: install chromium postgres lint
