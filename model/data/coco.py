@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torchvision.ops import box_convert
 
 from transcenter.model.data.common import AnnotatedImageDataset, Transform
 
@@ -113,6 +112,8 @@ class COCODetection(AnnotatedImageDataset):
             per_image[image_id].append((bbox, label_of[cat_id], bool(ann.get("iscrowd", 0))))
         for cat_id, count in unknown.items():
             self.summary.skip("unknown_class", f"{ann_file}: category_id {cat_id!r}", count)
+        from torchvision.ops import box_convert  # here: build.py imports this module for every data set
+
         for image_id, img in images.items():
             where = f"{ann_file} image {image_id}"
             size = (int(_field(img, "height", where)), int(_field(img, "width", where))) \

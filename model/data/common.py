@@ -52,7 +52,6 @@ from typing import Any
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
-from torchvision.io import ImageReadMode, decode_image, encode_jpeg, encode_png, read_file, write_file
 
 logger = logging.getLogger(__name__)
 
@@ -244,6 +243,8 @@ def probe_image(path: Path) -> tuple[str | None, tuple[int, int] | None]:
 @contextmanager
 def _torchvision_io() -> Iterator[None]:
     # torchvision 0.29 deprecates its io module in favour of torchcodec; the calls remain correct.
+    # read_image and write_image import it when called: the study driver, which opens data sets
+    # to check them, reads no image and so never loads torchvision.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         yield
@@ -279,6 +280,8 @@ def read_image(path: Path, expected_size: tuple[int, int] | None = None) -> torc
         ImageError: naming the file when it is missing or cannot be decoded, or its (H, W)
             differs from ``expected_size``.
     """
+    from torchvision.io import ImageReadMode, decode_image, read_file
+
     with _torchvision_io():
         try:
             image = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)  # (3, H, W) uint8
@@ -293,6 +296,8 @@ def read_image(path: Path, expected_size: tuple[int, int] | None = None) -> torc
 
 def write_image(image: torch.Tensor, path: Path, quality: int = 95) -> None:
     """Encode a float (3, H, W) image in [0, 1] as a JPEG or, for a ``.png`` path, a PNG file."""
+    from torchvision.io import encode_jpeg, encode_png, write_file
+
     pixels = (image * 255).round_().to(torch.uint8)  # (3, H, W)
     with _torchvision_io():
         data = encode_png(pixels) if path.suffix.lower() == ".png" else encode_jpeg(pixels, quality=quality)

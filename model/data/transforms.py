@@ -5,16 +5,19 @@ horizontal flip makes ``scale[0]`` negative). It is applied to the image and to 
 through ``tv_tensors.BoundingBoxes`` and recorded in the target as ``scale`` and ``offset``
 (float32 (2,), x then y), so :func:`to_original` can map predictions back. Randomness comes from
 torch's global generator, so ``torch.manual_seed`` and DataLoader worker seeding control it.
+
+torchvision is imported when a transform first runs, not with this module: the study driver builds
+the data sets (and their transforms) to check them without loading torchvision, whose import
+takes about 2 s of CPU (it imports ``torch._dynamo``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
 
 import torch
-from torchvision import tv_tensors
-from torchvision.transforms import v2
-from torchvision.transforms.v2 import functional as F
 
 from transcenter.model.data.common import Target
 
@@ -57,6 +60,9 @@ def place(image: torch.Tensor, target: Target, size: int, where: Placement) -> t
         Image (3, size, size) and a target whose boxes (K, 4) are xyxy canvas pixels (clipped, possibly
         degenerate) and which carries ``scale`` and ``offset`` (float32 (2,), x then y).
     """
+    from torchvision import tv_tensors
+    from torchvision.transforms.v2 import functional as F
+
     height, width = image.shape[-2:]
     # Resampled as uint8: torch's uint8 bilinear kernel is ~3x faster; quantising costs <= 1/255.
     img = tv_tensors.Image(F.to_dtype(image, torch.uint8, scale=True))
@@ -108,8 +114,21 @@ class DetectionTransform:
         if size < 1 or not 0.0 <= hflip <= 1.0 or not 0.0 < scale[0] <= scale[1]:
             raise ValueError(f"invalid transform settings: size={size}, hflip={hflip}, scale={scale}")
         self.size, self.train, self.hflip, self.scale = size, train, hflip, scale
-        self.colour = v2.ColorJitter(0.3, 0.3, 0.3) if train and photometric else None
-        self.sanitize = v2.SanitizeBoundingBoxes(
+        self.photometric = photometric
+
+    @cached_property
+    def _colour(self) -> Any:
+        """torchvision's colour jitter, or None without photometric jitter."""
+        from torchvision.transforms import v2
+
+        return v2.ColorJitter(0.3, 0.3, 0.3) if self.train and self.photometric else None
+
+    @cached_property
+    def _sanitize(self) -> Any:
+        """torchvision's box sanitiser: drops boxes under 1 px with their labels and flags."""
+        from torchvision.transforms import v2
+
+        return v2.SanitizeBoundingBoxes(
             min_size=1.0, labels_getter=lambda inputs: (inputs[1]["labels"], inputs[1]["ignore"]))
 
     def placement(self, orig: tuple[int, int]) -> Placement:
@@ -124,10 +143,10 @@ class DetectionTransform:
 
     def __call__(self, image: torch.Tensor, target: Target) -> tuple[torch.Tensor, Target]:
         """Transform one pair; the output target keeps the contract plus ``scale``/``offset``."""
-        if self.colour is not None:  # on the original: fewer pixels, and the padding stays black
-            image = self.colour(image)
+        if self._colour is not None:  # on the original: fewer pixels, and the padding stays black
+            image = self._colour(image)
         image, target = place(image, target, self.size, self.placement(tuple(image.shape[-2:])))
-        image, target = self.sanitize(image, target)
+        image, target = self._sanitize(image, target)
         target["boxes"] = target["boxes"].as_subclass(torch.Tensor)  # (K', 4) xyxy input px
         target["iscrowd"] = target["ignore"]
         return image.as_subclass(torch.Tensor), target

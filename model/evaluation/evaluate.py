@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import torch
 from faster_coco_eval import COCO, COCOeval_faster
-from torchvision.ops import box_iou
 
 from transcenter.model.data.common import Target
 
@@ -116,6 +115,8 @@ def evaluate(predictions: Sequence[Prediction], dataset_or_targets: Any,
 
 def _match(pred: Prediction, target: Target, iou: float, min_score: float) -> torch.Tensor:
     """(K,) bool: ground-truth objects matched one-to-one, greedily by score, at IoU >= ``iou``."""
+    from torchvision.ops import box_iou  # here: the study driver's data check imports this module
+
     keep = torch.as_tensor(pred["scores"]) >= min_score  # (M,)
     order = torch.as_tensor(pred["scores"])[keep].argsort(descending=True)
     boxes = torch.as_tensor(pred["boxes"]).float()[keep][order]  # (M', 4) xyxy orig px
